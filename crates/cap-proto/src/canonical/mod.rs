@@ -1,0 +1,483 @@
+//! Canonical (deterministic) encoding, byte-identical to the reference peer's
+//! `SerializeToString(deterministic=True)`.
+//!
+//! The canonicalizer works on wire bytes, not on decoded structs, so it keeps what a
+//! struct round trip would lose: fields this version does not model are re-emitted after
+//! the known ones, in the order received, at every nesting level. That is what makes
+//! signatures from newer peers verify (see [`signing_bytes`]).
+//!
+//! The rules, applied at every level:
+//! - known fields in ascending field-number order; a oneof member at its own number;
+//! - proto3 scalars equal to their default are omitted (floats by bit pattern, so `-0.0`
+//!   is kept); present sub-messages are emitted even when empty; oneof members always;
+//! - a repeated singular scalar keeps its last value; a repeated singular message merges;
+//!   of several oneof members the last one wins;
+//! - map entries sorted by key, each carrying both key and value even when default;
+//! - repeated numeric fields packed; negative `int32` as 10-byte varints;
+//! - unknown fields last, verbatim, in received order.
+//!
+//! ```
+//! use cap_proto::canonical;
+//! use cap_proto::v1::Handshake;
+//!
+//! let hs = Handshake {
+//!     capabilities: [("a".to_string(), false)].into(),
+//!     ..Default::default()
+//! };
+//! // prost omits the default `false` inside the map entry; the canonical form keeps it.
+//! assert_eq!(canonical::to_bytes(&hs), [0x22, 0x05, 0x0a, 0x01, 0x61, 0x10, 0x00]);
+//! ```
+
+mod layout;
+mod wire;
+
+use crate::message::CapMessage;
+use layout::{Field, Layouts, Scalar, Shape, VarintKind, layouts};
+use wire::{LEN, Reader, Value, put_len, put_tag, put_varint};
+
+/// Nesting depth at which decoding gives up (the reference peer's limit is 100).
+pub(crate) const MAX_DEPTH: u32 = 100;
+
+/// Field number of `BusPacket.signature`, cleared before signing.
+pub const SIGNATURE_FIELD: u32 = 14;
+
+/// Why bytes are not a valid protobuf encoding of the expected message.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum WireError {
+    /// The input ends inside a field.
+    #[error("truncated input")]
+    Truncated,
+    /// A varint longer than 10 bytes or above 2^64.
+    #[error("varint overflows 64 bits")]
+    VarintOverflow,
+    /// Field number 0, above 2^29-1, or a tag above 32 bits.
+    #[error("invalid field tag")]
+    InvalidTag,
+    /// Wire types 6 and 7 do not exist.
+    #[error("invalid wire type {0}")]
+    InvalidWireType(u8),
+    /// An end-group tag without its start.
+    #[error("unexpected end-group tag")]
+    UnexpectedEndGroup,
+    /// A packed fixed-width field whose length is not a multiple of the width.
+    #[error("packed field {0} has a length that is not a multiple of its element size")]
+    BadPackedLength(u32),
+    /// A `string` field that is not UTF-8.
+    #[error("field {0} is not valid UTF-8")]
+    InvalidUtf8(u32),
+    /// Nested deeper than the limit.
+    #[error("message nested deeper than {MAX_DEPTH} levels")]
+    RecursionLimit,
+    /// The message name is not part of the CAP schema.
+    #[error("unknown message type {0}")]
+    UnknownMessage(String),
+}
+
+/// The canonical bytes of a message.
+///
+/// ```
+/// use cap_proto::{canonical, v1::JobCancel};
+/// let c = JobCancel { job_id: "j1".into(), ..Default::default() };
+/// assert_eq!(canonical::to_bytes(&c), b"\x0a\x02j1");
+/// ```
+pub fn to_bytes<M: CapMessage>(msg: &M) -> Vec<u8> {
+    let raw = msg.encode_to_vec();
+    // prost's own output is always well-formed (Rust strings are UTF-8), so this cannot
+    // fail; the property tests hold it to that. Should it ever, the prost bytes are
+    // still a valid encoding of the same message.
+    canonicalize::<M>(&raw).unwrap_or(raw)
+}
+
+/// Re-encodes the wire bytes of an `M` canonically, keeping unknown fields.
+pub fn canonicalize<M: CapMessage>(bytes: &[u8]) -> Result<Vec<u8>, WireError> {
+    canonicalize_named(M::FULL_NAME, bytes)
+}
+
+/// Like [`canonicalize`], for a message named at run time (`cordum.agent.v1.JobRequest`).
+pub fn canonicalize_named(full_name: &str, bytes: &[u8]) -> Result<Vec<u8>, WireError> {
+    let l = layouts();
+    let idx = l
+        .index_of(full_name)
+        .ok_or_else(|| WireError::UnknownMessage(full_name.to_owned()))?;
+    let mut out = Vec::with_capacity(bytes.len() + 16);
+    transcode(l, idx, bytes, &mut out, 0, None)?;
+    Ok(out)
+}
+
+/// The bytes a packet signature covers: the canonical encoding of the received
+/// `BusPacket` bytes with field 14 (`signature`) removed, unknown fields kept.
+pub fn signing_bytes(packet: &[u8]) -> Result<Vec<u8>, WireError> {
+    let l = layouts();
+    let idx = l
+        .index_of(crate::v1::BusPacket::FULL_NAME)
+        .ok_or_else(|| WireError::UnknownMessage(crate::v1::BusPacket::FULL_NAME.into()))?;
+    let mut out = Vec::with_capacity(packet.len());
+    transcode(l, idx, packet, &mut out, 0, Some(SIGNATURE_FIELD))?;
+    Ok(out)
+}
+
+/// The field numbers at the top level of `bytes` that the schema of `M` does not know,
+/// in the order received (used to tell an unknown payload from a missing one).
+pub fn unknown_fields<M: CapMessage>(bytes: &[u8]) -> Result<Vec<u32>, WireError> {
+    let l = layouts();
+    let idx = l
+        .index_of(M::FULL_NAME)
+        .ok_or_else(|| WireError::UnknownMessage(M::FULL_NAME.to_owned()))?;
+    let msg = &l.messages[idx];
+    let mut r = Reader::new(bytes);
+    let mut unknown = Vec::new();
+    while !r.is_empty() {
+        let (number, wt) = r.tag()?;
+        r.value(number, wt, 0)?;
+        let known = msg
+            .field_index(number)
+            .is_some_and(|i| accepts(&msg.fields[i], wt));
+        if !known {
+            unknown.push(number);
+        }
+    }
+    Ok(unknown)
+}
+
+/// Whether a field of this layout accepts a value of wire type `wt`; a mismatch makes
+/// the occurrence an unknown field, as in the reference peer.
+fn accepts(f: &Field, wt: u8) -> bool {
+    match f.shape {
+        Shape::Map { .. } => wt == LEN,
+        Shape::Repeated if f.scalar.packable() => wt == LEN || wt == f.scalar.wire_type(),
+        _ => wt == f.scalar.wire_type(),
+    }
+}
+
+fn transcode(
+    l: &Layouts,
+    idx: usize,
+    input: &[u8],
+    out: &mut Vec<u8>,
+    depth: u32,
+    skip: Option<u32>,
+) -> Result<(), WireError> {
+    if depth >= MAX_DEPTH {
+        return Err(WireError::RecursionLimit);
+    }
+    let msg = &l.messages[idx];
+    // Known occurrences (field index, value) in stream order, and raw unknown fields.
+    let mut known: Vec<(usize, Value<'_>)> = Vec::new();
+    let mut unknown: Vec<&[u8]> = Vec::new();
+    let mut r = Reader::new(input);
+    while !r.is_empty() {
+        let start = r.pos();
+        let (number, wt) = r.tag()?;
+        let value = r.value(number, wt, depth)?;
+        if skip == Some(number) {
+            continue;
+        }
+        match (msg.field_index(number), value) {
+            (Some(fi), Some(v)) if accepts(&msg.fields[fi], wt) => {
+                if let Some(group) = msg.fields[fi].oneof {
+                    // Setting another member of a oneof clears the current one.
+                    known.retain(|(i, _)| *i == fi || msg.fields[*i].oneof != Some(group));
+                }
+                known.push((fi, v));
+            }
+            _ => unknown.push(r.slice(start, r.pos())),
+        }
+    }
+    // Stable: occurrences of one field keep their stream order.
+    known.sort_by_key(|(i, _)| *i);
+    let mut rest = known.as_slice();
+    while let Some(&(fi, _)) = rest.first() {
+        let n = rest.iter().take_while(|(i, _)| *i == fi).count();
+        let (group, tail) = rest.split_at(n);
+        rest = tail;
+        let values: Vec<Value<'_>> = group.iter().map(|(_, v)| *v).collect();
+        emit_field(l, &msg.fields[fi], &values, out, depth)?;
+    }
+    for raw in unknown {
+        out.extend_from_slice(raw);
+    }
+    Ok(())
+}
+
+fn emit_field(
+    l: &Layouts,
+    f: &Field,
+    values: &[Value<'_>],
+    out: &mut Vec<u8>,
+    depth: u32,
+) -> Result<(), WireError> {
+    match f.shape {
+        Shape::Map { key, value } => emit_map(l, f.number, key, value, values, out, depth),
+        Shape::Repeated => match f.scalar {
+            Scalar::Message(m) => {
+                let mut child = Vec::new();
+                for v in values {
+                    child.clear();
+                    transcode(l, m, len_of(v), &mut child, depth + 1, None)?;
+                    put_len(out, f.number, &child);
+                }
+                Ok(())
+            }
+            Scalar::Str | Scalar::Bytes => {
+                for v in values {
+                    let s = len_of(v);
+                    if f.scalar == Scalar::Str {
+                        check_utf8(s, f.number)?;
+                    }
+                    put_len(out, f.number, s);
+                }
+                Ok(())
+            }
+            packable => emit_packed(f.number, packable, values, out),
+        },
+        Shape::Singular => {
+            let always = f.oneof.is_some();
+            match f.scalar {
+                Scalar::Message(m) => {
+                    let mut child = Vec::new();
+                    if let [one] = values {
+                        transcode(l, m, len_of(one), &mut child, depth + 1, None)?;
+                    } else {
+                        // Several occurrences of a singular message merge: their
+                        // concatenation decodes to exactly the merged message.
+                        let joined: Vec<u8> =
+                            values.iter().flat_map(|v| len_of(v)).copied().collect();
+                        transcode(l, m, &joined, &mut child, depth + 1, None)?;
+                    }
+                    put_len(out, f.number, &child);
+                }
+                Scalar::Str | Scalar::Bytes => {
+                    if f.scalar == Scalar::Str {
+                        for v in values {
+                            check_utf8(len_of(v), f.number)?;
+                        }
+                    }
+                    let last = values.last().map(len_of).unwrap_or_default();
+                    if always || !last.is_empty() {
+                        put_len(out, f.number, last);
+                    }
+                }
+                scalar => {
+                    if let Some(v) = values.last() {
+                        emit_scalar(f.number, scalar, *v, always, out);
+                    }
+                }
+            }
+            Ok(())
+        }
+    }
+}
+
+fn len_of<'a>(v: &Value<'a>) -> &'a [u8] {
+    match v {
+        Value::Len(s) => s,
+        _ => &[],
+    }
+}
+
+fn check_utf8(s: &[u8], number: u32) -> Result<(), WireError> {
+    std::str::from_utf8(s)
+        .map(|_| ())
+        .map_err(|_| WireError::InvalidUtf8(number))
+}
+
+fn normalize(kind: VarintKind, v: u64) -> u64 {
+    match kind {
+        VarintKind::Int32 => i64::from(v as u32 as i32) as u64,
+        VarintKind::Low32 => u64::from(v as u32),
+        VarintKind::Full64 => v,
+        VarintKind::Bool => u64::from(v != 0),
+    }
+}
+
+/// Emits a singular scalar (skipped when default, unless it is a oneof member).
+fn emit_scalar(number: u32, scalar: Scalar, v: Value<'_>, always: bool, out: &mut Vec<u8>) {
+    match (scalar, v) {
+        (Scalar::Varint(k), Value::Varint(raw)) => {
+            let n = normalize(k, raw);
+            if always || n != 0 {
+                put_tag(out, number, wire::VARINT);
+                put_varint(out, n);
+            }
+        }
+        (Scalar::Fixed32, Value::Fixed32(bits)) => {
+            if always || bits != 0 {
+                put_tag(out, number, wire::I32);
+                out.extend_from_slice(&bits.to_le_bytes());
+            }
+        }
+        (Scalar::Fixed64, Value::Fixed64(bits)) => {
+            if always || bits != 0 {
+                put_tag(out, number, wire::I64);
+                out.extend_from_slice(&bits.to_le_bytes());
+            }
+        }
+        _ => {}
+    }
+}
+
+/// Emits a repeated numeric field packed, whether it arrived packed or not.
+fn emit_packed(
+    number: u32,
+    scalar: Scalar,
+    values: &[Value<'_>],
+    out: &mut Vec<u8>,
+) -> Result<(), WireError> {
+    let mut body = Vec::new();
+    for v in values {
+        match (scalar, *v) {
+            (Scalar::Varint(k), Value::Varint(raw)) => put_varint(&mut body, normalize(k, raw)),
+            (Scalar::Fixed32, Value::Fixed32(bits)) => body.extend_from_slice(&bits.to_le_bytes()),
+            (Scalar::Fixed64, Value::Fixed64(bits)) => body.extend_from_slice(&bits.to_le_bytes()),
+            (Scalar::Varint(k), Value::Len(packed)) => {
+                let mut r = Reader::new(packed);
+                while !r.is_empty() {
+                    put_varint(&mut body, normalize(k, r.varint()?));
+                }
+            }
+            (Scalar::Fixed32 | Scalar::Fixed64, Value::Len(packed)) => {
+                let width = if scalar == Scalar::Fixed32 { 4 } else { 8 };
+                if packed.len() % width != 0 {
+                    return Err(WireError::BadPackedLength(number));
+                }
+                body.extend_from_slice(packed);
+            }
+            _ => {}
+        }
+    }
+    if !body.is_empty() {
+        put_len(out, number, &body);
+    }
+    Ok(())
+}
+
+/// A decoded map key, ordered as the reference peer orders keys.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord)]
+enum MapKey<'a> {
+    Signed(i64),
+    Unsigned(u64),
+    Bytes(&'a [u8]),
+}
+
+fn emit_map(
+    l: &Layouts,
+    number: u32,
+    key: Scalar,
+    value: Scalar,
+    entries: &[Value<'_>],
+    out: &mut Vec<u8>,
+    depth: u32,
+) -> Result<(), WireError> {
+    let mut parsed: Vec<(MapKey<'_>, Vec<u8>)> = Vec::with_capacity(entries.len());
+    for entry in entries {
+        let mut k: Option<Value<'_>> = None;
+        let mut v: Vec<Value<'_>> = Vec::new();
+        let mut r = Reader::new(len_of(entry));
+        while !r.is_empty() {
+            let (n, wt) = r.tag()?;
+            let val = r.value(n, wt, depth + 1)?;
+            match (n, val) {
+                (1, Some(x)) if wt == key.wire_type() => k = Some(x),
+                (2, Some(x)) if wt == value.wire_type() => {
+                    if !matches!(value, Scalar::Message(_)) {
+                        v.clear();
+                    }
+                    v.push(x);
+                }
+                _ => {}
+            }
+        }
+        let map_key = match (key, k) {
+            (Scalar::Str | Scalar::Bytes, Some(Value::Len(s))) => {
+                if key == Scalar::Str {
+                    check_utf8(s, number)?;
+                }
+                MapKey::Bytes(s)
+            }
+            (Scalar::Str | Scalar::Bytes, _) => MapKey::Bytes(&[]),
+            (Scalar::Varint(kind), Some(Value::Varint(raw))) => varint_key(kind, raw),
+            (Scalar::Varint(kind), _) => varint_key(kind, 0),
+            (Scalar::Fixed32, Some(Value::Fixed32(b))) => MapKey::Unsigned(u64::from(b)),
+            (Scalar::Fixed64, Some(Value::Fixed64(b))) => MapKey::Unsigned(b),
+            _ => MapKey::Unsigned(0),
+        };
+        // The entry, re-encoded: key and value both present even when default.
+        let mut body = Vec::new();
+        emit_entry_part(l, 1, key, k.as_slice(), &mut body, depth)?;
+        emit_entry_part(l, 2, value, &v, &mut body, depth)?;
+        parsed.push((map_key, body));
+    }
+    // Last entry for a key wins; then sort by key.
+    let mut deduped: Vec<(MapKey<'_>, Vec<u8>)> = Vec::with_capacity(parsed.len());
+    for (k, body) in parsed.into_iter().rev() {
+        if !deduped.iter().any(|(seen, _)| *seen == k) {
+            deduped.push((k, body));
+        }
+    }
+    deduped.sort_by(|a, b| a.0.cmp(&b.0));
+    for (_, body) in deduped {
+        put_len(out, number, &body);
+    }
+    Ok(())
+}
+
+fn varint_key(kind: VarintKind, raw: u64) -> MapKey<'static> {
+    match kind {
+        VarintKind::Int32 => MapKey::Signed(i64::from(raw as u32 as i32)),
+        VarintKind::Full64 => MapKey::Signed(raw as i64),
+        VarintKind::Low32 => MapKey::Unsigned(u64::from(raw as u32)),
+        VarintKind::Bool => MapKey::Unsigned(u64::from(raw != 0)),
+    }
+}
+
+/// One half of a map entry, always emitted (a missing value is its default).
+fn emit_entry_part(
+    l: &Layouts,
+    number: u32,
+    scalar: Scalar,
+    values: &[Value<'_>],
+    out: &mut Vec<u8>,
+    depth: u32,
+) -> Result<(), WireError> {
+    match scalar {
+        Scalar::Message(m) => {
+            let joined: Vec<u8> = values.iter().flat_map(|v| len_of(v)).copied().collect();
+            let mut child = Vec::new();
+            transcode(l, m, &joined, &mut child, depth + 2, None)?;
+            put_len(out, number, &child);
+        }
+        Scalar::Str | Scalar::Bytes => {
+            let s = values.last().map(len_of).unwrap_or_default();
+            if scalar == Scalar::Str {
+                check_utf8(s, number)?;
+            }
+            put_len(out, number, s);
+        }
+        Scalar::Varint(k) => {
+            let raw = match values.last() {
+                Some(Value::Varint(x)) => *x,
+                _ => 0,
+            };
+            put_tag(out, number, wire::VARINT);
+            put_varint(out, normalize(k, raw));
+        }
+        Scalar::Fixed32 => {
+            let bits = match values.last() {
+                Some(Value::Fixed32(x)) => *x,
+                _ => 0,
+            };
+            put_tag(out, number, wire::I32);
+            out.extend_from_slice(&bits.to_le_bytes());
+        }
+        Scalar::Fixed64 => {
+            let bits = match values.last() {
+                Some(Value::Fixed64(x)) => *x,
+                _ => 0,
+            };
+            put_tag(out, number, wire::I64);
+            out.extend_from_slice(&bits.to_le_bytes());
+        }
+    }
+    Ok(())
+}

@@ -1,0 +1,53 @@
+//! Developer tasks for cap-rs. Run with `cargo xtask <task>`.
+//!
+//! - `codegen [--check]`: regenerate the committed protobuf code from `proto/` with a
+//!   pure-Rust compiler (protox), or fail when the committed code is out of date.
+//! - `interop`: build the Python reference peer's venv and run the cross-SDK tests.
+
+mod codegen;
+mod interop;
+
+use anyhow::Result;
+use clap::{Parser, Subcommand};
+use std::path::PathBuf;
+
+#[derive(Parser)]
+#[command(name = "xtask", about = "cap-rs developer tasks")]
+struct Cli {
+    #[command(subcommand)]
+    task: Task,
+}
+
+#[derive(Subcommand)]
+enum Task {
+    /// Regenerate `crates/cap-proto/src/gen` from `proto/`.
+    Codegen {
+        /// Do not write; fail if the committed code differs from what would be generated.
+        #[arg(long)]
+        check: bool,
+    },
+    /// Install cap-sdk-python 2.10.0 into a throwaway venv and run the interop tests.
+    Interop {
+        /// Where the venv lives (created when missing).
+        #[arg(long, default_value = ".venv-interop")]
+        venv: PathBuf,
+        /// Only prepare the venv and print the python path.
+        #[arg(long)]
+        setup_only: bool,
+    },
+}
+
+fn main() -> Result<()> {
+    let cli = Cli::parse();
+    let root = workspace_root();
+    match cli.task {
+        Task::Codegen { check } => codegen::run(&root, check),
+        Task::Interop { venv, setup_only } => interop::run(&root, &root.join(venv), setup_only),
+    }
+}
+
+/// The workspace root: xtask lives one level below it.
+fn workspace_root() -> PathBuf {
+    let manifest = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
+    manifest.parent().map(PathBuf::from).unwrap_or(manifest)
+}
