@@ -83,6 +83,21 @@ impl Default for ReconnectOptions {
 }
 
 impl ReconnectOptions {
+    /// Backoff from `initial_delay` doubling up to `max_delay`, never giving up.
+    pub fn new(initial_delay: Duration, max_delay: Duration) -> Self {
+        ReconnectOptions {
+            initial_delay,
+            max_delay,
+            max_attempts: None,
+        }
+    }
+
+    /// Gives up after `n` attempts (`None` = never).
+    pub fn max_attempts(mut self, n: Option<usize>) -> Self {
+        self.max_attempts = n;
+        self
+    }
+
     /// The delay before reconnect attempt `attempt` (1-based).
     pub fn delay(&self, attempt: usize) -> Duration {
         let shift = attempt.saturating_sub(1).min(20) as u32;
