@@ -1,4 +1,6 @@
-//! `cargo xtask codegen`: proto/ → crates/cap-proto/src/gen (prost types + descriptor set).
+//! `cargo xtask codegen`: proto/ → crates/cap-proto/src/gen (prost types + descriptor set)
+//! and crates/cap-safety/src/gen (tonic stubs of `SafetyKernel` that reuse cap-proto's
+//! message types through `extern_path`, so there is one copy of every message).
 
 use anyhow::{Context, Result, bail};
 use prost::Message;
@@ -15,7 +17,12 @@ const PROTO_FILES: &[&str] = &[
 ];
 
 /// Generated files, relative to the output directory.
-const OUTPUTS: &[&str] = &["cordum.agent.v1.rs", "descriptor.bin"];
+const OUTPUTS: &[&str] = &["cordum.agent.v1.rs", "descriptor.bin", "canonical_encode.rs"];
+
+/// The proto file defining `SafetyKernel`, and the committed stub files it generates
+/// (relative to the workspace root; the file name is the name prost-build writes).
+const SAFETY_PROTO: &str = "cordum/agent/v1/safety.proto";
+const SAFETY_OUTPUTS: &[&str] = &["crates/cap-safety/src/gen/cordum.agent.v1.rs"];
 
 pub fn run(root: &Path, check: bool) -> Result<()> {
     let committed = root.join("crates/cap-proto/src/gen");
@@ -25,6 +32,9 @@ pub fn run(root: &Path, check: bool) -> Result<()> {
     }
     fs::create_dir_all(&tmp)?;
     generate(root, &tmp)?;
+    let tmp_safety = tmp.join("safety");
+    fs::create_dir_all(&tmp_safety)?;
+    generate_safety_stubs(root, &tmp_safety)?;
 
     if check {
         let mut stale = Vec::new();
@@ -33,6 +43,13 @@ pub fn run(root: &Path, check: bool) -> Result<()> {
             let old = fs::read(committed.join(name)).unwrap_or_default();
             if new != old {
                 stale.push(*name);
+            }
+        }
+        for path in SAFETY_OUTPUTS {
+            let new = fs::read(tmp_safety.join(file_name(path)))?;
+            let old = fs::read(root.join(path)).unwrap_or_default();
+            if new != old {
+                stale.push(*path);
             }
         }
         fs::remove_dir_all(&tmp).ok();
@@ -51,8 +68,39 @@ pub fn run(root: &Path, check: bool) -> Result<()> {
         fs::copy(tmp.join(name), committed.join(name))
             .with_context(|| format!("writing {name}"))?;
     }
+    for path in SAFETY_OUTPUTS {
+        let dest = root.join(path);
+        if let Some(dir) = dest.parent() {
+            fs::create_dir_all(dir)?;
+        }
+        fs::copy(tmp_safety.join(file_name(path)), &dest)
+            .with_context(|| format!("writing {path}"))?;
+        println!("codegen: wrote {}", dest.display());
+    }
     fs::remove_dir_all(&tmp).ok();
     println!("codegen: wrote {}", committed.display());
+    Ok(())
+}
+
+/// The last component of a `/`-separated path.
+fn file_name(path: &str) -> &str {
+    path.rsplit('/').next().unwrap_or(path)
+}
+
+/// The tonic client and server stubs of `SafetyKernel` (pure Rust: protox feeds
+/// tonic-prost-build's descriptor path, no system protoc). Every message of the package
+/// resolves to `::cap_proto::v1`, so the output holds only service code.
+fn generate_safety_stubs(root: &Path, out: &Path) -> Result<()> {
+    let proto_root = root.join("proto");
+    let fds = protox::compile([SAFETY_PROTO], [&proto_root]).context("compiling proto/")?;
+    tonic_prost_build::configure()
+        .build_client(true)
+        .build_server(true)
+        .build_transport(true)
+        .out_dir(out)
+        .extern_path(".cordum.agent.v1", "::cap_proto::v1")
+        .compile_fds_with_config(fds, prost_build::Config::new())
+        .context("generating SafetyKernel stubs")?;
     Ok(())
 }
 
@@ -60,6 +108,8 @@ fn generate(root: &Path, out: &Path) -> Result<()> {
     let proto_root = root.join("proto");
     let fds = protox::compile(PROTO_FILES, [&proto_root]).context("compiling proto/")?;
     fs::write(out.join("descriptor.bin"), fds.encode_to_vec())?;
+    // Single-pass canonical encoders (lead-owned generator; keep this line).
+    fs::write(out.join("canonical_encode.rs"), crate::canonical_gen::generate(&fds)?)?;
 
     let mut config = prost_build::Config::new();
     config

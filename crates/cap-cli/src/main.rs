@@ -1,1 +1,64 @@
-fn main() {}
+//! `cap`: the cap-rs command line.
+//!
+//! Exit status: 0 success; 1 bad input or a failed check (one line on stderr saying what
+//! and where); 2 usage errors (and, for `cap verify`, input that is not a packet or an
+//! unreadable key).
+
+mod cmd;
+
+use clap::{Parser, Subcommand};
+use std::process::ExitCode;
+
+#[derive(Parser)]
+#[command(name = "cap", version, about = "CAP (Cordum Agent Protocol) tools", propagate_version = true)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Binary BusPacket (or another message) → canonical JSON.
+    Decode(cmd::codec::DecodeArgs),
+    /// JSON → canonical binary.
+    Encode(cmd::codec::EncodeArgs),
+    /// JSON Schema of a message (or of all messages).
+    Schema(cmd::codec::SchemaArgs),
+    /// Check a binary BusPacket against the protocol rules.
+    Validate(cmd::codec::ValidateArgs),
+    /// Generate a P-256 key pair.
+    Keygen(cmd::keys::KeygenArgs),
+    /// Sign a binary BusPacket.
+    Sign(cmd::keys::SignArgs),
+    /// Verify the signature of a binary BusPacket.
+    Verify(cmd::keys::VerifyArgs),
+    /// Benchmarks.
+    #[command(subcommand)]
+    Bench(cmd::bench::BenchCommand),
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let result = match cli.command {
+        Command::Decode(a) => cmd::codec::decode(a),
+        Command::Encode(a) => cmd::codec::encode(a),
+        Command::Schema(a) => cmd::codec::schema(a),
+        Command::Validate(a) => cmd::codec::validate(a),
+        Command::Keygen(a) => cmd::keys::keygen(a),
+        Command::Sign(a) => cmd::keys::sign(a),
+        Command::Verify(a) => cmd::keys::verify(a),
+        Command::Bench(c) => cmd::bench::run(c),
+    };
+    match result {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("cap: {}", one_line(&e));
+            ExitCode::from(1)
+        }
+    }
+}
+
+/// The error and its causes on one line.
+fn one_line(e: &anyhow::Error) -> String {
+    e.chain().map(|c| c.to_string().replace('\n', " ")).collect::<Vec<_>>().join(": ")
+}

@@ -4,7 +4,17 @@ use crate::v1;
 
 /// A message of the CAP v1 schema: a prost message that knows its protobuf name, so
 /// it can be canonically encoded, converted to JSON and described by a JSON Schema.
-pub trait CapMessage: prost::Message + Default + Clone + PartialEq + Send + Sync + 'static {
+pub trait CapMessage:
+    prost::Message
+    + crate::canonical::CanonicalEncode
+    + Default
+    + Clone
+    + PartialEq
+    + std::fmt::Debug
+    + Send
+    + Sync
+    + 'static
+{
     /// The fully qualified protobuf name, e.g. `cordum.agent.v1.BusPacket`.
     const FULL_NAME: &'static str;
 }

@@ -5,3 +5,10 @@
 #![allow(missing_docs, clippy::doc_markdown, clippy::large_enum_variant)]
 
 include!("gen/cordum.agent.v1.rs");
+
+/// Generated canonical encoders (see [`crate::canonical::CanonicalEncode`]).
+#[rustfmt::skip]
+#[allow(clippy::all)]
+mod canonical_encode {
+    include!("gen/canonical_encode.rs");
+}

@@ -28,6 +28,8 @@
 //! assert_eq!(canonical::to_bytes(&hs), [0x22, 0x05, 0x0a, 0x01, 0x61, 0x10, 0x00]);
 //! ```
 
+#[doc(hidden)]
+pub mod encode;
 mod layout;
 mod wire;
 
@@ -74,6 +76,13 @@ pub enum WireError {
     UnknownMessage(String),
 }
 
+/// Single-pass canonical encoding of a decoded message, implemented for every CAP
+/// message by generated code (`cargo xtask codegen`).
+pub trait CanonicalEncode {
+    /// Appends the canonical bytes of `self` to `buf`.
+    fn encode_canonical(&self, buf: &mut Vec<u8>);
+}
+
 /// The canonical bytes of a message.
 ///
 /// ```
@@ -82,11 +91,14 @@ pub enum WireError {
 /// assert_eq!(canonical::to_bytes(&c), b"\x0a\x02j1");
 /// ```
 pub fn to_bytes<M: CapMessage>(msg: &M) -> Vec<u8> {
-    let raw = msg.encode_to_vec();
-    // prost's own output is always well-formed (Rust strings are UTF-8), so this cannot
-    // fail; the property tests hold it to that. Should it ever, the prost bytes are
-    // still a valid encoding of the same message.
-    canonicalize::<M>(&raw).unwrap_or(raw)
+    let mut buf = Vec::with_capacity(msg.encoded_len() + 32);
+    msg.encode_canonical(&mut buf);
+    buf
+}
+
+/// Appends the canonical bytes of a message to `buf` (reuse a buffer on hot paths).
+pub fn encode_into<M: CapMessage>(msg: &M, buf: &mut Vec<u8>) {
+    msg.encode_canonical(buf);
 }
 
 /// Re-encodes the wire bytes of an `M` canonically, keeping unknown fields.

@@ -1,0 +1,163 @@
+//! The `cap` binary end to end: codec, schema, validate, keygen/sign/verify, exit codes.
+
+use std::io::Write;
+use std::path::PathBuf;
+use std::process::{Command, Output, Stdio};
+
+fn cap(args: &[&str], stdin: &[u8]) -> Output {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_cap"))
+        .args(args)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    child.stdin.take().unwrap().write_all(stdin).unwrap();
+    child.wait_with_output().unwrap()
+}
+
+fn unhex(s: &str) -> Vec<u8> {
+    (0..s.len()).step_by(2).map(|i| u8::from_str_radix(&s[i..i + 2], 16).unwrap()).collect()
+}
+
+/// Peer-produced packets (cap-sdk-python 2.10.0), one per payload type and more.
+fn peer_packets() -> Vec<(String, Vec<u8>)> {
+    include_str!("../../cap-proto/tests/vectors/peer-2.10.0.jsonl")
+        .lines()
+        .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap())
+        .filter(|v| v["type"] == "cordum.agent.v1.BusPacket" && v["hex"] != "")
+        .map(|v| (v["name"].as_str().unwrap().to_owned(), unhex(v["hex"].as_str().unwrap())))
+        .collect()
+}
+
+fn temp(tag: &str) -> PathBuf {
+    let d = std::env::temp_dir().join(format!("cap-cli-{tag}-{}", std::process::id()));
+    std::fs::create_dir_all(&d).unwrap();
+    d
+}
+
+#[test]
+fn decode_prints_every_peer_payload_type_and_encode_round_trips() {
+    let mut kinds = std::collections::HashSet::new();
+    for (name, bytes) in peer_packets() {
+        let out = cap(&["decode"], &bytes);
+        assert!(out.status.success(), "{name}: {}", String::from_utf8_lossy(&out.stderr));
+        let json: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+        for k in ["jobRequest", "jobResult", "heartbeat", "alert", "jobProgress", "jobCancel", "handshake"] {
+            if json.get(k).is_some() {
+                kinds.insert(k);
+            }
+        }
+        let compact = cap(&["decode", "--compact"], &bytes);
+        assert_eq!(compact.stdout.iter().filter(|b| **b == b'\n').count(), 1);
+        let back = cap(&["encode"], &compact.stdout);
+        assert!(back.status.success());
+        if name == "heartbeat_negative" {
+            // Its cpu_load is -0.0, which the JSON mapping cannot carry (CONFORMANCE.md).
+            continue;
+        }
+        assert_eq!(back.stdout, bytes, "{name}: encode(decode(x)) == x");
+    }
+    assert_eq!(kinds.len(), 7);
+}
+
+#[test]
+fn bad_input_exits_1_with_one_line_and_usage_exits_2() {
+    let out = cap(&["decode"], &[0xff, 0xff]);
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8(out.stderr).unwrap();
+    assert_eq!(err.lines().count(), 1, "{err}");
+    assert!(err.starts_with("cap: ") && err.contains("varint"), "{err}");
+
+    let out = cap(&["encode"], br#"{"traceId": 5}"#);
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8(out.stderr).unwrap();
+    assert!(err.contains("line 1 column"), "{err}");
+
+    let out = cap(&["decode", "--no-such-flag"], b"");
+    assert_eq!(out.status.code(), Some(2));
+
+    // Invalid UTF-8 inside a string field: says which field.
+    let out = cap(&["decode"], &[0x0a, 0x02, 0xc3, 0x28]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("trace_id"));
+
+    // An unknown payload (field 23).
+    let out = cap(&["decode"], &[0x0a, 0x01, b't', 0xba, 0x01, 0x00]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("unknown payload"));
+}
+
+#[test]
+fn validate_lists_violations_with_paths() {
+    let (_, good) = peer_packets().into_iter().find(|(n, _)| n == "job_cancel").unwrap();
+    let out = cap(&["validate"], &good);
+    assert_eq!(out.status.code(), Some(0));
+    // priority -1 and step_index -7: the peer encodes them, we flag them.
+    let (_, bad) = peer_packets().into_iter().find(|(n, _)| n == "job_request_negative").unwrap();
+    let out = cap(&["validate"], &bad);
+    assert_eq!(out.status.code(), Some(1));
+    let text = String::from_utf8(out.stdout).unwrap();
+    assert!(text.contains("job_request.priority"), "{text}");
+    assert!(text.contains("job_request.step_index"), "{text}");
+    assert!(text.contains("job_request.topic"), "{text}");
+}
+
+#[test]
+fn schema_for_one_and_all_messages() {
+    let out = cap(&["schema", "JobRequest"], b"");
+    assert!(out.status.success());
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert!(v["$defs"]["cordum.agent.v1.JobRequest"]["properties"]["contextPtr"].is_object());
+    let all = cap(&["schema"], b"");
+    let v: serde_json::Value = serde_json::from_slice(&all.stdout).unwrap();
+    assert!(v["$defs"]["cordum.agent.v1.BusPacket"].is_object());
+    assert_eq!(cap(&["schema", "Nope"], b"").status.code(), Some(1));
+}
+
+#[test]
+fn keygen_sign_verify_and_exit_codes() {
+    let dir = temp("keys");
+    let d = dir.to_str().unwrap();
+    assert!(cap(&["keygen", "--out", d, "--name", "client-1"], b"").status.success());
+    assert!(cap(&["keygen", "--out", d, "--name", "other"], b"").status.success());
+    let private = format!("{d}/client-1.key.pem");
+    let public = format!("{d}/client-1.pem");
+    let other = format!("{d}/other.pem");
+
+    let (_, unsigned) = peer_packets().into_iter().find(|(n, _)| n == "job_request_full").unwrap();
+    let signed = cap(&["sign", "--key", &private, "--now"], &unsigned);
+    assert!(signed.status.success(), "{}", String::from_utf8_lossy(&signed.stderr));
+
+    assert_eq!(cap(&["verify", "--key", &public], &signed.stdout).status.code(), Some(0));
+    let wrong = cap(&["verify", "--key", &other], &signed.stdout);
+    assert_eq!(wrong.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&wrong.stderr).contains("does not verify"));
+    // The trust dir maps sender_id → key; the packet's sender is `sender-1`.
+    let trust = temp("trust");
+    std::fs::copy(&public, trust.join("sender-1.pem")).unwrap();
+    let t = trust.to_str().unwrap();
+    assert_eq!(cap(&["verify", "--trust", t], &signed.stdout).status.code(), Some(0));
+    std::fs::rename(trust.join("sender-1.pem"), trust.join("someone-else.pem")).unwrap();
+    let unknown = cap(&["verify", "--trust", t], &signed.stdout);
+    assert_eq!(unknown.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&unknown.stderr).contains("no trusted key"));
+    // Unsigned → 1; truncated → 2; unreadable key → 2.
+    assert_eq!(cap(&["verify", "--key", &public], &unsigned).status.code(), Some(1));
+    let truncated = &signed.stdout[..signed.stdout.len() - 5];
+    assert_eq!(cap(&["verify", "--key", &public], truncated).status.code(), Some(2));
+    assert_eq!(cap(&["verify", "--key", "/nonexistent.pem"], &signed.stdout).status.code(), Some(2));
+    // A private key where a public one is expected is unreadable as a public key.
+    assert_eq!(cap(&["verify", "--key", &private], &signed.stdout).status.code(), Some(2));
+    std::fs::remove_dir_all(&dir).ok();
+    std::fs::remove_dir_all(&trust).ok();
+}
+
+#[test]
+fn bench_sign_prints_json() {
+    let out = cap(&["bench", "sign", "--seconds", "0.1", "--json"], b"");
+    assert!(out.status.success());
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert!(v["sign_per_sec"].as_f64().unwrap() > 0.0);
+    assert!(v["verify_per_sec"].as_f64().unwrap() > 0.0);
+}

@@ -1,0 +1,165 @@
+//! Field writers used by the generated [`CanonicalEncode`](super::CanonicalEncode) impls
+//! (`src/gen/canonical_encode.rs`). Each writer applies the canonical presence rule.
+
+use super::CanonicalEncode;
+use super::wire::{I32, I64, LEN, VARINT, put_tag, put_varint};
+use std::collections::BTreeMap;
+
+#[inline]
+fn len_delimited(buf: &mut Vec<u8>, number: u32, bytes: &[u8]) {
+    put_tag(buf, number, LEN);
+    put_varint(buf, bytes.len() as u64);
+    buf.extend_from_slice(bytes);
+}
+
+/// A string, skipped when empty.
+#[inline]
+pub fn str(buf: &mut Vec<u8>, number: u32, v: &str) {
+    if !v.is_empty() {
+        len_delimited(buf, number, v.as_bytes());
+    }
+}
+
+/// A string element of a repeated field or map entry: always written.
+#[inline]
+pub fn str_always(buf: &mut Vec<u8>, number: u32, v: &str) {
+    len_delimited(buf, number, v.as_bytes());
+}
+
+/// Bytes, skipped when empty.
+#[inline]
+pub fn bytes(buf: &mut Vec<u8>, number: u32, v: &[u8]) {
+    if !v.is_empty() {
+        len_delimited(buf, number, v);
+    }
+}
+
+/// A bytes element of a repeated field: always written.
+#[inline]
+pub fn bytes_always(buf: &mut Vec<u8>, number: u32, v: &[u8]) {
+    len_delimited(buf, number, v);
+}
+
+#[inline]
+fn varint_field(buf: &mut Vec<u8>, number: u32, v: u64) {
+    if v != 0 {
+        put_tag(buf, number, VARINT);
+        put_varint(buf, v);
+    }
+}
+
+/// An `int32` or enum (negative values as 10-byte varints), skipped when 0.
+#[inline]
+pub fn int32(buf: &mut Vec<u8>, number: u32, v: &i32) {
+    varint_field(buf, number, i64::from(*v) as u64);
+}
+
+/// An `int64`, skipped when 0.
+#[inline]
+pub fn int64(buf: &mut Vec<u8>, number: u32, v: &i64) {
+    varint_field(buf, number, *v as u64);
+}
+
+/// A `uint32`, skipped when 0.
+#[inline]
+pub fn uint32(buf: &mut Vec<u8>, number: u32, v: &u32) {
+    varint_field(buf, number, u64::from(*v));
+}
+
+/// A `uint64`, skipped when 0.
+#[inline]
+pub fn uint64(buf: &mut Vec<u8>, number: u32, v: &u64) {
+    varint_field(buf, number, *v);
+}
+
+/// A `bool`, skipped when false.
+#[inline]
+pub fn bool(buf: &mut Vec<u8>, number: u32, v: &bool) {
+    varint_field(buf, number, u64::from(*v));
+}
+
+/// A `float`, skipped when its bit pattern is zero (so `-0.0` is written, as the peer does).
+#[inline]
+pub fn float(buf: &mut Vec<u8>, number: u32, v: &f32) {
+    let bits = v.to_bits();
+    if bits != 0 {
+        put_tag(buf, number, I32);
+        buf.extend_from_slice(&bits.to_le_bytes());
+    }
+}
+
+/// A `double`, skipped when its bit pattern is zero.
+#[inline]
+pub fn double(buf: &mut Vec<u8>, number: u32, v: &f64) {
+    let bits = v.to_bits();
+    if bits != 0 {
+        put_tag(buf, number, I64);
+        buf.extend_from_slice(&bits.to_le_bytes());
+    }
+}
+
+/// A packed repeated `int32`/enum, skipped when empty.
+pub fn packed_int32(buf: &mut Vec<u8>, number: u32, v: &[i32]) {
+    if v.is_empty() {
+        return;
+    }
+    let mut body = Vec::with_capacity(v.len() * 2);
+    for x in v {
+        put_varint(&mut body, i64::from(*x) as u64);
+    }
+    len_delimited(buf, number, &body);
+}
+
+/// A nested message, always written when present (even when empty). The length is
+/// written in place: a 5-byte slot is reserved and shrunk once the size is known.
+pub fn message<M: CanonicalEncode + ?Sized>(buf: &mut Vec<u8>, number: u32, m: &M) {
+    put_tag(buf, number, LEN);
+    let start = buf.len();
+    buf.extend_from_slice(&[0; 5]);
+    m.encode_canonical(buf);
+    let len = buf.len() - start - 5;
+    let mut prefix = Vec::with_capacity(5);
+    put_varint(&mut prefix, len as u64);
+    buf.splice(start..start + 5, prefix);
+}
+
+/// One `map<string, string>` entry: key and value both written, even when empty.
+pub fn map_entry_str_str(buf: &mut Vec<u8>, number: u32, k: &str, v: &str) {
+    put_tag(buf, number, LEN);
+    put_varint(
+        buf,
+        (2 + varint_len(k.len()) + k.len() + varint_len(v.len()) + v.len()) as u64,
+    );
+    str_always(buf, 1, k);
+    str_always(buf, 2, v);
+}
+
+/// One `map<string, bool>` entry: key and value both written, even when false.
+pub fn map_entry_str_bool(buf: &mut Vec<u8>, number: u32, k: &str, v: &bool) {
+    put_tag(buf, number, LEN);
+    put_varint(buf, (1 + varint_len(k.len()) + k.len() + 2) as u64);
+    str_always(buf, 1, k);
+    put_tag(buf, 2, VARINT);
+    put_varint(buf, u64::from(*v));
+}
+
+fn varint_len(n: usize) -> usize {
+    let mut len = 1;
+    let mut n = n >> 7;
+    while n != 0 {
+        len += 1;
+        n >>= 7;
+    }
+    len
+}
+
+impl CanonicalEncode for prost_types::Timestamp {
+    fn encode_canonical(&self, buf: &mut Vec<u8>) {
+        int64(buf, 1, &self.seconds);
+        int32(buf, 2, &self.nanos);
+    }
+}
+
+/// Maps in the generated types are `BTreeMap`s: iteration is already in key order.
+#[allow(dead_code)]
+fn _maps_are_sorted(_: &BTreeMap<String, String>) {}
