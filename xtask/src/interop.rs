@@ -34,15 +34,22 @@ pub fn run(root: &Path, venv: &Path, setup_only: bool) -> Result<()> {
 
 /// Create the venv (when missing) and install the pinned peer into it.
 pub fn ensure_venv(venv: &Path) -> Result<PathBuf> {
+    let venv = std::path::absolute(venv)?;
     let python = venv.join("bin/python");
     let marker = venv.join(".cap-peer-installed");
     if marker.exists() && python.exists() {
         return Ok(python);
     }
     let base = std::env::var("PYTHON").unwrap_or_else(|_| "python3".into());
-    run_cmd(Command::new(&base).args(["-m", "venv"]).arg(venv))?;
-    run_cmd(Command::new(&python).args(["-m", "pip", "install", "--quiet", PEER]))?;
+    // Progress goes to stderr: with --setup-only, stdout is only the interpreter path.
+    run_cmd(Command::new(&base).args(["-m", "venv"]).arg(&venv).stdout(std::process::Stdio::null()))?;
+    run_cmd(
+        Command::new(&python)
+            .args(["-m", "pip", "install", "--quiet", "--disable-pip-version-check", PEER])
+            .stdout(std::process::Stdio::null()),
+    )?;
     std::fs::write(&marker, PEER)?;
+    eprintln!("interop: {PEER} installed in {}", venv.display());
     Ok(python)
 }
 

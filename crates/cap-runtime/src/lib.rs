@@ -1,0 +1,1 @@
+//! cap-runtime: under construction in this session.

@@ -1,0 +1,1 @@
+//! cap-scheduler: under construction in this session.
