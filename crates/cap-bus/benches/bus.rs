@@ -12,6 +12,8 @@
 //! NATS rows need a server at NATS_URL (default nats://127.0.0.1:4222); without one
 //! they are reported as skipped. `CAP_BUS_BENCH_SCALE` (default 1.0) scales N.
 
+#![allow(clippy::unwrap_used, clippy::panic)]
+
 use bytes::Bytes;
 use cap_bus::{Bus, MemoryBus, NatsBus, NatsOptions};
 use futures_util::StreamExt;
@@ -233,7 +235,11 @@ fn main() {
         }
         println!(
             "targets: memory >= 1000000 msg/s: {}",
-            if mem.msgs_per_sec >= 1e6 { "met" } else { "NOT met" }
+            if mem.msgs_per_sec >= 1e6 {
+                "met"
+            } else {
+                "NOT met"
+            }
         );
     });
 }

@@ -130,8 +130,24 @@ mod tests {
     fn fast_subject_check_agrees_with_cap_proto() {
         let long = "a".repeat(MAX_SUBJECT_LEN + 1);
         let cases = [
-            "a", "sys.job.submit", "", ".", "a.", ".a", "a..b", "a b", "a\tb", "a\u{0}b",
-            "job.*", "job.>", "a*", "x>", "é.ü", "a\u{a0}b", "a.\u{2003}", &long,
+            "a",
+            "sys.job.submit",
+            "",
+            ".",
+            "a.",
+            ".a",
+            "a..b",
+            "a b",
+            "a\tb",
+            "a\u{0}b",
+            "job.*",
+            "job.>",
+            "a*",
+            "x>",
+            "é.ü",
+            "a\u{a0}b",
+            "a.\u{2003}",
+            &long,
         ];
         for s in cases {
             let want = Subject::new(s).err();

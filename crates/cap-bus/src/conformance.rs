@@ -86,7 +86,11 @@ pub struct Failure {
 
 impl fmt::Display for Failure {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "conformance check `{}` failed: {}", self.check, self.detail)
+        write!(
+            f,
+            "conformance check `{}` failed: {}",
+            self.check, self.detail
+        )
     }
 }
 
@@ -281,13 +285,20 @@ pub async fn fan_out<B: Bus>(bus: &B, cfg: &Config) -> Outcome {
     }
     op(C, "flush", bus.flush().await)?;
     for i in 0..10 {
-        op(C, "publish", bus.publish(&subject, Bytes::from(i.to_string())).await)?;
+        op(
+            C,
+            "publish",
+            bus.publish(&subject, Bytes::from(i.to_string())).await,
+        )?;
     }
     let want: Vec<String> = (0..10).map(|i| i.to_string()).collect();
     for (k, sub) in subs.iter_mut().enumerate() {
         let got = payloads(&collect(sub, 10, cfg).await);
         if got != want {
-            return Err(fail(C, format!("subscriber {k}: want {want:?}, got {got:?}")));
+            return Err(fail(
+                C,
+                format!("subscriber {k}: want {want:?}, got {got:?}"),
+            ));
         }
     }
     Ok(None)
@@ -311,13 +322,23 @@ pub async fn ordering<B: Bus>(bus: &B, cfg: &Config) -> Outcome {
         })
     };
     let got = payloads(&collect(&mut sub, n, cfg).await);
-    op(C, "publisher", publisher.await.map_err(|e| Error::new(ErrorKind::Publish, e.to_string())).and_then(|r| r))?;
+    op(
+        C,
+        "publisher",
+        publisher
+            .await
+            .map_err(|e| Error::new(ErrorKind::Publish, e.to_string()))
+            .and_then(|r| r),
+    )?;
     let want: Vec<String> = (0..n).map(|i| i.to_string()).collect();
     if got != want {
         let first_bad = got.iter().zip(&want).position(|(a, b)| a != b);
         return Err(fail(
             C,
-            format!("got {} messages, first out of order at {first_bad:?}", got.len()),
+            format!(
+                "got {} messages, first out of order at {first_bad:?}",
+                got.len()
+            ),
         ));
     }
     Ok(None)
@@ -331,14 +352,26 @@ pub async fn queue_groups<B: Bus>(bus: &B, cfg: &Config) -> Outcome {
     let pattern = cfg.s("qg.*");
     let mut g1 = Vec::new();
     for _ in 0..3 {
-        g1.push(op(C, "queue_subscribe", bus.queue_subscribe(&pattern, "g1").await)?);
+        g1.push(op(
+            C,
+            "queue_subscribe",
+            bus.queue_subscribe(&pattern, "g1").await,
+        )?);
     }
-    let mut g2 = op(C, "queue_subscribe", bus.queue_subscribe(&pattern, "g2").await)?;
+    let mut g2 = op(
+        C,
+        "queue_subscribe",
+        bus.queue_subscribe(&pattern, "g2").await,
+    )?;
     let mut plain = op(C, "subscribe", bus.subscribe(&pattern).await)?;
     op(C, "flush", bus.flush().await)?;
     let n = 30;
     for i in 0..n {
-        op(C, "publish", bus.publish(&subject, Bytes::from(i.to_string())).await)?;
+        op(
+            C,
+            "publish",
+            bus.publish(&subject, Bytes::from(i.to_string())).await,
+        )?;
     }
     op(C, "flush", bus.flush().await)?;
     let mut seen = Vec::new();
@@ -349,7 +382,11 @@ pub async fn queue_groups<B: Bus>(bus: &B, cfg: &Config) -> Outcome {
     if seen.len() != n || unique.len() != n {
         return Err(fail(
             C,
-            format!("group g1 of 3 got {} messages ({} distinct), want {n} once each", seen.len(), unique.len()),
+            format!(
+                "group g1 of 3 got {} messages ({} distinct), want {n} once each",
+                seen.len(),
+                unique.len()
+            ),
         ));
     }
     for (name, sub) in [("g2", &mut g2), ("plain", &mut plain)] {
@@ -369,7 +406,11 @@ pub async fn queue_balance<B: Bus>(bus: &B, cfg: &Config) -> Outcome {
     let n = cfg.balance_messages;
     let mut tasks = Vec::new();
     for _ in 0..3 {
-        let mut sub = op(C, "queue_subscribe", bus.queue_subscribe(&subject, "workers").await)?;
+        let mut sub = op(
+            C,
+            "queue_subscribe",
+            bus.queue_subscribe(&subject, "workers").await,
+        )?;
         let cfg = cfg.clone();
         tasks.push(tokio::spawn(async move {
             payloads(&drain_quiet(&mut sub, &cfg, cfg.timeout).await)
@@ -377,7 +418,11 @@ pub async fn queue_balance<B: Bus>(bus: &B, cfg: &Config) -> Outcome {
     }
     op(C, "flush", bus.flush().await)?;
     for i in 0..n {
-        op(C, "publish", bus.publish(&subject, Bytes::from(i.to_string())).await)?;
+        op(
+            C,
+            "publish",
+            bus.publish(&subject, Bytes::from(i.to_string())).await,
+        )?;
     }
     op(C, "flush", bus.flush().await)?;
     let mut counts = Vec::new();
@@ -391,7 +436,10 @@ pub async fn queue_balance<B: Bus>(bus: &B, cfg: &Config) -> Outcome {
     if all.len() != n || unique.len() != n {
         return Err(fail(
             C,
-            format!("members got {counts:?} ({} distinct), want {n} once each", unique.len()),
+            format!(
+                "members got {counts:?} ({} distinct), want {n} once each",
+                unique.len()
+            ),
         ));
     }
     if counts.iter().any(|&c| c < n / 10) {
@@ -404,14 +452,26 @@ pub async fn queue_balance<B: Bus>(bus: &B, cfg: &Config) -> Outcome {
 pub async fn unsubscribe_on_drop<B: Bus>(bus: &B, cfg: &Config) -> Outcome {
     const C: &str = "unsubscribe_on_drop";
     let subject = cfg.s("drop");
-    let a = op(C, "queue_subscribe", bus.queue_subscribe(&subject, "d").await)?;
-    let mut b = op(C, "queue_subscribe", bus.queue_subscribe(&subject, "d").await)?;
+    let a = op(
+        C,
+        "queue_subscribe",
+        bus.queue_subscribe(&subject, "d").await,
+    )?;
+    let mut b = op(
+        C,
+        "queue_subscribe",
+        bus.queue_subscribe(&subject, "d").await,
+    )?;
     let plain = op(C, "subscribe", bus.subscribe(&subject).await)?;
     drop(a);
     drop(plain);
     op(C, "flush", bus.flush().await)?;
     for i in 0..20 {
-        op(C, "publish", bus.publish(&subject, Bytes::from(i.to_string())).await)?;
+        op(
+            C,
+            "publish",
+            bus.publish(&subject, Bytes::from(i.to_string())).await,
+        )?;
     }
     let got = collect(&mut b, 20, cfg).await.len();
     if got != 20 {
@@ -431,15 +491,26 @@ pub async fn headers<B: Bus>(bus: &B, cfg: &Config) -> Outcome {
     op(C, "header", h.append("Cap-Hop", "a"))?;
     op(C, "header", h.append("Cap-Hop", "b"))?;
     op(C, "header", h.insert("Cap-Empty", ""))?;
-    op(C, "publish", bus.publish_with_headers(&subject, h, Bytes::from_static(b"with")).await)?;
-    op(C, "publish", bus.publish(&subject, Bytes::from_static(b"without")).await)?;
+    op(
+        C,
+        "publish",
+        bus.publish_with_headers(&subject, h, Bytes::from_static(b"with"))
+            .await,
+    )?;
+    op(
+        C,
+        "publish",
+        bus.publish(&subject, Bytes::from_static(b"without")).await,
+    )?;
     let got = collect(&mut sub, 2, cfg).await;
     let [with, without] = got.as_slice() else {
         return Err(fail(C, format!("got {} messages, want 2", got.len())));
     };
     let wh = with.headers();
     let hops: Vec<&str> = wh.get_all("Cap-Hop").collect();
-    if wh.get("Cap-Trace") != Some("trace-1") || hops != ["a", "b"] || wh.get("Cap-Empty") != Some("")
+    if wh.get("Cap-Trace") != Some("trace-1")
+        || hops != ["a", "b"]
+        || wh.get("Cap-Empty") != Some("")
     {
         return Err(fail(C, format!("headers arrived as {wh:?}")));
     }
@@ -447,7 +518,10 @@ pub async fn headers<B: Bus>(bus: &B, cfg: &Config) -> Outcome {
         return Err(fail(C, "payloads changed"));
     }
     if !without.headers().is_empty() {
-        return Err(fail(C, format!("unexpected headers {:?}", without.headers())));
+        return Err(fail(
+            C,
+            format!("unexpected headers {:?}", without.headers()),
+        ));
     }
     Ok(None)
 }
@@ -456,7 +530,11 @@ pub async fn headers<B: Bus>(bus: &B, cfg: &Config) -> Outcome {
 pub async fn request_reply<B: Bus>(bus: &B, cfg: &Config) -> Outcome {
     const C: &str = "request_reply";
     let subject = cfg.s("svc.echo");
-    let mut svc = op(C, "queue_subscribe", bus.queue_subscribe(&subject, "svc").await)?;
+    let mut svc = op(
+        C,
+        "queue_subscribe",
+        bus.queue_subscribe(&subject, "svc").await,
+    )?;
     op(C, "flush", bus.flush().await)?;
     let responder = {
         let bus = bus.clone();
@@ -469,7 +547,8 @@ pub async fn request_reply<B: Bus>(bus: &B, cfg: &Config) -> Outcome {
                 h.insert("Echo", tag)?;
                 let mut body = req.payload().to_vec();
                 body.reverse();
-                bus.publish_with_headers(reply, h, Bytes::from(body)).await?;
+                bus.publish_with_headers(reply, h, Bytes::from(body))
+                    .await?;
                 served += 1;
             }
             Ok::<usize, Error>(served)
@@ -493,7 +572,8 @@ pub async fn request_reply<B: Bus>(bus: &B, cfg: &Config) -> Outcome {
     let reply = op(
         C,
         "request",
-        bus.request(&subject, Bytes::from_static(b"xy"), cfg.timeout).await,
+        bus.request(&subject, Bytes::from_static(b"xy"), cfg.timeout)
+            .await,
     )?;
     if reply.payload() != "yx" {
         return Err(fail(C, "request without headers"));
@@ -562,13 +642,20 @@ pub async fn payload_too_large<B: Bus>(bus: &B, cfg: &Config) -> Outcome {
         Err(e) if e.kind() == ErrorKind::PayloadTooLarge => {}
         other => return Err(fail(C, format!("max bytes + headers: {other:?}"))),
     }
-    op(C, "publish at the limit", bus.publish(&subject, Bytes::from(vec![7u8; max])).await)?;
+    op(
+        C,
+        "publish at the limit",
+        bus.publish(&subject, Bytes::from(vec![7u8; max])).await,
+    )?;
     let got = collect(&mut sub, 1, cfg).await;
     match got.as_slice() {
         [m] if m.payload().len() == max => Ok(None),
         _ => Err(fail(
             C,
-            format!("want one message of {max} bytes, got sizes {:?}", got.iter().map(|m| m.payload().len()).collect::<Vec<_>>()),
+            format!(
+                "want one message of {max} bytes, got sizes {:?}",
+                got.iter().map(|m| m.payload().len()).collect::<Vec<_>>()
+            ),
         )),
     }
 }
@@ -586,18 +673,28 @@ pub async fn clones_and_tasks<B: Bus>(bus: &B, cfg: &Config) -> Outcome {
         let subject = subject.clone();
         tasks.push(tokio::spawn(async move {
             for i in 0..100 {
-                bus.publish(&subject, Bytes::from(format!("{t}-{i}"))).await?;
+                bus.publish(&subject, Bytes::from(format!("{t}-{i}")))
+                    .await?;
             }
             bus.flush().await
         }));
     }
     let got = payloads(&collect(&mut sub, 400, cfg).await);
     for t in tasks {
-        op(C, "task", t.await.map_err(|e| Error::new(ErrorKind::Publish, e.to_string())).and_then(|r| r))?;
+        op(
+            C,
+            "task",
+            t.await
+                .map_err(|e| Error::new(ErrorKind::Publish, e.to_string()))
+                .and_then(|r| r),
+        )?;
     }
     let unique: BTreeSet<&String> = got.iter().collect();
     if got.len() != 400 || unique.len() != 400 {
-        return Err(fail(C, format!("got {} ({} distinct), want 400", got.len(), unique.len())));
+        return Err(fail(
+            C,
+            format!("got {} ({} distinct), want 400", got.len(), unique.len()),
+        ));
     }
     Ok(None)
 }
@@ -608,11 +705,19 @@ pub async fn close<B: Bus>(bus: &B, cfg: &Config) -> Outcome {
     const C: &str = "close";
     let subject = cfg.s("close");
     let mut plain = op(C, "subscribe", bus.subscribe(&subject).await)?;
-    let mut queued = op(C, "queue_subscribe", bus.queue_subscribe(&subject, "cq").await)?;
+    let mut queued = op(
+        C,
+        "queue_subscribe",
+        bus.queue_subscribe(&subject, "cq").await,
+    )?;
     let mut idle = op(C, "subscribe", bus.subscribe(&cfg.s("close.idle")).await)?;
     op(C, "flush", bus.flush().await)?;
     for i in 0..3 {
-        op(C, "publish", bus.publish(&subject, Bytes::from(i.to_string())).await)?;
+        op(
+            C,
+            "publish",
+            bus.publish(&subject, Bytes::from(i.to_string())).await,
+        )?;
     }
     op(C, "flush", bus.flush().await)?;
     // Make sure the messages reached the subscriptions before closing.
@@ -625,7 +730,11 @@ pub async fn close<B: Bus>(bus: &B, cfg: &Config) -> Outcome {
     if !bus.is_closed() || !clone.is_closed() {
         return Err(fail(C, "is_closed() is false after close"));
     }
-    for (name, sub) in [("plain", &mut plain), ("queue", &mut queued), ("idle", &mut idle)] {
+    for (name, sub) in [
+        ("plain", &mut plain),
+        ("queue", &mut queued),
+        ("idle", &mut idle),
+    ] {
         let deadline = Instant::now() + cfg.timeout;
         loop {
             match tokio::time::timeout_at(deadline.into(), sub.next()).await {

@@ -39,8 +39,10 @@ pub trait DynBus: Send + Sync + 'static {
     ) -> BoxFuture<'a, Result<(), Error>>;
 
     /// [`Bus::subscribe`].
-    fn dyn_subscribe<'a>(&'a self, pattern: &'a str)
-    -> BoxFuture<'a, Result<BoxSubscription, Error>>;
+    fn dyn_subscribe<'a>(
+        &'a self,
+        pattern: &'a str,
+    ) -> BoxFuture<'a, Result<BoxSubscription, Error>>;
 
     /// [`Bus::queue_subscribe`].
     fn dyn_queue_subscribe<'a>(
@@ -156,7 +158,9 @@ impl Bus for Arc<dyn DynBus> {
         payload: Bytes,
         timeout: Duration,
     ) -> Result<Message, Error> {
-        (**self).dyn_request(subject, headers, payload, timeout).await
+        (**self)
+            .dyn_request(subject, headers, payload, timeout)
+            .await
     }
 
     async fn flush(&self) -> Result<(), Error> {

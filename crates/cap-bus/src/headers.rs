@@ -41,7 +41,11 @@ impl Headers {
     }
 
     /// Sets `name` to `value`, replacing every earlier value of `name`.
-    pub fn insert(&mut self, name: impl Into<String>, value: impl Into<String>) -> Result<(), Error> {
+    pub fn insert(
+        &mut self,
+        name: impl Into<String>,
+        value: impl Into<String>,
+    ) -> Result<(), Error> {
         let (name, value) = checked(name.into(), value.into())?;
         self.entries.retain(|(n, _)| *n != name);
         self.entries.push((name, value));
@@ -49,14 +53,22 @@ impl Headers {
     }
 
     /// Adds a value for `name`, keeping earlier ones.
-    pub fn append(&mut self, name: impl Into<String>, value: impl Into<String>) -> Result<(), Error> {
+    pub fn append(
+        &mut self,
+        name: impl Into<String>,
+        value: impl Into<String>,
+    ) -> Result<(), Error> {
         let (name, value) = checked(name.into(), value.into())?;
         self.entries.push((name, value));
         Ok(())
     }
 
     /// Builder form of [`insert`](Headers::insert).
-    pub fn with(mut self, name: impl Into<String>, value: impl Into<String>) -> Result<Self, Error> {
+    pub fn with(
+        mut self,
+        name: impl Into<String>,
+        value: impl Into<String>,
+    ) -> Result<Self, Error> {
         self.insert(name, value)?;
         Ok(self)
     }
@@ -175,7 +187,10 @@ mod tests {
             assert_eq!(err.kind(), ErrorKind::InvalidHeader, "{bad:?}");
         }
         for bad in ["a\rb", "a\nb", &"v".repeat(MAX_HEADER_VALUE_LEN + 1)] {
-            assert_eq!(h.insert("n", bad).unwrap_err().kind(), ErrorKind::InvalidHeader);
+            assert_eq!(
+                h.insert("n", bad).unwrap_err().kind(),
+                ErrorKind::InvalidHeader
+            );
         }
         assert!(h.is_empty());
         h.insert("n", "").unwrap();

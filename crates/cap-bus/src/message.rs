@@ -259,10 +259,7 @@ mod tests {
         msg.nak(Some(Duration::from_secs(1))).await.unwrap();
         drop(msg);
         handle.ack().await.unwrap();
-        assert_eq!(
-            *rec.0.lock().unwrap(),
-            ["progress", "nak Some(1s)", "ack"]
-        );
+        assert_eq!(*rec.0.lock().unwrap(), ["progress", "nak Some(1s)", "ack"]);
     }
 
     #[test]

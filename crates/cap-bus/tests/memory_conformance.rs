@@ -1,6 +1,8 @@
 //! The conformance kit against the in-memory bus, in each of its configurations and
 //! behind `Arc<dyn DynBus>`.
 
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
 use cap_bus::{
     MemoryBus, MemoryOptions, OverflowPolicy, SharedBus,
     conformance::{self, Config},

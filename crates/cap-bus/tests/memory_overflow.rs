@@ -1,6 +1,8 @@
 //! The in-memory bus's bounded buffers: backpressure loses nothing, the drop policy
 //! counts every loss, and close releases a publisher waiting for room.
 
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
 use bytes::Bytes;
 use cap_bus::{Bus, ErrorKind, MemoryBus, MemoryOptions, OverflowPolicy};
 use futures_util::StreamExt;
@@ -64,7 +66,11 @@ async fn drop_policy_counts_every_lost_message() {
     }
     assert_eq!(kept, [0, 1, 2]);
     bus.close().await.unwrap();
-    assert_eq!(reader.await.unwrap(), 10, "the fast subscriber lost nothing");
+    assert_eq!(
+        reader.await.unwrap(),
+        10,
+        "the fast subscriber lost nothing"
+    );
 }
 
 #[tokio::test]

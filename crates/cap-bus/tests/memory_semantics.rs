@@ -1,6 +1,8 @@
 //! In-memory bus behaviour beyond the conformance kit: counters, unsubscribe, the
 //! lifetime of streams, and the object-safe companion trait.
 
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
 use bytes::Bytes;
 use cap_bus::{Bus, DynBus, ErrorKind, MemoryBus, MemoryOptions, SharedBus};
 use futures_util::StreamExt;
@@ -14,7 +16,9 @@ async fn stats_track_subscriptions_and_traffic() {
     let c = bus.queue_subscribe("s.x", "g").await.unwrap();
     assert_eq!(bus.stats().subscriptions, 3);
     bus.publish("s.x", Bytes::from_static(b"1")).await.unwrap();
-    bus.publish("other", Bytes::from_static(b"2")).await.unwrap();
+    bus.publish("other", Bytes::from_static(b"2"))
+        .await
+        .unwrap();
     let s = bus.stats();
     assert_eq!((s.published, s.delivered, s.dropped), (2, 2, 0));
     drop((a, b));
@@ -41,8 +45,15 @@ async fn separate_buses_do_not_share_traffic() {
     let (a, b) = (MemoryBus::new(), MemoryBus::new());
     let mut sa = a.subscribe(">").await.unwrap();
     b.publish("x", Bytes::new()).await.unwrap();
-    assert!(tokio::time::timeout(Duration::from_millis(20), sa.next()).await.is_err());
-    let err = b.request("x", Bytes::new(), Duration::from_millis(10)).await.unwrap_err();
+    assert!(
+        tokio::time::timeout(Duration::from_millis(20), sa.next())
+            .await
+            .is_err()
+    );
+    let err = b
+        .request("x", Bytes::new(), Duration::from_millis(10))
+        .await
+        .unwrap_err();
     assert_eq!(err.kind(), ErrorKind::NoResponders);
 }
 
@@ -55,27 +66,42 @@ async fn only_the_first_reply_counts() {
         let bus = bus.clone();
         tokio::spawn(async move {
             let (m1, m2) = (s1.next().await.unwrap(), s2.next().await.unwrap());
-            bus.publish(m1.reply().unwrap(), Bytes::from_static(b"one")).await.unwrap();
+            bus.publish(m1.reply().unwrap(), Bytes::from_static(b"one"))
+                .await
+                .unwrap();
             // The requester took its reply: the second one goes nowhere, without blocking.
-            bus.publish(m2.reply().unwrap(), Bytes::from_static(b"two")).await.unwrap();
+            bus.publish(m2.reply().unwrap(), Bytes::from_static(b"two"))
+                .await
+                .unwrap();
         })
     };
-    let reply = bus.request("svc", Bytes::new(), Duration::from_secs(1)).await.unwrap();
+    let reply = bus
+        .request("svc", Bytes::new(), Duration::from_secs(1))
+        .await
+        .unwrap();
     assert_eq!(reply.payload(), "one");
-    tokio::time::timeout(Duration::from_secs(1), responder).await.unwrap().unwrap();
+    tokio::time::timeout(Duration::from_secs(1), responder)
+        .await
+        .unwrap()
+        .unwrap();
 }
 
 #[tokio::test]
 async fn options_are_kept_and_buffer_is_at_least_one() {
     let bus = MemoryBus::with_options(MemoryOptions::default().buffer(0));
     assert_eq!(bus.options().buffer, 1);
-    assert_eq!(bus.max_payload(), Some(cap_bus::memory::DEFAULT_MAX_PAYLOAD));
+    assert_eq!(
+        bus.max_payload(),
+        Some(cap_bus::memory::DEFAULT_MAX_PAYLOAD)
+    );
 }
 
 /// Generic code written against `Bus` runs unchanged on a `SharedBus`.
 async fn relay<B: Bus>(bus: &B) -> Bytes {
     let mut sub = bus.subscribe("relay").await.unwrap();
-    bus.publish("relay", Bytes::from_static(b"via generic")).await.unwrap();
+    bus.publish("relay", Bytes::from_static(b"via generic"))
+        .await
+        .unwrap();
     sub.next().await.unwrap().into_payload()
 }
 

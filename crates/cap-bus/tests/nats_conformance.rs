@@ -1,6 +1,8 @@
 //! The conformance kit against the real NATS server (core only, and with JetStream on
 //! for a private durable subject set).
 
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
 mod common;
 
 use cap_bus::{Bus, conformance};

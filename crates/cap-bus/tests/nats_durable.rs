@@ -3,6 +3,8 @@
 //! acknowledged, shared durable consumers, and typed errors at the server's limits.
 //! Each test uses a private stream and subject prefix and deletes the stream.
 
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 mod common;
 
 use bytes::Bytes;
@@ -30,8 +32,14 @@ where
     }
 }
 
-async fn next(sub: &mut (impl futures_core::Stream<Item = cap_bus::Message> + Unpin), secs: u64) -> Option<cap_bus::Message> {
-    tokio::time::timeout(Duration::from_secs(secs), sub.next()).await.ok().flatten()
+async fn next(
+    sub: &mut (impl futures_core::Stream<Item = cap_bus::Message> + Unpin),
+    secs: u64,
+) -> Option<cap_bus::Message> {
+    tokio::time::timeout(Duration::from_secs(secs), sub.next())
+        .await
+        .ok()
+        .flatten()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -40,7 +48,9 @@ async fn a_job_published_while_no_worker_runs_is_delivered_when_one_starts() {
     with_durable_bus(|bus, p| async move {
         let pool = format!("{p}.job.echo");
         for i in 0..3 {
-            bus.publish(&pool, Bytes::from(format!("job-{i}"))).await.unwrap();
+            bus.publish(&pool, Bytes::from(format!("job-{i}")))
+                .await
+                .unwrap();
         }
         // The worker starts only now.
         let mut worker = bus.queue_subscribe(&pool, &pool).await.unwrap();
@@ -67,7 +77,9 @@ async fn a_job_published_while_no_worker_runs_is_delivered_when_one_starts() {
 async fn an_unacknowledged_job_is_redelivered_after_a_crash() {
     with_durable_bus(|bus, p| async move {
         let submit = format!("{p}.sys.job.submit");
-        bus.publish(&submit, Bytes::from_static(b"job-1")).await.unwrap();
+        bus.publish(&submit, Bytes::from_static(b"job-1"))
+            .await
+            .unwrap();
         // A scheduler takes the job and "crashes" before acknowledging.
         let mut first = bus.queue_subscribe(&submit, "scheduler").await.unwrap();
         let msg = next(&mut first, 5).await.expect("first delivery");
@@ -80,7 +92,10 @@ async fn an_unacknowledged_job_is_redelivered_after_a_crash() {
         assert_eq!(again.payload(), "job-1");
         assert_eq!(again.delivery_count(), 2);
         again.ack().await.unwrap();
-        assert!(next(&mut second, 3).await.is_none(), "acked: no third delivery");
+        assert!(
+            next(&mut second, 3).await.is_none(),
+            "acked: no third delivery"
+        );
     })
     .await;
 }
@@ -91,7 +106,9 @@ async fn nak_and_in_progress_control_redelivery() {
     with_durable_bus(|bus, p| async move {
         let result = format!("{p}.sys.job.result");
         let mut sub = bus.queue_subscribe(&result, "results").await.unwrap();
-        bus.publish(&result, Bytes::from_static(b"r")).await.unwrap();
+        bus.publish(&result, Bytes::from_static(b"r"))
+            .await
+            .unwrap();
         let m = next(&mut sub, 5).await.unwrap();
         m.nak(None).await.unwrap();
         let m2 = next(&mut sub, 5).await.expect("nak redelivers at once");
@@ -129,7 +146,9 @@ async fn members_of_a_durable_group_share_the_work_exactly_once() {
         assert!(!observer.is_durable());
         let n = 200;
         for i in 0..n {
-            bus.publish(&pool, Bytes::from(i.to_string())).await.unwrap();
+            bus.publish(&pool, Bytes::from(i.to_string()))
+                .await
+                .unwrap();
         }
         let mut counts = Vec::new();
         let mut all = BTreeSet::new();
@@ -140,7 +159,10 @@ async fn members_of_a_durable_group_share_the_work_exactly_once() {
         }
         assert_eq!(counts.iter().sum::<usize>(), n, "{counts:?}");
         assert_eq!(all.len(), n);
-        assert!(counts.iter().all(|&c| c > 0), "both members worked: {counts:?}");
+        assert!(
+            counts.iter().all(|&c| c > 0),
+            "both members worked: {counts:?}"
+        );
         let mut seen = 0;
         while next(&mut observer, 1).await.is_some() {
             seen += 1;
@@ -190,7 +212,10 @@ async fn an_existing_stream_with_other_retention_is_a_config_error() {
 #[ignore = "needs a real NATS: run by .ci/run"]
 async fn a_durable_group_with_another_filter_is_refused() {
     with_durable_bus(|bus, p| async move {
-        let _a = bus.queue_subscribe(&format!("{p}.job.a"), "grp").await.unwrap();
+        let _a = bus
+            .queue_subscribe(&format!("{p}.job.a"), "grp")
+            .await
+            .unwrap();
         let err = bus
             .queue_subscribe(&format!("{p}.job.b"), "grp")
             .await

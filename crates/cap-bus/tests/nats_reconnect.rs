@@ -1,6 +1,8 @@
 //! Reconnection: a private nats-server (JetStream, file store) is restarted in the
 //! middle of the test; subscriptions carry on and nothing stored is lost.
 
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
 mod common;
 
 use bytes::Bytes;
@@ -30,15 +32,21 @@ async fn subscriptions_survive_a_server_restart_and_durable_jobs_are_not_lost() 
 
     let mut observer = bus.subscribe(&core_subject).await.unwrap();
     let mut worker = bus.queue_subscribe(&pool, &pool).await.unwrap();
-    bus.publish(&core_subject, Bytes::from_static(b"before")).await.unwrap();
-    bus.publish(&pool, Bytes::from_static(b"job-before")).await.unwrap();
+    bus.publish(&core_subject, Bytes::from_static(b"before"))
+        .await
+        .unwrap();
+    bus.publish(&pool, Bytes::from_static(b"job-before"))
+        .await
+        .unwrap();
     assert_eq!(next(&mut observer, 5).await.unwrap().payload(), "before");
     let m = next(&mut worker, 5).await.unwrap();
     assert_eq!(m.payload(), "job-before");
     m.ack().await.unwrap();
 
     // A job stored but not yet acknowledged when the server goes down.
-    bus.publish(&pool, Bytes::from_static(b"job-pending")).await.unwrap();
+    bus.publish(&pool, Bytes::from_static(b"job-pending"))
+        .await
+        .unwrap();
     let pending = next(&mut worker, 5).await.unwrap();
     assert_eq!(pending.payload(), "job-pending");
     drop(pending); // never acknowledged
@@ -54,13 +62,20 @@ async fn subscriptions_survive_a_server_restart_and_durable_jobs_are_not_lost() 
     tokio::time::sleep(Duration::from_millis(500)).await;
     server.restart();
 
-    publisher.await.unwrap().expect("durable publish completes after reconnect");
+    publisher
+        .await
+        .unwrap()
+        .expect("durable publish completes after reconnect");
     // The core subscription was re-established by the reconnect.
     let deadline = tokio::time::Instant::now() + Duration::from_secs(15);
     let mut got_after = false;
     while tokio::time::Instant::now() < deadline && !got_after {
-        bus.publish(&core_subject, Bytes::from_static(b"after")).await.unwrap();
-        got_after = next(&mut observer, 1).await.is_some_and(|m| m.payload() == "after");
+        bus.publish(&core_subject, Bytes::from_static(b"after"))
+            .await
+            .unwrap();
+        got_after = next(&mut observer, 1)
+            .await
+            .is_some_and(|m| m.payload() == "after");
     }
     assert!(got_after, "core subscription did not survive the restart");
     assert!(bus.stats().disconnects >= 1, "{:?}", bus.stats());
@@ -77,7 +92,10 @@ async fn subscriptions_survive_a_server_restart_and_durable_jobs_are_not_lost() 
     }
     jobs.sort();
     assert_eq!(jobs, ["job-during", "job-pending"]);
-    assert!(next(&mut worker, 3).await.is_none(), "no duplicate deliveries");
+    assert!(
+        next(&mut worker, 3).await.is_none(),
+        "no duplicate deliveries"
+    );
 
     bus.close().await.unwrap();
     assert!(observer.next().await.is_none());

@@ -97,7 +97,10 @@ impl BroadcastBus {
     }
 
     fn registry(&self) -> std::sync::MutexGuard<'_, Registry> {
-        self.inner.registry.lock().unwrap_or_else(|e| e.into_inner())
+        self.inner
+            .registry
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
     }
 
     fn sender(&self) -> std::sync::MutexGuard<'_, Option<broadcast::Sender<Envelope>>> {
@@ -150,7 +153,13 @@ impl BroadcastBus {
     }
 
     /// Sends one message; returns how many subscriptions it was meant for.
-    fn send(&self, subject: &str, reply: Option<&str>, headers: Headers, payload: Bytes) -> Result<usize, Error> {
+    fn send(
+        &self,
+        subject: &str,
+        reply: Option<&str>,
+        headers: Headers,
+        payload: Bytes,
+    ) -> Result<usize, Error> {
         check::subject(subject)?;
         check::size(&headers, payload.len(), Some(MAX_PAYLOAD))?;
         let mut msg = Message::new(subject, payload).with_headers(headers);
@@ -227,7 +236,12 @@ impl Drop for BroadcastSubscription {
 impl Bus for BroadcastBus {
     type Subscription = BroadcastSubscription;
 
-    async fn publish_with_headers(&self, subject: &str, headers: Headers, payload: Bytes) -> Result<(), Error> {
+    async fn publish_with_headers(
+        &self,
+        subject: &str,
+        headers: Headers,
+        payload: Bytes,
+    ) -> Result<(), Error> {
         self.send(subject, None, headers, payload).map(|_| ())
     }
 
@@ -239,7 +253,11 @@ impl Bus for BroadcastBus {
         self.add(pattern, None)
     }
 
-    async fn queue_subscribe(&self, pattern: &str, queue: &str) -> Result<BroadcastSubscription, Error> {
+    async fn queue_subscribe(
+        &self,
+        pattern: &str,
+        queue: &str,
+    ) -> Result<BroadcastSubscription, Error> {
         if self.is_closed() {
             return Err(Error::closed());
         }
@@ -260,7 +278,10 @@ impl Bus for BroadcastBus {
             return Err(Error::closed());
         }
         check::subject(subject)?;
-        let inbox = format!("_INBOX.bcast.{}", self.inner.next_id.fetch_add(1, Ordering::Relaxed));
+        let inbox = format!(
+            "_INBOX.bcast.{}",
+            self.inner.next_id.fetch_add(1, Ordering::Relaxed)
+        );
         let mut replies = self.add(&inbox, None)?;
         if self.send(subject, Some(&inbox), headers, payload)? == 0 {
             return Err(Error::new(ErrorKind::NoResponders, subject.to_owned()));
@@ -268,7 +289,10 @@ impl Bus for BroadcastBus {
         match tokio::time::timeout(timeout, replies.next()).await {
             Ok(Some(reply)) => Ok(reply),
             Ok(None) => Err(Error::closed()),
-            Err(_) => Err(Error::new(ErrorKind::Timeout, format!("no reply on {subject}"))),
+            Err(_) => Err(Error::new(
+                ErrorKind::Timeout,
+                format!("no reply on {subject}"),
+            )),
         }
     }
 

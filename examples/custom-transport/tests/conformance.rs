@@ -1,5 +1,7 @@
 //! The custom transport passes the same contract as the built-in buses.
 
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
 use cap_bus::conformance::{self, Config};
 use custom_transport::BroadcastBus;
 

@@ -311,7 +311,11 @@ impl Bus for MemoryBus {
         self.add_subscription(pattern, None, self.inner.opts.buffer)
     }
 
-    async fn queue_subscribe(&self, pattern: &str, queue: &str) -> Result<MemorySubscription, Error> {
+    async fn queue_subscribe(
+        &self,
+        pattern: &str,
+        queue: &str,
+    ) -> Result<MemorySubscription, Error> {
         self.inner.ensure_open()?;
         check::pattern(pattern)?;
         check::queue(queue)?;

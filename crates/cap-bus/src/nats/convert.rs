@@ -41,7 +41,10 @@ pub(super) fn message_parts(
             for value in values {
                 // A header another client sent that our rules reject (a name with
                 // non-ASCII bytes, say) is skipped rather than failing the message.
-                if ours.append(AsRef::<str>::as_ref(name), value.as_str()).is_err() {
+                if ours
+                    .append(AsRef::<str>::as_ref(name), value.as_str())
+                    .is_err()
+                {
                     tracing::debug!("skipped a header that cap-bus cannot represent");
                 }
             }

@@ -120,7 +120,10 @@ impl Default for JetStreamOptions {
 
 impl JetStreamOptions {
     /// Options for a stream `name` capturing `subjects` (other settings default).
-    pub fn new(name: impl Into<String>, subjects: impl IntoIterator<Item = impl Into<String>>) -> Self {
+    pub fn new(
+        name: impl Into<String>,
+        subjects: impl IntoIterator<Item = impl Into<String>>,
+    ) -> Self {
         JetStreamOptions {
             stream: name.into(),
             subjects: subjects.into_iter().map(Into::into).collect(),
@@ -167,7 +170,9 @@ impl JetStreamOptions {
                 .bytes()
                 .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-');
         if !name_ok {
-            return Err(config("stream name must be 1-256 characters of A-Za-z0-9_-"));
+            return Err(config(
+                "stream name must be 1-256 characters of A-Za-z0-9_-",
+            ));
         }
         if self.subjects.is_empty() {
             return Err(config("JetStream needs at least one durable subject"));
@@ -361,7 +366,11 @@ mod tests {
         assert_eq!(c.max_deliver, -1);
         assert_eq!(durable_name("a.b c*>"), "a_b_c__");
         assert!(JetStreamOptions::new("", ["a"]).validate().is_err());
-        assert!(JetStreamOptions::new("A", Vec::<String>::new()).validate().is_err());
+        assert!(
+            JetStreamOptions::new("A", Vec::<String>::new())
+                .validate()
+                .is_err()
+        );
         assert!(JetStreamOptions::new("A", ["a.>.b"]).validate().is_err());
     }
 }

@@ -336,7 +336,10 @@ impl NatsBus {
     ) -> Result<NatsSubscription, Error> {
         let name = durable_name(queue);
         let sub_err = |what: &str, e: &dyn std::fmt::Display| {
-            Error::new(ErrorKind::Subscribe, format!("durable consumer {name}: {what}: {e}"))
+            Error::new(
+                ErrorKind::Subscribe,
+                format!("durable consumer {name}: {what}: {e}"),
+            )
         };
         let stream = j
             .ctx
@@ -381,11 +384,18 @@ impl Bus for NatsBus {
             return self.publish_durable(j, subject, headers, payload).await;
         }
         let res = match convert::header_map(&headers) {
-            None => inner.client.publish(async_nats::Subject::from(subject), payload).await,
-            Some(map) => inner
-                .client
-                .publish_with_headers(async_nats::Subject::from(subject), map, payload)
-                .await,
+            None => {
+                inner
+                    .client
+                    .publish(async_nats::Subject::from(subject), payload)
+                    .await
+            }
+            Some(map) => {
+                inner
+                    .client
+                    .publish_with_headers(async_nats::Subject::from(subject), map, payload)
+                    .await
+            }
         };
         res.map_err(|e| convert::publish_error(e, inner.is_closed()))
     }

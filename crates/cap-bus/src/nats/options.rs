@@ -273,7 +273,11 @@ impl NatsOptions {
                 js.retention = match r.trim().to_ascii_lowercase().as_str() {
                     "workqueue" => Retention::WorkQueue,
                     "limits" => Retention::Limits,
-                    _ => return Err(config("CAP_JETSTREAM_RETENTION must be workqueue or limits")),
+                    _ => {
+                        return Err(config(
+                            "CAP_JETSTREAM_RETENTION must be workqueue or limits",
+                        ));
+                    }
                 };
             }
             if let Some(s) = get("CAP_JETSTREAM_STORAGE") {
@@ -342,7 +346,9 @@ impl NatsOptions {
             return Err(config("no server URL"));
         }
         if self.tls.cert.is_some() != self.tls.key.is_some() {
-            return Err(config("a TLS client certificate needs its key (and the reverse)"));
+            return Err(config(
+                "a TLS client certificate needs its key (and the reverse)",
+            ));
         }
         if let Some(js) = &self.jetstream {
             js.validate()?;
@@ -450,13 +456,29 @@ mod tests {
         assert_eq!(js.max_age, Duration::from_secs(60));
         assert_eq!(js.ack_wait, Duration::from_secs(2));
         assert_eq!(js.max_deliver, 3);
-        assert!(from(&[("CAP_JETSTREAM", "off")]).unwrap().jetstream.is_none());
-        assert_eq!(
-            from(&[("NATS_USER", "u"), ("NATS_PASSWORD", "p")]).unwrap().auth,
-            Auth::UserPassword { user: "u".into(), password: "p".into() }
+        assert!(
+            from(&[("CAP_JETSTREAM", "off")])
+                .unwrap()
+                .jetstream
+                .is_none()
         );
-        assert_eq!(from(&[("NATS_TOKEN", "t")]).unwrap().auth, Auth::Token("t".into()));
-        assert_eq!(from(&[("NATS_NKEY", "SU")]).unwrap().auth, Auth::NKey("SU".into()));
+        assert_eq!(
+            from(&[("NATS_USER", "u"), ("NATS_PASSWORD", "p")])
+                .unwrap()
+                .auth,
+            Auth::UserPassword {
+                user: "u".into(),
+                password: "p".into()
+            }
+        );
+        assert_eq!(
+            from(&[("NATS_TOKEN", "t")]).unwrap().auth,
+            Auth::Token("t".into())
+        );
+        assert_eq!(
+            from(&[("NATS_NKEY", "SU")]).unwrap().auth,
+            Auth::NKey("SU".into())
+        );
     }
 
     #[test]

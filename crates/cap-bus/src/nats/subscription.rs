@@ -45,7 +45,9 @@ impl Stream for NatsSubscription {
         }
         loop {
             let polled = match &mut this.source {
-                Source::Core(sub) => Pin::new(sub).poll_next(cx).map(|m| m.map(|m| Ok(convert::message(m)))),
+                Source::Core(sub) => Pin::new(sub)
+                    .poll_next(cx)
+                    .map(|m| m.map(|m| Ok(convert::message(m)))),
                 Source::Durable(stream) => stream.as_mut().poll_next(cx).map(|m| {
                     m.map(|r| match r {
                         Ok(js) => Ok(durable_message(js)),
@@ -81,9 +83,14 @@ fn durable_message(js: async_nats::jetstream::Message) -> Message {
     let delivered = js.info().map(|i| i.delivered.max(1) as u64).unwrap_or(1);
     let (msg, acker) = js.split();
     // A JetStream delivery's reply subject is the ack subject: not for the application.
-    convert::message_parts(msg.subject.as_str(), None, msg.headers.as_ref(), msg.payload)
-        .with_ack(AckHandle::new(Arc::new(JsAck(acker))))
-        .with_delivery_count(delivered)
+    convert::message_parts(
+        msg.subject.as_str(),
+        None,
+        msg.headers.as_ref(),
+        msg.payload,
+    )
+    .with_ack(AckHandle::new(Arc::new(JsAck(acker))))
+    .with_delivery_count(delivered)
 }
 
 impl std::fmt::Debug for NatsSubscription {

@@ -1,7 +1,7 @@
 //! Shared helpers of the real-service tests: the NATS URL, unique names, JetStream
 //! options that do not collide with other users of the shared server, and a private
 //! nats-server that can be restarted.
-#![allow(dead_code)]
+#![allow(dead_code, clippy::panic, clippy::expect_used, clippy::unwrap_used)]
 
 use cap_bus::{
     NatsBus, NatsOptions,
@@ -15,7 +15,8 @@ use std::{
     time::{Duration, Instant},
 };
 
-pub const NEEDS_NATS: &str = "needs a real NATS with JetStream at NATS_URL (default nats://127.0.0.1:4222): run by .ci/run";
+pub const NEEDS_NATS: &str =
+    "needs a real NATS with JetStream at NATS_URL (default nats://127.0.0.1:4222): run by .ci/run";
 
 pub fn nats_url() -> String {
     std::env::var("NATS_URL").unwrap_or_else(|_| "nats://127.0.0.1:4222".into())
@@ -85,12 +86,23 @@ impl PrivateNats {
     }
 
     fn spawn(&mut self) {
-        let bin = ["/usr/sbin/nats-server", "/usr/local/bin/nats-server", "nats-server"]
-            .into_iter()
-            .find(|b| !b.starts_with('/') || std::path::Path::new(b).exists())
-            .unwrap_or("nats-server");
+        let bin = [
+            "/usr/sbin/nats-server",
+            "/usr/local/bin/nats-server",
+            "nats-server",
+        ]
+        .into_iter()
+        .find(|b| !b.starts_with('/') || std::path::Path::new(b).exists())
+        .unwrap_or("nats-server");
         let child = Command::new(bin)
-            .args(["-a", "127.0.0.1", "-p", &self.port.to_string(), "-js", "-sd"])
+            .args([
+                "-a",
+                "127.0.0.1",
+                "-p",
+                &self.port.to_string(),
+                "-js",
+                "-sd",
+            ])
             .arg(&self.store)
             .stdout(Stdio::null())
             .stderr(Stdio::null())
@@ -99,7 +111,10 @@ impl PrivateNats {
         self.child = Some(child);
         let deadline = Instant::now() + Duration::from_secs(10);
         while TcpStream::connect(("127.0.0.1", self.port)).is_err() {
-            assert!(Instant::now() < deadline, "private nats-server did not start");
+            assert!(
+                Instant::now() < deadline,
+                "private nats-server did not start"
+            );
             std::thread::sleep(Duration::from_millis(20));
         }
     }
@@ -111,7 +126,10 @@ impl PrivateNats {
         }
         let deadline = Instant::now() + Duration::from_secs(10);
         while TcpStream::connect(("127.0.0.1", self.port)).is_ok() {
-            assert!(Instant::now() < deadline, "private nats-server did not stop");
+            assert!(
+                Instant::now() < deadline,
+                "private nats-server did not stop"
+            );
             std::thread::sleep(Duration::from_millis(20));
         }
     }
