@@ -61,11 +61,17 @@ pub async fn connect(url: &str, js: Option<JetStreamOptions>) -> NatsBus {
 pub struct PrivateNats {
     pub port: u16,
     store: PathBuf,
+    extra: Vec<String>,
     child: Option<Child>,
 }
 
 impl PrivateNats {
     pub fn start() -> Self {
+        Self::start_with(&[])
+    }
+
+    /// Starts with extra command-line arguments (auth settings, say).
+    pub fn start_with(extra: &[&str]) -> Self {
         let port = TcpListener::bind("127.0.0.1:0")
             .and_then(|l| l.local_addr())
             .map(|a| a.port())
@@ -75,6 +81,7 @@ impl PrivateNats {
         let mut s = PrivateNats {
             port,
             store,
+            extra: extra.iter().map(|a| a.to_string()).collect(),
             child: None,
         };
         s.spawn();
@@ -104,6 +111,7 @@ impl PrivateNats {
                 "-sd",
             ])
             .arg(&self.store)
+            .args(&self.extra)
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()
