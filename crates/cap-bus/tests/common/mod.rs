@@ -88,6 +88,11 @@ impl PrivateNats {
         s
     }
 
+    /// The server's store directory (a private temporary directory).
+    pub fn dir(&self) -> &std::path::Path {
+        &self.store
+    }
+
     pub fn url(&self) -> String {
         format!("nats://127.0.0.1:{}", self.port)
     }
