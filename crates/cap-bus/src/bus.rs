@@ -23,7 +23,8 @@ use std::{future::Future, time::Duration};
 /// - **Queue groups**: among the subscriptions of one queue group (same pattern, same
 ///   queue name) each message goes to exactly one member; different groups each get a
 ///   copy, as do plain subscribers.
-/// - **Order**: messages from one publisher to one subscription arrive in publish order.
+/// - **Order**: messages from one publisher to one subscription arrive in publish order
+///   (a redelivered durable message comes back out of order, by nature).
 /// - **Headers** arrive as sent; a message without headers has empty
 ///   [`Headers`].
 /// - **Request/reply**: [`request`](Bus::request) publishes with a fresh reply subject and
