@@ -1,0 +1,231 @@
+//! The Redis backend, compatible with the official SDKs' `RedisBlobStore`: the same keys,
+//! the same bytes (a plain `SET key value`, with `PX` when a TTL is given).
+//!
+//! One managed, multiplexed connection is shared by all clones of a store. When Redis goes
+//! away, calls fail with [`ErrorKind::Unavailable`](crate::ErrorKind::Unavailable) naming
+//! the URL (without its password), and the connection is re-established in the background:
+//! once Redis is back, the same store works again.
+
+mod client;
+mod config;
+
+use std::future::Future;
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use cap_proto::Pointer;
+use redis::aio::{ConnectionManager, ConnectionManagerConfig};
+use redis::{AsyncConnectionConfig, RedisError, RetryMethod};
+
+use crate::limits::ttl_millis;
+use crate::pointer::kv_key;
+use crate::{BlobStore, Error, Limits, Result, StoreInfo, key};
+
+pub use config::{DEFAULT_REDIS_URL, RedisConfig, RedisTlsConfig};
+
+/// Longest pause between reconnection attempts.
+const MAX_RECONNECT_DELAY: Duration = Duration::from_secs(2);
+
+/// A blob store in Redis. Cheap to clone; clones share one connection.
+///
+/// ```no_run
+/// # async fn demo() -> cap_blob::Result<()> {
+/// use cap_blob::{BlobStore, RedisBlobStore, RedisConfig};
+/// // REDIS_URL (default redis://127.0.0.1:6379/0) and REDIS_TLS_*; fails fast if unreachable.
+/// let store = RedisBlobStore::connect(RedisConfig::from_env()).await?;
+/// let ptr = store.put_context("job-1", bytes::Bytes::from_static(b"{}")).await?;
+/// assert_eq!(ptr.to_string(), "redis://ctx:job-1");
+/// # Ok(()) }
+/// ```
+#[derive(Clone)]
+pub struct RedisBlobStore {
+    conn: ConnectionManager,
+    shared: Arc<Shared>,
+}
+
+struct Shared {
+    limits: Limits,
+    /// The URL without its password, for errors.
+    location: String,
+}
+
+impl std::fmt::Debug for RedisBlobStore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RedisBlobStore")
+            .field("url", &self.shared.location)
+            .field("limits", &self.shared.limits)
+            .finish_non_exhaustive()
+    }
+}
+
+impl RedisBlobStore {
+    /// Connects and checks the server with a `PING`, failing fast (one attempt, bounded by
+    /// `connect_timeout`) with an error naming the URL without its password:
+    /// [`ErrorKind::Unavailable`](crate::ErrorKind::Unavailable) if Redis cannot be reached,
+    /// [`ErrorKind::Backend`](crate::ErrorKind::Backend) if it refuses us (authentication),
+    /// [`ErrorKind::InvalidConfig`](crate::ErrorKind::InvalidConfig) for a bad URL or TLS
+    /// setting.
+    pub async fn connect(config: RedisConfig) -> Result<Self> {
+        let url = config.parsed_url()?;
+        let location = config::redact(&url);
+        let client = client::build(&config, &url)?;
+        let shared = Arc::new(Shared {
+            limits: config.limits,
+            location,
+        });
+
+        let probe_config = AsyncConnectionConfig::new()
+            .set_connection_timeout(Some(config.connect_timeout))
+            .set_response_timeout(Some(config.response_timeout));
+        let mut probe = client
+            .get_multiplexed_async_connection_with_config(&probe_config)
+            .await
+            .map_err(|e| shared.error(e))?;
+        redis::cmd("PING")
+            .query_async::<()>(&mut probe)
+            .await
+            .map_err(|e| shared.error(e))?;
+        drop(probe);
+
+        let manager_config = ConnectionManagerConfig::new()
+            .set_connection_timeout(Some(config.connect_timeout))
+            .set_response_timeout(Some(config.response_timeout))
+            .set_number_of_retries(config.reconnect_retries)
+            .set_max_delay(MAX_RECONNECT_DELAY);
+        let conn = ConnectionManager::new_with_config(client, manager_config)
+            .await
+            .map_err(|e| shared.error(e))?;
+        Ok(RedisBlobStore { conn, shared })
+    }
+
+    /// [`connect`](Self::connect) with [`RedisConfig::from_env`].
+    pub async fn from_env() -> Result<Self> {
+        Self::connect(RedisConfig::from_env()).await
+    }
+
+    /// The server's URL without its password.
+    pub fn location(&self) -> &str {
+        &self.shared.location
+    }
+
+    /// Sends a `PING`: a health check.
+    pub async fn ping(&self) -> Result<()> {
+        let mut conn = self.conn.clone();
+        redis::cmd("PING")
+            .query_async::<()>(&mut conn)
+            .await
+            .map_err(|e| self.shared.error(e))
+    }
+}
+
+impl Shared {
+    /// Classifies a Redis error: connection trouble and "try later" answers are
+    /// `Unavailable`, the rest `Backend`.
+    fn error(&self, e: RedisError) -> Error {
+        let transient = e.is_io_error()
+            || e.is_timeout()
+            || e.is_connection_dropped()
+            || e.is_connection_refusal()
+            || (matches!(e.kind(), redis::ErrorKind::Server(_))
+                && matches!(
+                    e.retry_method(),
+                    RetryMethod::WaitAndRetry | RetryMethod::RetryImmediately
+                ));
+        let location = self.location.clone();
+        let source = Box::new(e);
+        if transient {
+            Error::Unavailable {
+                backend: "redis",
+                location,
+                source,
+            }
+        } else {
+            Error::Backend {
+                backend: "redis",
+                location,
+                source,
+            }
+        }
+    }
+}
+
+impl StoreInfo for RedisBlobStore {
+    fn scheme(&self) -> &'static str {
+        "redis"
+    }
+
+    fn limits(&self) -> &Limits {
+        &self.shared.limits
+    }
+
+    fn pointer_for(&self, key: &str) -> Result<Pointer> {
+        crate::pointer::for_key(key)
+    }
+
+    fn key_for<'p>(&self, pointer: &'p Pointer) -> Result<&'p str> {
+        kv_key(pointer, "redis")
+    }
+}
+
+impl BlobStore for RedisBlobStore {
+    fn get(&self, key: &str) -> impl Future<Output = Result<Bytes>> + Send {
+        let mut conn = self.conn.clone();
+        async move {
+            key::check(key)?;
+            let value: Option<Bytes> = redis::cmd("GET")
+                .arg(key)
+                .query_async(&mut conn)
+                .await
+                .map_err(|e| self.shared.error(e))?;
+            value.ok_or_else(|| Error::not_found(key))
+        }
+    }
+
+    fn put(
+        &self,
+        key: &str,
+        value: Bytes,
+        ttl: Option<Duration>,
+    ) -> impl Future<Output = Result<()>> + Send {
+        let mut conn = self.conn.clone();
+        async move {
+            key::check(key)?;
+            self.shared.limits.check_size(value.len())?;
+            let mut cmd = redis::cmd("SET");
+            cmd.arg(key).arg(value.as_ref());
+            if let Some(ttl) = ttl {
+                cmd.arg("PX").arg(ttl_millis(ttl));
+            }
+            cmd.query_async::<()>(&mut conn)
+                .await
+                .map_err(|e| self.shared.error(e))
+        }
+    }
+
+    fn delete(&self, key: &str) -> impl Future<Output = Result<bool>> + Send {
+        let mut conn = self.conn.clone();
+        async move {
+            key::check(key)?;
+            let n: i64 = redis::cmd("DEL")
+                .arg(key)
+                .query_async(&mut conn)
+                .await
+                .map_err(|e| self.shared.error(e))?;
+            Ok(n > 0)
+        }
+    }
+
+    fn exists(&self, key: &str) -> impl Future<Output = Result<bool>> + Send {
+        let mut conn = self.conn.clone();
+        async move {
+            key::check(key)?;
+            let n: i64 = redis::cmd("EXISTS")
+                .arg(key)
+                .query_async(&mut conn)
+                .await
+                .map_err(|e| self.shared.error(e))?;
+            Ok(n > 0)
+        }
+    }
+}
