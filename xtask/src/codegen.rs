@@ -17,7 +17,11 @@ const PROTO_FILES: &[&str] = &[
 ];
 
 /// Generated files, relative to the output directory.
-const OUTPUTS: &[&str] = &["cordum.agent.v1.rs", "descriptor.bin", "canonical_encode.rs"];
+const OUTPUTS: &[&str] = &[
+    "cordum.agent.v1.rs",
+    "descriptor.bin",
+    "canonical_encode.rs",
+];
 
 /// The proto file defining `SafetyKernel`, and the committed stub files it generates
 /// (relative to the workspace root; the file name is the name prost-build writes).
@@ -109,7 +113,10 @@ fn generate(root: &Path, out: &Path) -> Result<()> {
     let fds = protox::compile(PROTO_FILES, [&proto_root]).context("compiling proto/")?;
     fs::write(out.join("descriptor.bin"), fds.encode_to_vec())?;
     // Single-pass canonical encoders (lead-owned generator; keep this line).
-    fs::write(out.join("canonical_encode.rs"), crate::canonical_gen::generate(&fds)?)?;
+    fs::write(
+        out.join("canonical_encode.rs"),
+        crate::canonical_gen::generate(&fds)?,
+    )?;
 
     let mut config = prost_build::Config::new();
     config

@@ -42,10 +42,22 @@ pub fn ensure_venv(venv: &Path) -> Result<PathBuf> {
     }
     let base = std::env::var("PYTHON").unwrap_or_else(|_| "python3".into());
     // Progress goes to stderr: with --setup-only, stdout is only the interpreter path.
-    run_cmd(Command::new(&base).args(["-m", "venv"]).arg(&venv).stdout(std::process::Stdio::null()))?;
+    run_cmd(
+        Command::new(&base)
+            .args(["-m", "venv"])
+            .arg(&venv)
+            .stdout(std::process::Stdio::null()),
+    )?;
     run_cmd(
         Command::new(&python)
-            .args(["-m", "pip", "install", "--quiet", "--disable-pip-version-check", PEER])
+            .args([
+                "-m",
+                "pip",
+                "install",
+                "--quiet",
+                "--disable-pip-version-check",
+                PEER,
+            ])
             .stdout(std::process::Stdio::null()),
     )?;
     std::fs::write(&marker, PEER)?;

@@ -3,7 +3,10 @@
 //! - `codegen [--check]`: regenerate the committed protobuf code from `proto/` with a
 //!   pure-Rust compiler (protox), or fail when the committed code is out of date.
 //! - `interop`: build the Python reference peer's venv and run the cross-SDK tests.
+//! - `bench sign`: our sign/verify rates next to the peer's, in one run.
 
+mod bench;
+mod canonical_gen;
 mod codegen;
 mod interop;
 
@@ -35,6 +38,17 @@ enum Task {
         #[arg(long)]
         setup_only: bool,
     },
+    /// Benchmarks that compare cap-rs with the reference peer in one run.
+    Bench {
+        /// Which benchmark: `sign`.
+        what: String,
+        /// Seconds per figure.
+        #[arg(long, default_value_t = 3.0)]
+        seconds: f64,
+        /// Where the peer's venv lives (created when missing).
+        #[arg(long, default_value = ".venv-interop")]
+        venv: PathBuf,
+    },
 }
 
 fn main() -> Result<()> {
@@ -43,6 +57,14 @@ fn main() -> Result<()> {
     match cli.task {
         Task::Codegen { check } => codegen::run(&root, check),
         Task::Interop { venv, setup_only } => interop::run(&root, &root.join(venv), setup_only),
+        Task::Bench {
+            what,
+            seconds,
+            venv,
+        } => match what.as_str() {
+            "sign" => bench::sign(&root, &root.join(venv), seconds),
+            other => anyhow::bail!("unknown benchmark `{other}` (sign)"),
+        },
     }
 }
 

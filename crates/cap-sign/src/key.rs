@@ -11,17 +11,69 @@ use std::fmt;
 
 /// A P-256 private key.
 #[derive(Clone)]
-pub struct PrivateKey(pub(crate) ecdsa::SigningKey);
+pub struct PrivateKey {
+    pub(crate) key: ecdsa::SigningKey,
+    #[cfg(feature = "ring")]
+    pub(crate) fast: std::sync::Arc<ring::signature::EcdsaKeyPair>,
+}
 
 /// A P-256 public key.
-#[derive(Clone, PartialEq, Eq)]
-pub struct PublicKey(pub(crate) ecdsa::VerifyingKey);
+#[derive(Clone)]
+pub struct PublicKey {
+    pub(crate) key: ecdsa::VerifyingKey,
+    /// Uncompressed SEC1 point, for the ring backend.
+    #[cfg_attr(not(feature = "ring"), allow(dead_code))]
+    pub(crate) point: [u8; 65],
+}
+
+impl PartialEq for PublicKey {
+    fn eq(&self, other: &Self) -> bool {
+        self.point == other.point
+    }
+}
+
+impl Eq for PublicKey {}
+
+impl From<ecdsa::VerifyingKey> for PublicKey {
+    fn from(key: ecdsa::VerifyingKey) -> Self {
+        let mut point = [0u8; 65];
+        point.copy_from_slice(key.to_sec1_point(false).as_ref());
+        PublicKey { key, point }
+    }
+}
+
+impl PrivateKey {
+    fn from_signing_key(key: ecdsa::SigningKey) -> Result<Self, Error> {
+        #[cfg(feature = "ring")]
+        {
+            let public = PublicKey::from(*key.verifying_key());
+            let fast = ring::signature::EcdsaKeyPair::from_private_key_and_public_key(
+                &ring::signature::ECDSA_P256_SHA256_ASN1_SIGNING,
+                key.to_bytes().as_slice(),
+                &public.point,
+                &ring::rand::SystemRandom::new(),
+            )
+            .map_err(|e| Error::Key(format!("ring rejected the key: {e}")))?;
+            Ok(PrivateKey {
+                key,
+                fast: std::sync::Arc::new(fast),
+            })
+        }
+        #[cfg(not(feature = "ring"))]
+        Ok(PrivateKey { key })
+    }
+}
 
 impl PrivateKey {
     /// A new random key from the operating system's RNG.
     pub fn generate() -> Self {
         use p256::elliptic_curve::Generate;
-        PrivateKey(ecdsa::SigningKey::generate())
+        loop {
+            // A fresh valid scalar is always accepted; the loop only guards the type.
+            if let Ok(k) = Self::from_signing_key(ecdsa::SigningKey::generate()) {
+                return k;
+            }
+        }
     }
 
     /// Reads a PEM private key: PKCS#8 (`PRIVATE KEY`) or SEC1 (`EC PRIVATE KEY`).
@@ -29,16 +81,16 @@ impl PrivateKey {
         if pem.contains("-----BEGIN EC PRIVATE KEY-----") {
             let sk = p256::SecretKey::from_sec1_pem(pem)
                 .map_err(|e| Error::Key(format!("SEC1: {e}")))?;
-            return Ok(PrivateKey(ecdsa::SigningKey::from(&sk)));
+            return Self::from_signing_key(ecdsa::SigningKey::from(&sk));
         }
-        ecdsa::SigningKey::from_pkcs8_pem(pem)
-            .map(PrivateKey)
-            .map_err(|e| Error::Key(format!("PKCS#8 P-256 private key expected: {e}")))
+        let key = ecdsa::SigningKey::from_pkcs8_pem(pem)
+            .map_err(|e| Error::Key(format!("PKCS#8 P-256 private key expected: {e}")))?;
+        Self::from_signing_key(key)
     }
 
     /// The key as PKCS#8 PEM.
     pub fn to_pem(&self) -> Result<String, Error> {
-        self.0
+        self.key
             .to_pkcs8_pem(LineEnding::LF)
             .map(|z| z.to_string())
             .map_err(|e| Error::Key(e.to_string()))
@@ -46,7 +98,7 @@ impl PrivateKey {
 
     /// The matching public key.
     pub fn public_key(&self) -> PublicKey {
-        PublicKey(*self.0.verifying_key())
+        PublicKey::from(*self.key.verifying_key())
     }
 }
 
@@ -62,7 +114,7 @@ impl PublicKey {
     /// Reads a SubjectPublicKeyInfo PEM (`PUBLIC KEY`); rejects any non-P-256 key.
     pub fn from_pem(pem: &str) -> Result<Self, Error> {
         ecdsa::VerifyingKey::from_public_key_pem(pem)
-            .map(PublicKey)
+            .map(PublicKey::from)
             .map_err(|e| {
                 Error::Key(format!(
                     "SubjectPublicKeyInfo P-256 public key expected: {e}"
@@ -72,15 +124,14 @@ impl PublicKey {
 
     /// The key as SubjectPublicKeyInfo PEM.
     pub fn to_pem(&self) -> Result<String, Error> {
-        self.0
+        self.key
             .to_public_key_pem(LineEnding::LF)
             .map_err(|e| Error::Key(e.to_string()))
     }
 
     /// A short stable id: the first 16 hex digits of SHA-256 over the SEC1 point.
     pub fn fingerprint(&self) -> String {
-        let point = self.0.to_sec1_point(false);
-        let digest = Sha256::digest(point.as_ref());
+        let digest = Sha256::digest(self.point);
         digest.iter().take(8).map(|b| format!("{b:02x}")).collect()
     }
 }
@@ -110,7 +161,7 @@ mod tests {
     #[test]
     fn reads_sec1() {
         let k = PrivateKey::generate();
-        let sk = p256::SecretKey::from(k.0.as_nonzero_scalar());
+        let sk = p256::SecretKey::from(k.key.as_nonzero_scalar());
         let sec1 = sk.to_sec1_pem(LineEnding::LF).unwrap();
         assert!(sec1.starts_with("-----BEGIN EC PRIVATE KEY-----"));
         assert_eq!(

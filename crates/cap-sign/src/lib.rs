@@ -18,6 +18,11 @@
 //! packet::verify_bytes(&bytes, &key.public_key()).unwrap();
 //! ```
 //!
+//! ## Feature flags
+//! - `ring` (default): sign and verify with ring's assembly-optimised P-256; without
+//!   it, the pure-Rust `p256` backend does everything. Keys, PEM and DER parsing use
+//!   `p256` either way.
+//!
 //! ## Pieces
 //! - [`PrivateKey`], [`PublicKey`]: P-256 keys, PEM (PKCS#8, SEC1, SubjectPublicKeyInfo).
 //! - [`Signer`], [`Verifier`]: traits a KMS or HSM implements.
@@ -44,3 +49,12 @@ pub use keyring::KeyRing;
 pub use replay::{DEFAULT_CAPACITY, DEFAULT_WINDOW, ReplayGuard};
 pub use signer::{Signer, Verifier};
 pub use trust::{TrustMode, TrustPolicy, Verdict};
+
+/// The signature backend compiled in: `ring` (feature `ring`, the default) or the
+/// pure-Rust `p256`.
+#[cfg(feature = "ring")]
+pub const BACKEND: &str = "ring (P-256 assembly)";
+/// The signature backend compiled in: `ring` (feature `ring`, the default) or the
+/// pure-Rust `p256`.
+#[cfg(not(feature = "ring"))]
+pub const BACKEND: &str = "p256 (pure Rust)";

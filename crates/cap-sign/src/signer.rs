@@ -3,7 +3,9 @@
 //! by implementing the trait.
 
 use crate::{Error, PrivateKey, PublicKey};
-use p256::ecdsa::{self, signature::Signer as _, signature::Verifier as _};
+use p256::ecdsa;
+#[cfg(not(feature = "ring"))]
+use p256::ecdsa::{signature::Signer as _, signature::Verifier as _};
 
 /// Produces ECDSA P-256/SHA-256 signatures in ASN.1 DER.
 pub trait Signer: Send + Sync {
@@ -24,11 +26,24 @@ pub trait Verifier: Send + Sync {
 
 impl Signer for PrivateKey {
     fn sign(&self, message: &[u8]) -> Result<Vec<u8>, Error> {
-        let sig: ecdsa::Signature = self
-            .0
-            .try_sign(message)
-            .map_err(|e| Error::Signer(e.to_string()))?;
-        Ok(sig.to_der().as_bytes().to_vec())
+        #[cfg(feature = "ring")]
+        {
+            // Random nonces (like the reference peer); ring emits DER.
+            let rng = ring::rand::SystemRandom::new();
+            let sig = self
+                .fast
+                .sign(&rng, message)
+                .map_err(|e| Error::Signer(e.to_string()))?;
+            Ok(sig.as_ref().to_vec())
+        }
+        #[cfg(not(feature = "ring"))]
+        {
+            let sig: ecdsa::Signature = self
+                .key
+                .try_sign(message)
+                .map_err(|e| Error::Signer(e.to_string()))?;
+            Ok(sig.to_der().as_bytes().to_vec())
+        }
     }
 
     fn public_key(&self) -> Option<PublicKey> {
@@ -52,10 +67,24 @@ pub(crate) fn parse_der(signature: &[u8]) -> Result<ecdsa::Signature, Error> {
 
 impl Verifier for PublicKey {
     fn verify(&self, message: &[u8], signature: &[u8]) -> Result<(), Error> {
+        // Parsing first keeps the error kinds distinct (raw r||s, broken DER).
         let sig = parse_der(signature)?;
         // High-S signatures are valid ECDSA and the reference peer produces them about
-        // half the time: they are accepted (P-256 does not normalise S).
-        self.0.verify(message, &sig).map_err(|_| Error::Mismatch {
+        // half the time: both backends accept them.
+        #[cfg(feature = "ring")]
+        {
+            let _ = sig;
+            ring::signature::UnparsedPublicKey::new(
+                &ring::signature::ECDSA_P256_SHA256_ASN1,
+                &self.point,
+            )
+            .verify(message, signature)
+            .map_err(|_| Error::Mismatch {
+                sender: String::new(),
+            })
+        }
+        #[cfg(not(feature = "ring"))]
+        self.key.verify(message, &sig).map_err(|_| Error::Mismatch {
             sender: String::new(),
         })
     }

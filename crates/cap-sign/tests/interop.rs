@@ -18,13 +18,24 @@ fn peer_python() -> PathBuf {
 
 fn run_peer(args: &[&str]) -> String {
     let script = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/peer/sign.py");
-    let out = Command::new(peer_python()).arg(script).args(args).output().unwrap();
-    assert!(out.status.success(), "peer failed: {}", String::from_utf8_lossy(&out.stderr));
+    let out = Command::new(peer_python())
+        .arg(script)
+        .args(args)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "peer failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     String::from_utf8(out.stdout).unwrap()
 }
 
 fn unhex(s: &str) -> Vec<u8> {
-    (0..s.len()).step_by(2).map(|i| u8::from_str_radix(&s[i..i + 2], 16).unwrap()).collect()
+    (0..s.len())
+        .step_by(2)
+        .map(|i| u8::from_str_radix(&s[i..i + 2], 16).unwrap())
+        .collect()
 }
 
 fn hex(b: &[u8]) -> String {
@@ -52,7 +63,12 @@ fn peer_signed_packets_verify_here() {
         let item: serde_json::Value = serde_json::from_str(line).unwrap();
         let raw = unhex(item["hex"].as_str().unwrap());
         let pkt = cap_proto::packet::decode(&raw, 1 << 20).unwrap();
-        assert_eq!(policy.check(&raw, &pkt), Ok(Verdict::Verified), "{}", item["name"]);
+        assert_eq!(
+            policy.check(&raw, &pkt),
+            Ok(Verdict::Verified),
+            "{}",
+            item["name"]
+        );
         kinds.insert(pkt.kind().unwrap());
         let sig = Signature::from_der(&pkt.signature).unwrap();
         if sig.normalize_s() != sig {
@@ -96,8 +112,15 @@ fn peer_verifies_our_signatures() {
     let mut newer = v1::BusPacket::new(
         "t",
         "rust-signer",
-        cap_proto::Timestamp { seconds: 5, nanos: 0 },
-        v1::Heartbeat { worker_id: "w".into(), agent_name: "agent-x".into(), ..Default::default() },
+        cap_proto::Timestamp {
+            seconds: 5,
+            nanos: 0,
+        },
+        v1::Heartbeat {
+            worker_id: "w".into(),
+            agent_name: "agent-x".into(),
+            ..Default::default()
+        },
     );
     newer.auth_token = "token".into();
     let bytes = packet::sign_to_bytes(&mut newer, &key).unwrap();
@@ -113,12 +136,25 @@ fn peer_verifies_our_signatures() {
 
     let file = dir.join("ours.jsonl");
     std::fs::write(&file, lines).unwrap();
-    let out = run_peer(&["verify", dir.join("ours.pem").to_str().unwrap(), file.to_str().unwrap()]);
-    let results: Vec<serde_json::Value> = out.lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+    let out = run_peer(&[
+        "verify",
+        dir.join("ours.pem").to_str().unwrap(),
+        file.to_str().unwrap(),
+    ]);
+    let results: Vec<serde_json::Value> = out
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
     assert_eq!(results.len(), names.len() + 1);
     for r in &results {
         let expect_ok = r["name"] != "tampered";
-        assert_eq!(r["ok"].as_bool(), Some(expect_ok), "peer verdict on {}: {}", r["name"], r["log"]);
+        assert_eq!(
+            r["ok"].as_bool(),
+            Some(expect_ok),
+            "peer verdict on {}: {}",
+            r["name"],
+            r["log"]
+        );
     }
     std::fs::remove_dir_all(&dir).ok();
 }

@@ -21,8 +21,22 @@ fn arb_packet() -> impl Strategy<Value = v1::BusPacket> {
         "[a-z.]{0,10}",
     )
         .prop_map(|(trace, sender, secs, labels, step, topic)| {
-            let req = v1::JobRequest { job_id: trace.clone(), topic, labels, step_index: step, ..Default::default() };
-            v1::BusPacket::new(trace, sender, Timestamp { seconds: secs, nanos: 0 }, req)
+            let req = v1::JobRequest {
+                job_id: trace.clone(),
+                topic,
+                labels,
+                step_index: step,
+                ..Default::default()
+            };
+            v1::BusPacket::new(
+                trace,
+                sender,
+                Timestamp {
+                    seconds: secs,
+                    nanos: 0,
+                },
+                req,
+            )
         })
 }
 
