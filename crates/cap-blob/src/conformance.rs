@@ -262,9 +262,15 @@ pub async fn binary_data<S: BlobStore + ?Sized>(store: &S, prefix: &str) -> Outc
     let keys: Vec<String> = (0..samples.len())
         .map(|i| format!("{prefix}-bin{i}"))
         .collect();
+    let limit = store.limits().max_blob_bytes;
     with_cleanup(store, &keys, async {
         for ((what, data), k) in samples.iter().zip(&keys) {
-            ok(C, what, store.put(k, Bytes::from(data.clone()), None).await)?;
+            let data = &data[..data.len().min(limit)];
+            ok(
+                C,
+                what,
+                store.put(k, Bytes::copy_from_slice(data), None).await,
+            )?;
             same(C, what, &ok(C, what, store.get(k).await)?, data)?;
         }
         Ok(())
@@ -455,7 +461,9 @@ pub async fn concurrent_writers<S: BlobStore + ?Sized>(store: &S, prefix: &str) 
     let mut keys = own.clone();
     keys.push(shared.clone());
     with_cleanup(store, &keys, async {
-        let value = |i: u8| Bytes::from(vec![i; 64 * 1024 + usize::from(i)]);
+        // Distinct lengths, all within the limit.
+        let base = (64 * 1024).min(store.limits().max_blob_bytes - usize::from(WRITERS));
+        let value = |i: u8| Bytes::from(vec![i; base + usize::from(i)]);
         let writes = (0..WRITERS).map(|i| {
             let (shared, own, v) = (&shared, &own[usize::from(i)], value(i));
             async move {

@@ -84,14 +84,27 @@ impl RedisServer {
                 let _ = s.set_read_timeout(Some(Duration::from_secs(1)));
                 let mut buf = [0u8; 64];
                 // A password-protected server answers NOAUTH: it is up all the same.
-                if s.write_all(b"PING\r\n").is_ok() && s.read(&mut buf).map(|n| n > 0).unwrap_or(false) {
+                if s.write_all(b"PING\r\n").is_ok()
+                    && s.read(&mut buf).map(|n| n > 0).unwrap_or(false)
+                {
                     return;
                 }
             }
-            if let Some(status) = self.child.as_mut().and_then(|c| c.try_wait().ok().flatten()) {
-                panic!("redis-server exited at start-up ({status}): port {} taken?", self.port);
+            if let Some(status) = self
+                .child
+                .as_mut()
+                .and_then(|c| c.try_wait().ok().flatten())
+            {
+                panic!(
+                    "redis-server exited at start-up ({status}): port {} taken?",
+                    self.port
+                );
             }
-            assert!(Instant::now() < deadline, "redis-server on port {} did not come up", self.port);
+            assert!(
+                Instant::now() < deadline,
+                "redis-server on port {} did not come up",
+                self.port
+            );
             std::thread::sleep(Duration::from_millis(20));
         }
     }
