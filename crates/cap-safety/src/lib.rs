@@ -18,7 +18,7 @@
 //!
 //! ```
 //! use cap_safety::{Decision, Kernel, SafetyClient, policy::Policy};
-//! use cap_proto::v1::{JobMetadata, PolicyCheckRequest};
+//! use cap_proto::v1::{JobMetadata, PolicyCheckRequest, PolicyCheckResponse};
 //!
 //! let policy = Policy::from_text(r#"
 //! version: 3
@@ -47,7 +47,12 @@
 //! assert_eq!(verdict.decision(), Decision::AllowWithConstraints);
 //! assert!(verdict.constraints().unwrap().sandbox.as_ref().unwrap().isolated);
 //!
-//! // The embedded kernel behind the same trait a remote one implements.
+//! // A scheduler is generic over the client: a remote kernel (GrpcSafetyClient) or the
+//! // embedded one, which needs no server.
+//! async fn decide<C: SafetyClient>(client: &C, req: &PolicyCheckRequest)
+//!     -> Result<PolicyCheckResponse, cap_safety::Error> {
+//!     client.check(req).await
+//! }
 //! let kernel = Kernel::new(policy);
 //! let deploy = PolicyCheckRequest {
 //!     job_id: "job-7".into(),
@@ -55,16 +60,18 @@
 //!     labels: [("env".to_string(), "prod".to_string())].into(),
 //!     ..Default::default()
 //! };
-//! let resp = futures_executor_block_on(kernel.check(&deploy))?;
+//! let runtime = tokio::runtime::Builder::new_current_thread().build()?;
+//! let resp = runtime.block_on(decide(&kernel, &deploy))?;
 //! assert_eq!(cap_safety::decision_of(&resp), Decision::RequireApproval);
 //! assert!(resp.approval_required);
 //! assert_eq!(resp.approval_ref, "job-7");
 //! assert_eq!(resp.rule_id, "approve-prod");
 //! assert!(resp.policy_snapshot.starts_with("3@sha256:"));
-//! # fn futures_executor_block_on<F: std::future::Future>(f: F) -> F::Output {
-//! #     tokio::runtime::Builder::new_current_thread().build().unwrap().block_on(f)
-//! # }
-//! # Ok::<(), cap_safety::Error>(())
+//!
+//! // Explain: the same decision, with the trace of the rules considered in `reason`.
+//! let explained = kernel.explain(&deploy);
+//! assert!(explained.reason.contains("rules[0] approve-prod: MATCH"));
+//! # Ok::<(), Box<dyn std::error::Error>>(())
 //! ```
 //!
 //! ## Decisions and their spellings

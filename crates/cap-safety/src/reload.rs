@@ -68,7 +68,10 @@ pub fn spawn(
         } else {
             None
         };
-        let mut last = stamp(&path);
+        // Unknown at first: the first poll re-reads the file, which catches edits made
+        // between loading the kernel and starting the watcher (an unchanged file is a
+        // no-op: same snapshot id).
+        let mut last = None;
         let mut tick = options.poll_interval.map(|d| {
             let mut t = tokio::time::interval(d.max(Duration::from_millis(10)));
             t.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);

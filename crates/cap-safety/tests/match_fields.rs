@@ -1,5 +1,6 @@
 //! Every rule condition, table-driven: each row is (request, expected rule id or "" for
 //! "fell through to the default").
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 mod common;
 

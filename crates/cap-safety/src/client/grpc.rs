@@ -188,11 +188,14 @@ impl GrpcSafetyClient {
     }
 }
 
+/// The channel's own deadline surfaces as `CANCELLED` ("Timeout expired"), the server's
+/// as `DEADLINE_EXCEEDED`: both are this call timing out.
 fn deadline_as_timeout(timeout: Duration) -> impl Fn(Error) -> Error {
     move |e| match &e {
-        Error::Status { code, .. } if *code == tonic::Code::DeadlineExceeded => {
-            Error::Timeout(timeout)
-        }
+        Error::Status {
+            code: tonic::Code::DeadlineExceeded | tonic::Code::Cancelled,
+            ..
+        } => Error::Timeout(timeout),
         _ => e,
     }
 }

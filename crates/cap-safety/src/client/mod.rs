@@ -67,18 +67,12 @@ impl<T: SafetyClient> DynSafetyClient for T {
 }
 
 impl SafetyClient for dyn DynSafetyClient {
-    fn check(
-        &self,
-        req: &PolicyCheckRequest,
-    ) -> impl Future<Output = Result<PolicyCheckResponse, Error>> + Send {
-        async move { self.check_boxed(req).await }
+    async fn check(&self, req: &PolicyCheckRequest) -> Result<PolicyCheckResponse, Error> {
+        self.check_boxed(req).await
     }
 
-    fn evaluate(
-        &self,
-        req: &PolicyCheckRequest,
-    ) -> impl Future<Output = Result<PolicyCheckResponse, Error>> + Send {
-        async move { self.evaluate_boxed(req).await }
+    async fn evaluate(&self, req: &PolicyCheckRequest) -> Result<PolicyCheckResponse, Error> {
+        self.evaluate_boxed(req).await
     }
 }
 

@@ -42,7 +42,7 @@ pub fn parse(text: &str, format: Format, source: &str) -> Result<PolicyFile, Err
             ),
         ));
     }
-    if text.trim().is_empty() {
+    if is_blank(text) {
         return Err(Error::policy_at(source, ".", "policy is empty"));
     }
     match format {
@@ -80,6 +80,15 @@ pub fn parse(text: &str, format: Format, source: &str) -> Result<PolicyFile, Err
             Ok(file)
         }
     }
+}
+
+/// Nothing but whitespace, YAML comments and document markers: an empty (probably
+/// truncated) file, rejected rather than read as "no rules".
+fn is_blank(text: &str) -> bool {
+    text.lines().all(|l| {
+        let l = l.trim();
+        l.is_empty() || l.starts_with('#') || l == "---" || l == "..."
+    })
 }
 
 fn path_error(

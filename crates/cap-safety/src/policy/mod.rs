@@ -21,7 +21,7 @@
 //!
 //! let bad = Policy::from_text("rules:\n  - id: x\n    match: { topicz: [a] }\n", "bad.yaml");
 //! let err = bad.unwrap_err();
-//! assert_eq!(err.policy().unwrap().path, "rules[0].match");
+//! assert_eq!(err.policy().unwrap().path, "rules[0].match.topicz");
 //! ```
 
 mod compile;
