@@ -23,6 +23,9 @@ fn tls_client(_cfg: &RedisConfig, url: &url::Url) -> Result<redis::Client> {
 }
 
 #[cfg(feature = "tls")]
+const CERT_MARKER: &[u8] = b"-----BEGIN CERTIFICATE-----";
+
+#[cfg(feature = "tls")]
 fn tls_client(cfg: &RedisConfig, url: &url::Url) -> Result<redis::Client> {
     use redis::{ClientTlsConfig, TlsCertificates};
 
@@ -51,7 +54,17 @@ fn tls_client(cfg: &RedisConfig, url: &url::Url) -> Result<redis::Client> {
         })
     };
     let root_cert = match (&tls.ca, tls.insecure) {
-        (Some(ca), false) => Some(read("REDIS_TLS_CA", ca)?),
+        (Some(ca), false) => {
+            let pem = read("REDIS_TLS_CA", ca)?;
+            // An empty trust store would fail every handshake with a confusing error.
+            if !pem.windows(CERT_MARKER.len()).any(|w| w == CERT_MARKER) {
+                return Err(Error::config(format!(
+                    "REDIS_TLS_CA file {} holds no PEM certificate",
+                    ca.display()
+                )));
+            }
+            Some(pem)
+        }
         _ => None,
     };
     let client_tls = match (&tls.cert, &tls.key) {
