@@ -1,0 +1,358 @@
+//! The client: submit jobs and get their results.
+//!
+//! [`Client::submit`] stores the input JSON at `ctx:<job_id>` (with the context TTL),
+//! publishes a signed `JobRequest` to `sys.job.submit` (or, with
+//! [`SubmitOptions::direct`], to the topic's own subject, for setups without a scheduler)
+//! and returns a [`JobHandle`]. All handles share one subscription to `sys.job.result`
+//! and one to `sys.job.progress`, demultiplexed by job id; only packets about this
+//! client's pending jobs are verified.
+
+mod demux;
+mod handle;
+
+pub use demux::PROGRESS_BUFFER;
+pub use handle::JobHandle;
+
+use crate::packets::{AlertRate, PacketConfig, PacketStats, Packets};
+use crate::{Error, ErrorKind};
+use bytes::Bytes;
+use cap_blob::BlobStore;
+use cap_bus::Bus;
+use cap_proto::{Subject, subject, v1};
+use cap_sign::{Signer, TrustPolicy};
+use demux::{Pending, Waiter};
+use serde::Serialize;
+use std::collections::BTreeMap;
+use std::fmt;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::sync::{mpsc, oneshot};
+use tokio_util::sync::CancellationToken;
+
+/// Default time [`JobHandle::result`] waits.
+pub const DEFAULT_RESULT_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// Settings of a [`Client`].
+#[derive(Clone, Debug)]
+#[non_exhaustive]
+pub struct ClientConfig {
+    /// The packet layer settings (`sender_id`, signer, trust policy, ...).
+    pub packet: PacketConfig,
+    /// How long [`JobHandle::result`] waits (default 30 s).
+    pub result_timeout: Duration,
+    /// Lifetime of stored contexts (`None`: the store's context TTL).
+    pub context_ttl: Option<Option<Duration>>,
+}
+
+impl Default for ClientConfig {
+    fn default() -> Self {
+        Self::new(crate::id::new_component_id("client"))
+    }
+}
+
+impl ClientConfig {
+    /// Defaults with `client_id` as sender id.
+    pub fn new(client_id: impl Into<String>) -> Self {
+        ClientConfig {
+            packet: PacketConfig::new(client_id),
+            result_timeout: DEFAULT_RESULT_TIMEOUT,
+            context_ttl: None,
+        }
+    }
+
+    /// Signs requests and cancels with `signer`.
+    pub fn signer(mut self, signer: Arc<dyn Signer>) -> Self {
+        self.packet.signer = Some(signer);
+        self
+    }
+
+    /// How results and progress reports are verified.
+    pub fn trust(mut self, trust: TrustPolicy) -> Self {
+        self.packet.trust = trust;
+        self
+    }
+
+    /// Sets the default result timeout.
+    pub fn result_timeout(mut self, d: Duration) -> Self {
+        self.result_timeout = d;
+        self
+    }
+
+    /// Sets the context lifetime (`None`: never expires).
+    pub fn context_ttl(mut self, ttl: Option<Duration>) -> Self {
+        self.context_ttl = Some(ttl);
+        self
+    }
+
+    /// Sets the alert rate limit.
+    pub fn alert_rate(mut self, rate: AlertRate) -> Self {
+        self.packet.alert_rate = rate;
+        self
+    }
+}
+
+/// How one job is submitted.
+#[derive(Clone, Debug, Default)]
+#[non_exhaustive]
+pub struct SubmitOptions {
+    /// Publish straight to the topic's subject (no scheduler in between).
+    pub direct: bool,
+    /// The job id (default: a fresh UUID).
+    pub job_id: Option<String>,
+    /// The trace id (default: a fresh one).
+    pub trace_id: Option<String>,
+    /// Priority.
+    pub priority: v1::JobPriority,
+    /// Budget (its `deadline_ms` bounds the run time).
+    pub budget: Option<v1::Budget>,
+    /// Labels.
+    pub labels: BTreeMap<String, String>,
+    /// Tenant.
+    pub tenant_id: String,
+}
+
+impl SubmitOptions {
+    /// Publish to the topic's subject directly.
+    pub fn direct(mut self) -> Self {
+        self.direct = true;
+        self
+    }
+    /// Uses this job id.
+    pub fn job_id(mut self, id: impl Into<String>) -> Self {
+        self.job_id = Some(id.into());
+        self
+    }
+    /// Uses this trace id.
+    pub fn trace_id(mut self, id: impl Into<String>) -> Self {
+        self.trace_id = Some(id.into());
+        self
+    }
+    /// Sets a relative deadline (`Budget.deadline_ms`).
+    pub fn deadline(mut self, d: Duration) -> Self {
+        let ms = i64::try_from(d.as_millis()).unwrap_or(i64::MAX).max(1);
+        self.budget.get_or_insert_with(Default::default).deadline_ms = ms;
+        self
+    }
+    /// Adds a label.
+    pub fn label(mut self, k: impl Into<String>, v: impl Into<String>) -> Self {
+        self.labels.insert(k.into(), v.into());
+        self
+    }
+}
+
+/// Submits jobs and awaits their results. Cheap to clone; clones share the result
+/// subscription.
+///
+/// ```
+/// use cap_runtime::{Client, ClientConfig, Context, JobError, SubmitOptions, Worker};
+/// use cap_bus::MemoryBus;
+/// use cap_blob::MemoryBlobStore;
+/// use std::time::Duration;
+/// # tokio::runtime::Builder::new_multi_thread().enable_all().build().unwrap().block_on(async {
+/// let (bus, store) = (MemoryBus::new(), MemoryBlobStore::emulating_redis(Default::default()));
+/// async fn add(_: Context, (a, b): (i64, i64)) -> Result<i64, JobError> { Ok(a + b) }
+/// let worker = Worker::builder(bus.clone(), store.clone()).handler("job.add", add).build()?.start().await?;
+///
+/// let client = Client::new(bus, store, ClientConfig::default()).await?;
+/// let mut job = client.submit_with("job.add", &(2, 3), SubmitOptions::default().direct()).await?;
+/// assert_eq!(job.output::<i64>().await?, 5);
+/// worker.shutdown(Duration::from_secs(1)).await;
+/// # Ok::<(), cap_runtime::Error>(())
+/// # }).unwrap();
+/// ```
+pub struct Client<B: Bus, S: BlobStore + 'static> {
+    inner: Arc<Inner<B, S>>,
+}
+
+impl<B: Bus, S: BlobStore + 'static> Clone for Client<B, S> {
+    fn clone(&self) -> Self {
+        Client {
+            inner: self.inner.clone(),
+        }
+    }
+}
+
+struct Inner<B: Bus, S: BlobStore> {
+    packets: Packets<B>,
+    store: S,
+    config: ClientConfig,
+    pending: Arc<Pending>,
+    stop: CancellationToken,
+}
+
+impl<B: Bus, S: BlobStore> Drop for Inner<B, S> {
+    fn drop(&mut self) {
+        self.stop.cancel();
+    }
+}
+
+impl<B: Bus, S: BlobStore + 'static> Client<B, S> {
+    /// A client on `bus` and `store`; subscribes to results and progress.
+    pub async fn new(bus: B, store: S, config: ClientConfig) -> Result<Self, Error> {
+        crate::packets::check_sender_id(&config.packet.sender_id)?;
+        let packets = Packets::new(bus.clone(), config.packet.clone());
+        let results = bus.subscribe(subject::RESULT).await?;
+        let progress = bus.subscribe(subject::PROGRESS).await?;
+        let pending = Arc::new(Pending::default());
+        let stop = CancellationToken::new();
+        tokio::spawn(demux::run(
+            packets.clone(),
+            pending.clone(),
+            results,
+            progress,
+            stop.clone(),
+        ));
+        Ok(Client {
+            inner: Arc::new(Inner {
+                packets,
+                store,
+                config,
+                pending,
+                stop,
+            }),
+        })
+    }
+
+    /// The client's id (its `sender_id`).
+    pub fn id(&self) -> &str {
+        self.inner.packets.sender_id()
+    }
+
+    /// The blob store.
+    pub fn store(&self) -> &S {
+        &self.inner.store
+    }
+
+    /// The packet layer's counters.
+    pub fn packet_stats(&self) -> PacketStats {
+        self.inner.packets.stats()
+    }
+
+    /// Jobs waiting for a result.
+    pub fn pending(&self) -> usize {
+        self.inner.pending.len()
+    }
+
+    /// Progress reports dropped because a handle did not read them.
+    pub fn progress_dropped(&self) -> u64 {
+        self.inner
+            .pending
+            .progress_dropped
+            .load(std::sync::atomic::Ordering::Relaxed)
+    }
+
+    /// Submits `input` (as JSON) to `topic` through the scheduler (`sys.job.submit`).
+    pub async fn submit<I: Serialize + ?Sized>(
+        &self,
+        topic: &str,
+        input: &I,
+    ) -> Result<JobHandle<B, S>, Error> {
+        self.submit_with(topic, input, SubmitOptions::default())
+            .await
+    }
+
+    /// Submits `input` (as JSON) with options.
+    pub async fn submit_with<I: Serialize + ?Sized>(
+        &self,
+        topic: &str,
+        input: &I,
+        options: SubmitOptions,
+    ) -> Result<JobHandle<B, S>, Error> {
+        let bytes = serde_json::to_vec(input)
+            .map_err(|e| Error::with_source(ErrorKind::Json, "job input", e))?;
+        self.submit_bytes(topic, Bytes::from(bytes), options).await
+    }
+
+    /// Submits an input already encoded (normally JSON).
+    pub async fn submit_bytes(
+        &self,
+        topic: &str,
+        input: Bytes,
+        options: SubmitOptions,
+    ) -> Result<JobHandle<B, S>, Error> {
+        let subject_name = if options.direct {
+            Subject::new(topic)
+                .map_err(|e| Error::with_source(ErrorKind::Config, "topic", e))?
+                .into_string()
+        } else {
+            subject::SUBMIT.to_owned()
+        };
+        let job_id = options.job_id.unwrap_or_else(crate::id::new_job_id);
+        let trace_id = options.trace_id.unwrap_or_else(crate::id::new_trace_id);
+        let inner = &self.inner;
+        let ttl = match inner.config.context_ttl {
+            Some(t) => t,
+            None => inner.store.limits().context_ttl,
+        };
+        let context_ptr = inner
+            .store
+            .put_context_with_ttl(&job_id, input, ttl)
+            .await?;
+        let request = v1::JobRequest {
+            job_id: job_id.clone(),
+            topic: topic.to_owned(),
+            priority: options.priority as i32,
+            context_ptr: context_ptr.to_string(),
+            budget: options.budget,
+            labels: options.labels,
+            tenant_id: options.tenant_id,
+            ..Default::default()
+        };
+        cap_proto::validate::job_request(&request)
+            .map_err(|v| Error::with_source(ErrorKind::Config, "job request", v))?;
+        // Register before publishing: the result may come back at once.
+        let (result_tx, result_rx) = oneshot::channel();
+        let (progress_tx, progress_rx) = mpsc::channel(PROGRESS_BUFFER);
+        inner.pending.insert(
+            job_id.clone(),
+            Waiter {
+                result: result_tx,
+                progress: progress_tx,
+            },
+        );
+        let handle = JobHandle {
+            client: self.clone(),
+            job_id,
+            trace_id,
+            result_rx: Some(result_rx),
+            result: None,
+            progress_rx,
+        };
+        let packet = inner.packets.envelope(&handle.trace_id, request);
+        inner.packets.publish(&subject_name, packet).await?;
+        Ok(handle)
+    }
+
+    /// Publishes a `JobCancel` for `job_id`.
+    pub async fn cancel_job(
+        &self,
+        job_id: &str,
+        trace_id: &str,
+        reason: &str,
+    ) -> Result<(), Error> {
+        let cancel = v1::JobCancel {
+            job_id: job_id.to_owned(),
+            reason: reason.to_owned(),
+            requested_by: self.id().to_owned(),
+        };
+        let packets = &self.inner.packets;
+        packets
+            .publish(subject::CANCEL, packets.envelope(trace_id, cancel))
+            .await
+            .map(|_| ())
+    }
+
+    /// Stops the result subscription; handles still waiting fail.
+    pub fn close(&self) {
+        self.inner.stop.cancel();
+    }
+}
+
+impl<B: Bus, S: BlobStore + 'static> fmt::Debug for Client<B, S> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Client")
+            .field("id", &self.id())
+            .field("pending", &self.pending())
+            .finish_non_exhaustive()
+    }
+}

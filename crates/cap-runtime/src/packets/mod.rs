@@ -1,0 +1,398 @@
+//! The packet layer: `BusPacket`s over any [`Bus`].
+//!
+//! Outgoing packets are encoded canonically ([`cap_proto::packet::encode`]) and signed
+//! when a [`Signer`] is configured. Incoming bytes are decoded with a size limit,
+//! checked by the [`TrustPolicy`] against the **raw received bytes** (so packets from
+//! newer peers with fields this version does not model still verify), then validated
+//! ([`cap_proto::validate::packet`]).
+//!
+//! Invalid packets are never dropped silently. Each one is
+//! - counted by error code ([`PacketStats::rejected`]),
+//! - logged (`tracing` warn) with its sanitised trace id and sender id, never payload text,
+//! - reported as a `SystemAlert` on `sys.alert` with the severity of CAP-NOTES §4 (100 and
+//!   101 ERROR, 102 WARNING, 103 and 104 CRITICAL), rate-limited by [`AlertRate`]
+//!   (default 10/s, bursts of 20; suppressed alerts are counted),
+//! - and, for a job request whose signature was fine and whose job id is usable, answered
+//!   with a FAILED `JobResult` carrying the violation's code, so the submitter learns.
+//!
+//! Durable (JetStream) messages are acknowledged by [`Packets::receive`] after a rejection
+//! was reported, so they do not come back; accepted ones are acknowledged by the caller
+//! once handled.
+//!
+//! ```
+//! use cap_bus::{Bus, MemoryBus};
+//! use cap_proto::{subject, v1};
+//! use cap_runtime::packets::{PacketConfig, Packets};
+//! use futures_util::StreamExt;
+//! # tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap().block_on(async {
+//! let bus = MemoryBus::new();
+//! let packets = Packets::new(bus.clone(), PacketConfig::new("worker-1"));
+//! let mut alerts = bus.subscribe(subject::ALERT).await.unwrap();
+//! let mut jobs = bus.subscribe("job.echo").await.unwrap();
+//!
+//! // A good packet comes out as a packet...
+//! let pkt = packets.envelope("trace-1", v1::JobCancel { job_id: "j1".into(), ..Default::default() });
+//! packets.publish("job.echo", pkt).await.unwrap();
+//! let msg = jobs.next().await.unwrap();
+//! assert!(packets.receive(&msg).await.is_some());
+//!
+//! // ...garbage is counted and alerted.
+//! bus.publish("job.echo", "garbage".into()).await.unwrap();
+//! let msg = jobs.next().await.unwrap();
+//! assert!(packets.receive(&msg).await.is_none());
+//! assert_eq!(packets.stats().rejected_total(), 1);
+//! assert!(alerts.next().await.is_some());
+//! # });
+//! ```
+
+pub mod alert;
+pub mod inbound;
+mod stats;
+
+pub use alert::AlertRate;
+pub use inbound::{Answer, RejectReason, Rejection};
+pub use stats::PacketStats;
+
+use crate::{Error, ErrorKind};
+use alert::TokenBucket;
+use bytes::Bytes;
+use cap_bus::{Bus, Message};
+use cap_proto::v1::{self, BusPacket, bus_packet::Payload};
+use cap_proto::{ErrorCode, subject};
+use cap_sign::{Signer, TrustPolicy};
+use stats::{Counters, bump};
+use std::fmt;
+use std::sync::{Arc, Mutex};
+use std::time::{Instant, SystemTime};
+
+/// Settings of a packet layer.
+#[derive(Clone)]
+#[non_exhaustive]
+pub struct PacketConfig {
+    /// Our `sender_id` (a worker id, a client id).
+    pub sender_id: String,
+    /// Signs every outgoing packet when set.
+    pub signer: Option<Arc<dyn Signer>>,
+    /// How incoming signatures are checked (default: verify if signed, no keys).
+    pub trust: TrustPolicy,
+    /// Largest packet accepted (default [`cap_proto::packet::DEFAULT_MAX_PACKET_BYTES`]).
+    pub max_packet_bytes: usize,
+    /// Alert rate limit.
+    pub alert_rate: AlertRate,
+}
+
+impl PacketConfig {
+    /// Defaults for `sender_id`: unsigned, trust mode verify-if-signed with no keys.
+    pub fn new(sender_id: impl Into<String>) -> Self {
+        PacketConfig {
+            sender_id: sender_id.into(),
+            signer: None,
+            trust: TrustPolicy::default(),
+            max_packet_bytes: cap_proto::packet::DEFAULT_MAX_PACKET_BYTES,
+            alert_rate: AlertRate::default(),
+        }
+    }
+
+    /// Signs outgoing packets with `signer`.
+    pub fn signer(mut self, signer: Arc<dyn Signer>) -> Self {
+        self.signer = Some(signer);
+        self
+    }
+
+    /// Sets the trust policy for incoming packets.
+    pub fn trust(mut self, trust: TrustPolicy) -> Self {
+        self.trust = trust;
+        self
+    }
+
+    /// Sets the alert rate limit.
+    pub fn alert_rate(mut self, rate: AlertRate) -> Self {
+        self.alert_rate = rate;
+        self
+    }
+
+    /// Sets the largest packet accepted.
+    pub fn max_packet_bytes(mut self, n: usize) -> Self {
+        self.max_packet_bytes = n;
+        self
+    }
+}
+
+impl fmt::Debug for PacketConfig {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("PacketConfig")
+            .field("sender_id", &self.sender_id)
+            .field("signed", &self.signer.is_some())
+            .field("trust", &self.trust.mode())
+            .field("max_packet_bytes", &self.max_packet_bytes)
+            .field("alert_rate", &self.alert_rate)
+            .finish()
+    }
+}
+
+/// Publishes and receives `BusPacket`s on a bus. Cheap to clone; clones share counters
+/// and the alert limiter.
+pub struct Packets<B: Bus> {
+    bus: B,
+    shared: Arc<Shared>,
+}
+
+impl<B: Bus> Clone for Packets<B> {
+    fn clone(&self) -> Self {
+        Packets {
+            bus: self.bus.clone(),
+            shared: self.shared.clone(),
+        }
+    }
+}
+
+struct Shared {
+    config: PacketConfig,
+    counters: Counters,
+    limiter: Mutex<TokenBucket>,
+}
+
+/// The current time as a protobuf timestamp.
+pub fn now() -> cap_proto::Timestamp {
+    cap_proto::packet::timestamp(SystemTime::now())
+}
+
+impl<B: Bus> Packets<B> {
+    /// A packet layer on `bus`.
+    pub fn new(bus: B, config: PacketConfig) -> Self {
+        let limiter = Mutex::new(TokenBucket::new(config.alert_rate, Instant::now()));
+        Packets {
+            bus,
+            shared: Arc::new(Shared {
+                config,
+                counters: Counters::default(),
+                limiter,
+            }),
+        }
+    }
+
+    /// The bus.
+    pub fn bus(&self) -> &B {
+        &self.bus
+    }
+
+    /// The configuration.
+    pub fn config(&self) -> &PacketConfig {
+        &self.shared.config
+    }
+
+    /// Our sender id.
+    pub fn sender_id(&self) -> &str {
+        &self.shared.config.sender_id
+    }
+
+    /// Whether outgoing packets are signed.
+    pub fn is_signing(&self) -> bool {
+        self.shared.config.signer.is_some()
+    }
+
+    /// A snapshot of the counters.
+    pub fn stats(&self) -> PacketStats {
+        self.shared.counters.snapshot()
+    }
+
+    /// A version-1 packet from us, created now, around `payload`.
+    pub fn envelope(&self, trace_id: &str, payload: impl Into<Payload>) -> BusPacket {
+        BusPacket::new(trace_id, self.sender_id(), now(), payload)
+    }
+
+    /// The wire bytes of `packet`: canonical encoding, signed when a signer is set (the
+    /// signature is also stored in `packet`).
+    pub fn seal(&self, packet: &mut BusPacket) -> Result<Bytes, Error> {
+        match &self.shared.config.signer {
+            Some(signer) => Ok(cap_sign::packet::sign_to_bytes(packet, signer.as_ref())?.into()),
+            None => Ok(cap_proto::packet::encode(packet).into()),
+        }
+    }
+
+    /// Seals and publishes `packet` to `subject`; returns the bytes sent.
+    pub async fn publish(&self, subject: &str, mut packet: BusPacket) -> Result<Bytes, Error> {
+        let bytes = self.seal(&mut packet)?;
+        self.publish_bytes(subject, bytes.clone()).await?;
+        Ok(bytes)
+    }
+
+    /// Publishes already sealed bytes (for example a recorded result, re-published).
+    pub async fn publish_bytes(&self, subject: &str, bytes: Bytes) -> Result<(), Error> {
+        self.bus.publish(subject, bytes).await?;
+        bump(&self.shared.counters.published);
+        Ok(())
+    }
+
+    /// Decodes, trust-checks and validates `raw` (no IO, nothing reported).
+    pub fn open(&self, raw: &[u8]) -> Result<BusPacket, Rejection> {
+        let c = &self.shared.config;
+        inbound::open(raw, c.max_packet_bytes, &c.trust)
+    }
+
+    /// Like [`open`](Self::open), but only packets for which `wanted` returns true are
+    /// trust-checked and validated; others give `Ok(None)` and are neither counted nor
+    /// reported (for shared subjects where most traffic is someone else's, such as
+    /// results of other clients' jobs). Bytes that do not decode are rejected.
+    pub fn open_if(
+        &self,
+        raw: &[u8],
+        wanted: impl FnOnce(&BusPacket) -> bool,
+    ) -> Result<Option<BusPacket>, Rejection> {
+        let c = &self.shared.config;
+        let packet = inbound::decode(raw, c.max_packet_bytes)?;
+        if !wanted(&packet) {
+            return Ok(None);
+        }
+        inbound::check(raw, &packet, &c.trust)?;
+        Ok(Some(packet))
+    }
+
+    /// Opens the payload of `msg`. Accepted packets are counted and returned (the caller
+    /// acknowledges `msg` once it has handled it); rejected ones are reported
+    /// ([`report`](Self::report)), `msg` is acknowledged, and `None` is returned.
+    pub async fn receive(&self, msg: &Message) -> Option<BusPacket> {
+        self.receive_if(msg, |_| true).await
+    }
+
+    /// [`receive`](Self::receive) with the filter of [`open_if`](Self::open_if). Packets
+    /// filtered out are acknowledged and give `None`.
+    pub async fn receive_if(
+        &self,
+        msg: &Message,
+        wanted: impl FnOnce(&BusPacket) -> bool,
+    ) -> Option<BusPacket> {
+        match self.open_if(msg.payload(), wanted) {
+            Ok(Some(p)) => {
+                bump(&self.shared.counters.accepted);
+                Some(p)
+            }
+            Ok(None) => {
+                ack(msg).await;
+                None
+            }
+            Err(rejection) => {
+                self.report(&rejection, msg.subject()).await;
+                ack(msg).await;
+                None
+            }
+        }
+    }
+
+    /// Reports a rejection: counts it, logs it, publishes a rate-limited alert, and
+    /// answers a rejected job request with a FAILED result.
+    pub async fn report(&self, rejection: &Rejection, subject: &str) {
+        let counters = &self.shared.counters;
+        counters.reject(rejection.code);
+        tracing::warn!(
+            code = %rejection.code,
+            reason = %rejection.reason.describe(),
+            trace_id = rejection.trace_id.as_deref().unwrap_or(""),
+            sender_id = rejection.sender_id.as_deref().unwrap_or(""),
+            subject = %inbound::sanitize(subject),
+            "rejected packet"
+        );
+        let allowed = self
+            .shared
+            .limiter
+            .lock()
+            .map(|mut b| b.try_take(Instant::now()))
+            .unwrap_or(false);
+        if allowed {
+            let alert = alert::for_rejection(rejection, subject, self.sender_id());
+            let trace = alert.trace_id.clone();
+            let trace = if trace.is_empty() {
+                crate::id::new_trace_id()
+            } else {
+                trace
+            };
+            match self
+                .publish(subject::ALERT, self.envelope(&trace, alert))
+                .await
+            {
+                Ok(_) => bump(&counters.alerts_published),
+                Err(e) => {
+                    bump(&counters.alerts_failed);
+                    tracing::warn!(error = %e, "alert publish failed");
+                }
+            }
+        } else {
+            bump(&counters.alerts_suppressed);
+        }
+        if let Some(answer) = &rejection.answer {
+            let mut result = v1::JobResult {
+                job_id: answer.job_id.clone(),
+                status: v1::JobStatus::Failed as i32,
+                worker_id: self.sender_id().to_owned(),
+                error_message: format!("rejected: {}", rejection.reason.describe()),
+                ..Default::default()
+            };
+            rejection.code.apply_to(&mut result);
+            let trace = if answer.trace_id.is_empty() {
+                crate::id::new_trace_id()
+            } else {
+                answer.trace_id.clone()
+            };
+            match self
+                .publish(subject::RESULT, self.envelope(&trace, result))
+                .await
+            {
+                Ok(_) => bump(&counters.failed_results),
+                Err(e) => tracing::warn!(error = %e, "FAILED result publish failed"),
+            }
+        }
+    }
+
+    /// Publishes an alert of our own (not about a received packet).
+    pub async fn alert(
+        &self,
+        code: ErrorCode,
+        severity: v1::AlertSeverity,
+        message: impl Into<String>,
+        trace_id: &str,
+    ) -> Result<(), Error> {
+        let alert = v1::SystemAlert {
+            level: format!("{severity:?}").to_uppercase(),
+            message: message.into(),
+            component: self.sender_id().to_owned(),
+            code: code.to_string(),
+            severity: severity as i32,
+            error_code_enum: code.as_i32(),
+            source_component: self.sender_id().to_owned(),
+            trace_id: trace_id.to_owned(),
+            ..Default::default()
+        };
+        self.publish(subject::ALERT, self.envelope(trace_id, alert))
+            .await
+            .map(|_| ())
+    }
+}
+
+async fn ack(msg: &Message) {
+    if let Err(e) = msg.ack().await {
+        tracing::debug!(error = %e, "ack failed");
+    }
+}
+
+/// Checks that `id` can be a sender id (non-empty, one subject token, bounded).
+pub(crate) fn check_sender_id(id: &str) -> Result<(), Error> {
+    if id.is_empty() || id.len() > cap_proto::validate::MAX_ID_LEN {
+        return Err(Error::new(
+            ErrorKind::Config,
+            "sender id must be 1-512 bytes",
+        ));
+    }
+    cap_proto::subject::worker_jobs(id)
+        .map(|_| ())
+        .map_err(|e| {
+            Error::with_source(ErrorKind::Config, "sender id must be one subject token", e)
+        })
+}
+
+impl<B: Bus> fmt::Debug for Packets<B> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Packets")
+            .field("config", &self.shared.config)
+            .finish_non_exhaustive()
+    }
+}

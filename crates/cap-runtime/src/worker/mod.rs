@@ -1,0 +1,215 @@
+//! The worker: typed handlers behind tower middleware, executing CAP jobs from a bus.
+//!
+//! # Lifecycle
+//! [`Worker::start`] subscribes once per topic in a queue group named after the topic
+//! (CAP-NOTES §2) and to `worker.<id>.jobs` (direct dispatch), to `sys.job.cancel`,
+//! publishes a `Handshake` on `sys.handshake` (again whenever a signal registered with
+//! [`WorkerBuilder::handshake_on`] fires — the [`Bus`] trait has no reconnect event of
+//! its own), and a `Heartbeat` on `sys.heartbeat` every interval (also when idle) with
+//! the process's CPU and memory load, active jobs, `max_parallel` and pool.
+//!
+//! For every job request: the packet is opened by the [packet layer](crate::packets)
+//! (rejections are alerted, and answered with a FAILED result when possible); a job id
+//! already running here is dropped and one recently finished gets its recorded result
+//! published again ([`RecentJobs`]); at most `max_parallel` jobs run at once (the rest wait
+//! on the bus); the context is fetched through `context_ptr` (missing: FAILED with 204);
+//! the handler's service runs (panics become FAILED results, a `JobCancel` or the deadline
+//! ends it with CANCELLED or TIMEOUT); the output is stored at `res:<job_id>` and a signed
+//! `JobResult` with `worker_id` and `execution_ms` goes to `sys.job.result` with the
+//! request's trace id. Durable messages are acknowledged after the result was published.
+//!
+//! [`RunningWorker::shutdown`] stops intake, lets running jobs finish within a grace
+//! period, cancels the rest (they report CANCELLED), and logs what happened.
+
+mod announce;
+mod builder;
+pub mod handler;
+pub mod layers;
+pub mod load;
+mod metrics;
+mod recent;
+mod run;
+
+pub use announce::{HeartbeatInfo, SDK_VERSION, capabilities, handshake, heartbeat};
+pub use builder::{
+    DEFAULT_HEARTBEAT_INTERVAL, DEFAULT_MAX_PARALLEL, DEFAULT_TIMEOUT, HandlerOptions,
+    WorkerBuilder,
+};
+pub use handler::{Handler, HandlerInfo, RawHandler};
+pub use layers::{RetryLayer, RetryPolicy, TimeoutLayer, TraceLayer};
+pub use metrics::{MetricsHook, NoopMetrics};
+pub use recent::{DEFAULT_RECENT_CAPACITY, RecentJobs};
+
+use crate::Error;
+use crate::job::HandlerService;
+use crate::packets::{PacketConfig, PacketStats, Packets};
+use cap_blob::BlobStore;
+use cap_bus::Bus;
+use futures_core::stream::BoxStream;
+use std::collections::BTreeMap;
+use std::fmt;
+use std::sync::Arc;
+use std::time::Duration;
+
+#[derive(Clone, Debug)]
+pub(crate) struct WorkerConfig {
+    pub worker_id: String,
+    pub pool: String,
+    pub max_parallel: usize,
+    pub heartbeat_interval: Duration,
+    /// `None`: the store's default; `Some(x)`: x.
+    pub result_ttl: Option<Option<Duration>>,
+    pub recent_capacity: usize,
+    pub labels: BTreeMap<String, String>,
+}
+
+pub(crate) struct HandlerEntry {
+    pub service: HandlerService,
+    pub info: HandlerInfo,
+    pub options: HandlerOptions,
+}
+
+/// A configured worker, ready to [`start`](Worker::start).
+///
+/// ```
+/// use cap_runtime::{Context, JobError, Worker};
+/// use cap_bus::MemoryBus;
+/// use cap_blob::MemoryBlobStore;
+///
+/// async fn shout(_ctx: Context, text: String) -> Result<String, JobError> {
+///     Ok(text.to_uppercase())
+/// }
+/// let worker = Worker::builder(MemoryBus::new(), MemoryBlobStore::new())
+///     .id("worker-1")
+///     .handler("job.shout", shout)
+///     .max_parallel(8)
+///     .build()
+///     .unwrap();
+/// assert_eq!(worker.topics().collect::<Vec<_>>(), ["job.shout"]);
+/// assert_eq!(worker.handler_info("job.shout").unwrap().input_schema.as_ref().unwrap()["type"], "string");
+/// ```
+pub struct Worker<B: Bus, S: BlobStore> {
+    pub(crate) bus: B,
+    pub(crate) store: S,
+    pub(crate) config: WorkerConfig,
+    pub(crate) packet: PacketConfig,
+    pub(crate) handlers: BTreeMap<String, HandlerEntry>,
+    pub(crate) metrics: Arc<dyn MetricsHook>,
+    pub(crate) handshake_triggers: Vec<BoxStream<'static, ()>>,
+}
+
+impl<B: Bus, S: BlobStore + 'static> Worker<B, S> {
+    /// A builder on `bus` and `store`.
+    pub fn builder(bus: B, store: S) -> WorkerBuilder<B, S> {
+        WorkerBuilder::new(bus, store)
+    }
+
+    /// The worker id (its `sender_id`).
+    pub fn id(&self) -> &str {
+        &self.config.worker_id
+    }
+
+    /// The topics served, sorted.
+    pub fn topics(&self) -> impl Iterator<Item = &str> {
+        self.handlers.keys().map(String::as_str)
+    }
+
+    /// What is known about the handler of `topic` (its JSON Schemas for typed handlers).
+    pub fn handler_info(&self, topic: &str) -> Option<&HandlerInfo> {
+        self.handlers.get(topic).map(|h| &h.info)
+    }
+
+    /// Subscribes, announces itself and starts taking jobs.
+    pub async fn start(self) -> Result<RunningWorker<B>, Error> {
+        run::start(self).await
+    }
+
+    /// Starts, runs until `signal` completes, then shuts down with `grace`.
+    pub async fn run_until(
+        self,
+        signal: impl std::future::Future<Output = ()>,
+        grace: Duration,
+    ) -> Result<ShutdownReport, Error> {
+        let running = self.start().await?;
+        signal.await;
+        Ok(running.shutdown(grace).await)
+    }
+}
+
+impl<B: Bus, S: BlobStore> fmt::Debug for Worker<B, S> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Worker")
+            .field("id", &self.config.worker_id)
+            .field("topics", &self.handlers.keys().collect::<Vec<_>>())
+            .field("max_parallel", &self.config.max_parallel)
+            .finish_non_exhaustive()
+    }
+}
+
+/// A running worker. Dropping it does not stop it; call [`shutdown`](Self::shutdown).
+pub struct RunningWorker<B: Bus> {
+    pub(crate) packets: Packets<B>,
+    pub(crate) state: Arc<run::State>,
+    pub(crate) tasks: Vec<tokio::task::JoinHandle<()>>,
+}
+
+/// What a graceful shutdown did.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct ShutdownReport {
+    /// Jobs running when intake stopped.
+    pub in_flight: usize,
+    /// Of those, jobs that finished within the grace period.
+    pub finished: usize,
+    /// Of those, jobs cancelled at the end of the grace period.
+    pub cancelled: usize,
+    /// Jobs completed over the worker's lifetime (any status).
+    pub completed_total: u64,
+}
+
+impl<B: Bus> RunningWorker<B> {
+    /// The worker id.
+    pub fn id(&self) -> &str {
+        self.packets.sender_id()
+    }
+
+    /// Jobs running now.
+    pub fn active_jobs(&self) -> usize {
+        self.state.active()
+    }
+
+    /// Jobs completed so far (any status).
+    pub fn completed(&self) -> u64 {
+        self.state.completed()
+    }
+
+    /// The packet layer's counters (rejections by code, alerts).
+    pub fn packet_stats(&self) -> PacketStats {
+        self.packets.stats()
+    }
+
+    /// The worker's packet layer (to publish packets of your own as this worker).
+    pub fn packets(&self) -> &Packets<B> {
+        &self.packets
+    }
+
+    /// Publishes the handshake now.
+    pub async fn announce(&self) -> Result<(), Error> {
+        run::publish_handshake(&self.packets, &self.state).await
+    }
+
+    /// Stops intake, waits up to `grace` for running jobs, cancels what is still running
+    /// (those report CANCELLED) and stops heartbeats.
+    pub async fn shutdown(self, grace: Duration) -> ShutdownReport {
+        run::shutdown(self, grace).await
+    }
+}
+
+impl<B: Bus> fmt::Debug for RunningWorker<B> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("RunningWorker")
+            .field("id", &self.id())
+            .field("active_jobs", &self.active_jobs())
+            .finish_non_exhaustive()
+    }
+}
