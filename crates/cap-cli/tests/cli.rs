@@ -1,4 +1,5 @@
 //! The `cap` binary end to end: codec, schema, validate, keygen/sign/verify, exit codes.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, missing_docs)]
 
 use std::io::Write;
 use std::path::PathBuf;
@@ -17,7 +18,10 @@ fn cap(args: &[&str], stdin: &[u8]) -> Output {
 }
 
 fn unhex(s: &str) -> Vec<u8> {
-    (0..s.len()).step_by(2).map(|i| u8::from_str_radix(&s[i..i + 2], 16).unwrap()).collect()
+    (0..s.len())
+        .step_by(2)
+        .map(|i| u8::from_str_radix(&s[i..i + 2], 16).unwrap())
+        .collect()
 }
 
 /// Peer-produced packets (cap-sdk-python 2.10.0), one per payload type and more.
@@ -26,7 +30,12 @@ fn peer_packets() -> Vec<(String, Vec<u8>)> {
         .lines()
         .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap())
         .filter(|v| v["type"] == "cordum.agent.v1.BusPacket" && v["hex"] != "")
-        .map(|v| (v["name"].as_str().unwrap().to_owned(), unhex(v["hex"].as_str().unwrap())))
+        .map(|v| {
+            (
+                v["name"].as_str().unwrap().to_owned(),
+                unhex(v["hex"].as_str().unwrap()),
+            )
+        })
         .collect()
 }
 
@@ -41,9 +50,21 @@ fn decode_prints_every_peer_payload_type_and_encode_round_trips() {
     let mut kinds = std::collections::HashSet::new();
     for (name, bytes) in peer_packets() {
         let out = cap(&["decode"], &bytes);
-        assert!(out.status.success(), "{name}: {}", String::from_utf8_lossy(&out.stderr));
+        assert!(
+            out.status.success(),
+            "{name}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
         let json: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
-        for k in ["jobRequest", "jobResult", "heartbeat", "alert", "jobProgress", "jobCancel", "handshake"] {
+        for k in [
+            "jobRequest",
+            "jobResult",
+            "heartbeat",
+            "alert",
+            "jobProgress",
+            "jobCancel",
+            "handshake",
+        ] {
             if json.get(k).is_some() {
                 kinds.insert(k);
             }
@@ -90,11 +111,17 @@ fn bad_input_exits_1_with_one_line_and_usage_exits_2() {
 
 #[test]
 fn validate_lists_violations_with_paths() {
-    let (_, good) = peer_packets().into_iter().find(|(n, _)| n == "job_cancel").unwrap();
+    let (_, good) = peer_packets()
+        .into_iter()
+        .find(|(n, _)| n == "job_cancel")
+        .unwrap();
     let out = cap(&["validate"], &good);
     assert_eq!(out.status.code(), Some(0));
     // priority -1 and step_index -7: the peer encodes them, we flag them.
-    let (_, bad) = peer_packets().into_iter().find(|(n, _)| n == "job_request_negative").unwrap();
+    let (_, bad) = peer_packets()
+        .into_iter()
+        .find(|(n, _)| n == "job_request_negative")
+        .unwrap();
     let out = cap(&["validate"], &bad);
     assert_eq!(out.status.code(), Some(1));
     let text = String::from_utf8(out.stdout).unwrap();
@@ -119,17 +146,37 @@ fn schema_for_one_and_all_messages() {
 fn keygen_sign_verify_and_exit_codes() {
     let dir = temp("keys");
     let d = dir.to_str().unwrap();
-    assert!(cap(&["keygen", "--out", d, "--name", "client-1"], b"").status.success());
-    assert!(cap(&["keygen", "--out", d, "--name", "other"], b"").status.success());
+    assert!(
+        cap(&["keygen", "--out", d, "--name", "client-1"], b"")
+            .status
+            .success()
+    );
+    assert!(
+        cap(&["keygen", "--out", d, "--name", "other"], b"")
+            .status
+            .success()
+    );
     let private = format!("{d}/client-1.key.pem");
     let public = format!("{d}/client-1.pem");
     let other = format!("{d}/other.pem");
 
-    let (_, unsigned) = peer_packets().into_iter().find(|(n, _)| n == "job_request_full").unwrap();
+    let (_, unsigned) = peer_packets()
+        .into_iter()
+        .find(|(n, _)| n == "job_request_full")
+        .unwrap();
     let signed = cap(&["sign", "--key", &private, "--now"], &unsigned);
-    assert!(signed.status.success(), "{}", String::from_utf8_lossy(&signed.stderr));
+    assert!(
+        signed.status.success(),
+        "{}",
+        String::from_utf8_lossy(&signed.stderr)
+    );
 
-    assert_eq!(cap(&["verify", "--key", &public], &signed.stdout).status.code(), Some(0));
+    assert_eq!(
+        cap(&["verify", "--key", &public], &signed.stdout)
+            .status
+            .code(),
+        Some(0)
+    );
     let wrong = cap(&["verify", "--key", &other], &signed.stdout);
     assert_eq!(wrong.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&wrong.stderr).contains("does not verify"));
@@ -137,18 +184,37 @@ fn keygen_sign_verify_and_exit_codes() {
     let trust = temp("trust");
     std::fs::copy(&public, trust.join("sender-1.pem")).unwrap();
     let t = trust.to_str().unwrap();
-    assert_eq!(cap(&["verify", "--trust", t], &signed.stdout).status.code(), Some(0));
+    assert_eq!(
+        cap(&["verify", "--trust", t], &signed.stdout).status.code(),
+        Some(0)
+    );
     std::fs::rename(trust.join("sender-1.pem"), trust.join("someone-else.pem")).unwrap();
     let unknown = cap(&["verify", "--trust", t], &signed.stdout);
     assert_eq!(unknown.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&unknown.stderr).contains("no trusted key"));
     // Unsigned → 1; truncated → 2; unreadable key → 2.
-    assert_eq!(cap(&["verify", "--key", &public], &unsigned).status.code(), Some(1));
+    assert_eq!(
+        cap(&["verify", "--key", &public], &unsigned).status.code(),
+        Some(1)
+    );
     let truncated = &signed.stdout[..signed.stdout.len() - 5];
-    assert_eq!(cap(&["verify", "--key", &public], truncated).status.code(), Some(2));
-    assert_eq!(cap(&["verify", "--key", "/nonexistent.pem"], &signed.stdout).status.code(), Some(2));
+    assert_eq!(
+        cap(&["verify", "--key", &public], truncated).status.code(),
+        Some(2)
+    );
+    assert_eq!(
+        cap(&["verify", "--key", "/nonexistent.pem"], &signed.stdout)
+            .status
+            .code(),
+        Some(2)
+    );
     // A private key where a public one is expected is unreadable as a public key.
-    assert_eq!(cap(&["verify", "--key", &private], &signed.stdout).status.code(), Some(2));
+    assert_eq!(
+        cap(&["verify", "--key", &private], &signed.stdout)
+            .status
+            .code(),
+        Some(2)
+    );
     std::fs::remove_dir_all(&dir).ok();
     std::fs::remove_dir_all(&trust).ok();
 }

@@ -1,5 +1,6 @@
 //! Sign and verify a typical signed JobRequest packet (criterion).
 //! `cap bench sign` prints the same figures next to the Python peer's (`cargo xtask bench sign`).
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, missing_docs)]
 
 use cap_sign::{PrivateKey, Signer, Verifier, packet};
 use criterion::{Criterion, criterion_group, criterion_main};

@@ -313,17 +313,13 @@ fn emit_scalar(number: u32, scalar: Scalar, v: Value<'_>, always: bool, out: &mu
                 put_varint(out, n);
             }
         }
-        (Scalar::Fixed32, Value::Fixed32(bits)) => {
-            if always || bits != 0 {
-                put_tag(out, number, wire::I32);
-                out.extend_from_slice(&bits.to_le_bytes());
-            }
+        (Scalar::Fixed32, Value::Fixed32(bits)) if always || bits != 0 => {
+            put_tag(out, number, wire::I32);
+            out.extend_from_slice(&bits.to_le_bytes());
         }
-        (Scalar::Fixed64, Value::Fixed64(bits)) => {
-            if always || bits != 0 {
-                put_tag(out, number, wire::I64);
-                out.extend_from_slice(&bits.to_le_bytes());
-            }
+        (Scalar::Fixed64, Value::Fixed64(bits)) if always || bits != 0 => {
+            put_tag(out, number, wire::I64);
+            out.extend_from_slice(&bits.to_le_bytes());
         }
         _ => {}
     }

@@ -1,0 +1,238 @@
+//! [`JobRecord`]: everything the scheduler knows about one job.
+
+use cap_proto::state::JobState;
+use cap_proto::v1;
+use serde::{Deserialize, Serialize};
+
+/// Milliseconds on the scheduler's clock (wall-clock milliseconds since the Unix epoch in
+/// the async shell, a virtual clock in tests).
+pub type Millis = u64;
+
+/// Why a scheduled job is not dispatched yet.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Hold {
+    /// Waiting for the safety decision.
+    Safety,
+    /// The kernel said REQUIRE_HUMAN: waiting for approve/reject.
+    Approval {
+        /// Reference to approve (the job id).
+        approval_ref: String,
+    },
+    /// The kernel said THROTTLE or was unreachable: re-check at `at`.
+    Recheck {
+        /// When to ask again.
+        at: Millis,
+    },
+    /// Allowed, but no worker with the required capabilities yet (since `since`).
+    Worker {
+        /// When the wait started.
+        since: Millis,
+    },
+    /// A retry is due at `at`.
+    Retry {
+        /// When to dispatch again.
+        at: Millis,
+    },
+}
+
+/// One job.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct JobRecord {
+    /// The request as submitted (canonical protobuf bytes).
+    #[serde(with = "proto_bytes")]
+    pub request: v1::JobRequest,
+    /// `trace_id` of the submitting packet.
+    pub trace_id: String,
+    /// `sender_id` of the submitting packet.
+    pub submitter: String,
+    /// Current state.
+    #[serde(with = "state_name")]
+    pub state: JobState,
+    /// Why it waits, when it is SCHEDULED (or FAILED_RETRYABLE).
+    pub hold: Option<Hold>,
+    /// The state changes so far, with times.
+    pub history: Vec<(Millis, String)>,
+    /// Dispatch attempts so far.
+    pub attempts: u32,
+    /// Safety checks that failed because the kernel was unreachable, in a row.
+    pub safety_failures: u32,
+    /// Retries allowed (from policy constraints, else the config).
+    pub max_retries: u32,
+    /// Run deadline from policy constraints or budget, in ms (0: the config default).
+    pub max_runtime_ms: u64,
+    /// Context pointer to dispatch with (the redacted one when the kernel gave one).
+    pub dispatch_context_ptr: String,
+    /// Subject of the last dispatch.
+    pub dispatched_to: String,
+    /// Worker that reported on the job.
+    pub worker_id: String,
+    /// When the state last changed.
+    pub since: Millis,
+    /// The final result, once terminal.
+    #[serde(with = "opt_proto_bytes")]
+    pub result: Option<v1::JobResult>,
+    /// Jobs submitted with the same idempotency key while this one ran: they get its outcome.
+    pub followers: Vec<String>,
+    /// Child jobs (workflow).
+    pub children: Vec<String>,
+}
+
+impl JobRecord {
+    /// A new PENDING record.
+    pub fn new(request: v1::JobRequest, trace_id: String, submitter: String, now: Millis) -> Self {
+        JobRecord {
+            dispatch_context_ptr: request.context_ptr.clone(),
+            request,
+            trace_id,
+            submitter,
+            state: JobState::Pending,
+            hold: None,
+            history: vec![(now, JobState::Pending.to_string())],
+            attempts: 0,
+            safety_failures: 0,
+            max_retries: 0,
+            max_runtime_ms: 0,
+            dispatched_to: String::new(),
+            worker_id: String::new(),
+            since: now,
+            result: None,
+            followers: Vec::new(),
+            children: Vec::new(),
+        }
+    }
+
+    /// The job id.
+    pub fn id(&self) -> &str {
+        &self.request.job_id
+    }
+
+    /// The idempotency key, if any.
+    pub fn idempotency_key(&self) -> Option<&str> {
+        self.request
+            .meta
+            .as_ref()
+            .map(|m| m.idempotency_key.as_str())
+            .filter(|k| !k.is_empty())
+    }
+
+    /// Records a state change (the caller has checked it is legal).
+    pub(crate) fn set_state(&mut self, state: JobState, now: Millis) {
+        if self.state != state {
+            self.state = state;
+            self.since = now;
+            self.history.push((now, state.to_string()));
+        }
+    }
+}
+
+mod proto_bytes {
+    use prost::Message;
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    pub fn serialize<S: Serializer>(
+        m: &cap_proto::v1::JobRequest,
+        s: S,
+    ) -> Result<S::Ok, S::Error> {
+        s.serialize_str(&hex(&cap_proto::canonical::to_bytes(m)))
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(
+        d: D,
+    ) -> Result<cap_proto::v1::JobRequest, D::Error> {
+        let text = String::deserialize(d)?;
+        let bytes = unhex(&text).map_err(serde::de::Error::custom)?;
+        cap_proto::v1::JobRequest::decode(bytes.as_slice()).map_err(serde::de::Error::custom)
+    }
+
+    pub(super) fn hex(b: &[u8]) -> String {
+        b.iter().map(|x| format!("{x:02x}")).collect()
+    }
+
+    pub(super) fn unhex(s: &str) -> Result<Vec<u8>, String> {
+        if !s.len().is_multiple_of(2) {
+            return Err("odd hex length".into());
+        }
+        (0..s.len())
+            .step_by(2)
+            .map(|i| {
+                s.get(i..i + 2)
+                    .and_then(|h| u8::from_str_radix(h, 16).ok())
+                    .ok_or_else(|| "bad hex".to_string())
+            })
+            .collect()
+    }
+}
+
+mod opt_proto_bytes {
+    use prost::Message;
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    pub fn serialize<S: Serializer>(
+        m: &Option<cap_proto::v1::JobResult>,
+        s: S,
+    ) -> Result<S::Ok, S::Error> {
+        match m {
+            Some(r) => {
+                s.serialize_some(&super::proto_bytes::hex(&cap_proto::canonical::to_bytes(r)))
+            }
+            None => s.serialize_none(),
+        }
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(
+        d: D,
+    ) -> Result<Option<cap_proto::v1::JobResult>, D::Error> {
+        let text = Option::<String>::deserialize(d)?;
+        text.map(|t| {
+            let bytes = super::proto_bytes::unhex(&t).map_err(serde::de::Error::custom)?;
+            cap_proto::v1::JobResult::decode(bytes.as_slice()).map_err(serde::de::Error::custom)
+        })
+        .transpose()
+    }
+}
+
+mod state_name {
+    use cap_proto::state::JobState;
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    pub fn serialize<S: Serializer>(s: &JobState, ser: S) -> Result<S::Ok, S::Error> {
+        ser.serialize_i32(s.status() as i32)
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<JobState, D::Error> {
+        let n = i32::deserialize(d)?;
+        JobState::from_i32(n).ok_or_else(|| serde::de::Error::custom(format!("bad job state {n}")))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn records_survive_a_json_round_trip() {
+        let req = v1::JobRequest {
+            job_id: "j".into(),
+            topic: "job.x".into(),
+            labels: [("k".to_string(), String::new())].into(),
+            ..Default::default()
+        };
+        let mut r = JobRecord::new(req, "t".into(), "c".into(), 5);
+        r.set_state(JobState::Scheduled, 6);
+        r.hold = Some(Hold::Approval {
+            approval_ref: "j".into(),
+        });
+        r.result = Some(v1::JobResult {
+            job_id: "j".into(),
+            status: 5,
+            ..Default::default()
+        });
+        let text = serde_json::to_string(&r).unwrap();
+        let back: JobRecord = serde_json::from_str(&text).unwrap();
+        assert_eq!(back, r);
+        assert!(
+            serde_json::from_str::<JobRecord>(&text.replace("\"state\":2", "\"state\":99"))
+                .is_err()
+        );
+    }
+}
