@@ -99,8 +99,19 @@ async fn run_loop<B: Bus>(
     wanted: impl Fn(&v1::BusPacket) -> bool,
 ) {
     loop {
+        // Progress first: a job's reports were published before its result, and must
+        // reach the handle before the result completes it.
         tokio::select! {
+            biased;
             _ = stop.cancelled() => return,
+            m = progress.next() => {
+                let Some(msg) = m else { return };
+                if let Some(packet) = packets.receive_if(&msg, &wanted).await
+                    && let Some(Payload::JobProgress(p)) = packet.payload
+                {
+                    pending.progress(p);
+                }
+            }
             m = results.next() => {
                 let Some(msg) = m else { return };
                 if let Some(packet) = packets.receive_if(&msg, &wanted).await {
@@ -108,14 +119,6 @@ async fn run_loop<B: Bus>(
                         pending.complete(r, packet.trace_id);
                     }
                     let _ = msg.ack().await;
-                }
-            }
-            m = progress.next() => {
-                let Some(msg) = m else { return };
-                if let Some(packet) = packets.receive_if(&msg, &wanted).await
-                    && let Some(Payload::JobProgress(p)) = packet.payload
-                {
-                    pending.progress(p);
                 }
             }
         }
