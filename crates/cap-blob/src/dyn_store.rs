@@ -67,25 +67,20 @@ impl<S: BlobStore> DynBlobStore for S {
     }
 }
 
-// The async blocks capture `self` and `key` separately: a boxed future borrowing both
+// `async fn` captures `self` and `key` separately: returning the boxed future directly
 // would need their intersection, which an opaque type cannot name.
 impl BlobStore for dyn DynBlobStore {
-    fn get(&self, key: &str) -> impl Future<Output = Result<Bytes>> + Send {
-        async move { self.get_boxed(key).await }
+    async fn get(&self, key: &str) -> Result<Bytes> {
+        self.get_boxed(key).await
     }
-    fn put(
-        &self,
-        key: &str,
-        value: Bytes,
-        ttl: Option<Duration>,
-    ) -> impl Future<Output = Result<()>> + Send {
-        async move { self.put_boxed(key, value, ttl).await }
+    async fn put(&self, key: &str, value: Bytes, ttl: Option<Duration>) -> Result<()> {
+        self.put_boxed(key, value, ttl).await
     }
-    fn delete(&self, key: &str) -> impl Future<Output = Result<bool>> + Send {
-        async move { self.delete_boxed(key).await }
+    async fn delete(&self, key: &str) -> Result<bool> {
+        self.delete_boxed(key).await
     }
-    fn exists(&self, key: &str) -> impl Future<Output = Result<bool>> + Send {
-        async move { self.exists_boxed(key).await }
+    async fn exists(&self, key: &str) -> Result<bool> {
+        self.exists_boxed(key).await
     }
 }
 

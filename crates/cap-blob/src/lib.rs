@@ -7,7 +7,7 @@
 //! - [`BlobStore`]: async get / put with an optional TTL / delete / exists, typed
 //!   [`Error`]s matchable by [`ErrorKind`]. Generic for hot paths; [`DynBlobStore`] is its
 //!   object-safe companion for `Arc<dyn DynBlobStore>`.
-//! - [`pointer`] and [`key`]: the pointer ↔ key mapping of the official SDKs
+//! - [`pointer`](mod@pointer) and [`key`]: the pointer ↔ key mapping of the official SDKs
 //!   (`redis://<key>`, keys `ctx:<job_id>` and `res:<job_id>`).
 //! - [`Router`]: serves a pointer from the store registered for its scheme.
 //! - Backends: [`MemoryBlobStore`] (embedded default), `RedisBlobStore` (feature `redis`)

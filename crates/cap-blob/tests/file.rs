@@ -1,5 +1,7 @@
 //! The file backend keeps the contract, writes plain files atomically, keeps TTLs across
 //! restarts, and never reaches outside its root.
+#![cfg(all(feature = "file", unix))]
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)] // tests may unwrap
 
 use std::time::Duration;
 

@@ -1,4 +1,5 @@
 //! The in-memory backend keeps the whole contract, directly and behind `Arc<dyn …>`.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)] // tests may unwrap
 
 use std::sync::Arc;
 use std::time::Duration;

@@ -2,6 +2,8 @@
 //! in Redis, both ways, and the same pointer ↔ key mapping.
 //!
 //! Needs Redis (REDIS_URL) and the peer's interpreter in CAP_INTEROP_PYTHON.
+#![cfg(feature = "redis")]
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)] // tests may unwrap
 
 mod common;
 

@@ -1,5 +1,7 @@
 //! The Redis backend: the contract on a real server, fail-fast start-up, and errors that
 //! name the server without its password.
+#![cfg(feature = "redis")]
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)] // tests may unwrap
 
 mod common;
 

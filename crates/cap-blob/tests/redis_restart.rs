@@ -1,5 +1,7 @@
 //! Redis restarts under a live store: a clear error while it is down, then recovery with
 //! the same store (no new client).
+#![cfg(feature = "redis")]
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)] // tests may unwrap
 
 mod common;
 

@@ -1,6 +1,7 @@
 //! `rediss://` against a private TLS redis-server: CA, mutual TLS, insecure mode, server
 //! name, and configuration from the REDIS_TLS_* variables.
-#![cfg(feature = "tls")]
+#![cfg(all(feature = "tls", feature = "redis"))]
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)] // tests may unwrap
 
 mod common;
 

@@ -1,4 +1,6 @@
 //! The router serves each pointer from the store registered for its scheme.
+#![cfg(all(feature = "file", unix))]
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)] // tests may unwrap
 
 use std::sync::Arc;
 use std::time::Duration;
