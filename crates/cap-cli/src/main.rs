@@ -10,7 +10,12 @@ use clap::{Parser, Subcommand};
 use std::process::ExitCode;
 
 #[derive(Parser)]
-#[command(name = "cap", version, about = "CAP (Cordum Agent Protocol) tools", propagate_version = true)]
+#[command(
+    name = "cap",
+    version,
+    about = "CAP (Cordum Agent Protocol) tools",
+    propagate_version = true
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -34,7 +39,12 @@ enum Command {
     Verify(cmd::keys::VerifyArgs),
     /// Benchmarks.
     #[command(subcommand)]
-    Bench(cmd::bench::BenchCommand),
+    Bench(cmd::bench_e2e::BenchCommands),
+    /// Run a worker against NATS and Redis.
+    #[command(subcommand)]
+    Worker(cmd::worker::WorkerCommand),
+    /// Submit a job (and wait for its result).
+    Submit(cmd::submit::SubmitArgs),
 }
 
 fn main() -> ExitCode {
@@ -47,7 +57,9 @@ fn main() -> ExitCode {
         Command::Keygen(a) => cmd::keys::keygen(a),
         Command::Sign(a) => cmd::keys::sign(a),
         Command::Verify(a) => cmd::keys::verify(a),
-        Command::Bench(c) => cmd::bench::run(c),
+        Command::Bench(c) => cmd::bench_e2e::run(c),
+        Command::Worker(c) => cmd::worker::run(c),
+        Command::Submit(a) => cmd::submit::submit(a),
     };
     match result {
         Ok(code) => code,
@@ -60,5 +72,8 @@ fn main() -> ExitCode {
 
 /// The error and its causes on one line.
 fn one_line(e: &anyhow::Error) -> String {
-    e.chain().map(|c| c.to_string().replace('\n', " ")).collect::<Vec<_>>().join(": ")
+    e.chain()
+        .map(|c| c.to_string().replace('\n', " "))
+        .collect::<Vec<_>>()
+        .join(": ")
 }

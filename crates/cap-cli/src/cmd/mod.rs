@@ -1,8 +1,11 @@
 //! One module per command group.
 
 pub mod bench;
+pub mod bench_e2e;
 pub mod codec;
 pub mod keys;
+pub mod submit;
+pub mod worker;
 
 use anyhow::{Context, Result};
 use std::io::{Read, Write};
@@ -16,7 +19,9 @@ pub fn read_input(path: Option<&Path>) -> Result<Vec<u8>> {
         }
         _ => {
             let mut buf = Vec::new();
-            std::io::stdin().read_to_end(&mut buf).context("reading stdin")?;
+            std::io::stdin()
+                .read_to_end(&mut buf)
+                .context("reading stdin")?;
             Ok(buf)
         }
     }

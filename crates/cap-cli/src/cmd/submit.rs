@@ -1,0 +1,107 @@
+//! `cap submit`: submit one job and (with `--wait`) print its result as JSON.
+
+use super::worker::{load_key, runtime, trust_policy};
+use anyhow::{Context as _, Result, bail};
+use cap_blob::{RedisBlobStore, RedisConfig};
+use cap_bus::{NatsBus, NatsOptions};
+use cap_proto::{ErrorCode, v1};
+use cap_runtime::{Client, ClientConfig, SubmitOptions};
+use clap::Args;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::time::Duration;
+
+/// Arguments of `cap submit`.
+#[derive(Args)]
+pub struct SubmitArgs {
+    /// The job's topic.
+    #[arg(long)]
+    pub topic: String,
+    /// The input, as JSON.
+    #[arg(long)]
+    pub input: String,
+    /// Publish straight to the topic's subject (no scheduler).
+    #[arg(long)]
+    pub direct: bool,
+    /// Wait for the result and print it.
+    #[arg(long)]
+    pub wait: bool,
+    /// Seconds to wait for the result.
+    #[arg(long, default_value_t = 30.0)]
+    pub timeout: f64,
+    /// Private key: sign the request.
+    #[arg(long)]
+    pub key: Option<PathBuf>,
+    /// Directory of `<sender_id>.pem` public keys: require signed results.
+    #[arg(long)]
+    pub trust: Option<PathBuf>,
+    /// Client id (default `client-<random>`).
+    #[arg(long)]
+    pub id: Option<String>,
+}
+
+/// `cap submit`.
+pub fn submit(a: SubmitArgs) -> Result<ExitCode> {
+    super::worker::init_logging();
+    runtime()?.block_on(run(a))
+}
+
+async fn run(a: SubmitArgs) -> Result<ExitCode> {
+    let input: serde_json::Value =
+        serde_json::from_str(&a.input).context("--input is not valid JSON")?;
+    if !a.timeout.is_finite() || a.timeout <= 0.0 {
+        bail!("--timeout must be a positive number of seconds");
+    }
+    let id = a.id.clone().unwrap_or_else(|| cap_runtime::id::new_component_id("client"));
+    let mut config = ClientConfig::new(id.clone())
+        .trust(trust_policy(a.trust.as_deref())?)
+        .result_timeout(Duration::from_secs_f64(a.timeout));
+    if let Some(path) = &a.key {
+        config = config.signer(Arc::new(load_key(path)?));
+    }
+    let bus = NatsBus::connect(NatsOptions::from_env()?.name(id))
+        .await
+        .context("connecting to NATS (NATS_URL)")?;
+    let store = RedisBlobStore::connect(RedisConfig::from_env())
+        .await
+        .context("connecting to Redis (REDIS_URL)")?;
+    let client = Client::new(bus.clone(), store, config).await?;
+    let mut options = SubmitOptions::default();
+    if a.direct {
+        options = options.direct();
+    }
+    let mut job = client.submit_with(&a.topic, &input, options).await?;
+    if !a.wait {
+        println!(
+            "{}",
+            serde_json::json!({"job_id": job.job_id(), "trace_id": job.trace_id(), "topic": a.topic, "direct": a.direct})
+        );
+        let _ = cap_bus::Bus::close(&bus).await;
+        return Ok(ExitCode::SUCCESS);
+    }
+    let result: v1::JobResult = job.result().await?.clone();
+    let succeeded = result.status == v1::JobStatus::Succeeded as i32;
+    let output = if succeeded {
+        Some(job.output::<serde_json::Value>().await?)
+    } else {
+        None
+    };
+    let code = ErrorCode::of_result(&result);
+    println!(
+        "{}",
+        serde_json::json!({
+            "job_id": result.job_id,
+            "trace_id": job.trace_id(),
+            "status": v1::JobStatus::try_from(result.status).map(|s| s.as_str_name()).unwrap_or("UNKNOWN"),
+            "worker_id": result.worker_id,
+            "execution_ms": result.execution_ms,
+            "result_ptr": result.result_ptr,
+            "error_code": if code == ErrorCode::UNSPECIFIED { serde_json::Value::Null } else { code.to_string().into() },
+            "error_message": result.error_message,
+            "output": output,
+        })
+    );
+    let _ = cap_bus::Bus::close(&bus).await;
+    Ok(if succeeded { ExitCode::SUCCESS } else { ExitCode::from(1) })
+}

@@ -1,0 +1,156 @@
+//! `cap worker echo`: a real echo worker against NATS (`NATS_URL`) and Redis (`REDIS_URL`).
+
+use anyhow::{Context as _, Result};
+use cap_blob::{RedisBlobStore, RedisConfig};
+use cap_bus::{NatsBus, NatsOptions};
+use cap_runtime::{Context, JobError, Worker};
+use cap_sign::{KeyRing, PrivateKey, TrustMode, TrustPolicy};
+use clap::{Args, Subcommand};
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::time::Duration;
+
+/// The workers.
+#[derive(Subcommand)]
+pub enum WorkerCommand {
+    /// Echo every job's input back as its output.
+    Echo(EchoArgs),
+}
+
+/// Arguments of `cap worker echo`.
+#[derive(Args)]
+pub struct EchoArgs {
+    /// Topic (subject) to serve, in the queue group of the same name.
+    #[arg(long, default_value = "job.echo")]
+    pub topic: String,
+    /// Private key (PKCS#8 or SEC1 PEM): sign every packet.
+    #[arg(long)]
+    pub key: Option<PathBuf>,
+    /// Directory of `<sender_id>.pem` public keys: require signed packets from those senders.
+    #[arg(long)]
+    pub trust: Option<PathBuf>,
+    /// Worker id (default `echo-<random>`).
+    #[arg(long)]
+    pub id: Option<String>,
+    /// Pool reported in heartbeats.
+    #[arg(long, default_value = "echo")]
+    pub pool: String,
+    /// Jobs run at once at most.
+    #[arg(long, default_value_t = 64)]
+    pub max_parallel: usize,
+    /// Milliseconds each job sleeps before answering (for load and memory tests).
+    #[arg(long, default_value_t = 0)]
+    pub delay_ms: u64,
+    /// Seconds running jobs get to finish on Ctrl-C / SIGTERM.
+    #[arg(long, default_value_t = 10.0)]
+    pub grace: f64,
+}
+
+/// Reads a private key file.
+pub fn load_key(path: &Path) -> Result<PrivateKey> {
+    let pem = std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
+    PrivateKey::from_pem(&pem).with_context(|| format!("key {}", path.display()))
+}
+
+/// `require` mode over the keys in `dir`, or the default (verify signed packets only).
+pub fn trust_policy(dir: Option<&Path>) -> Result<TrustPolicy> {
+    match dir {
+        None => Ok(TrustPolicy::default()),
+        Some(dir) => {
+            let ring: KeyRing = KeyRing::load_dir(dir).with_context(|| format!("trust dir {}", dir.display()))?;
+            Ok(TrustPolicy::new(TrustMode::Require, ring))
+        }
+    }
+}
+
+/// Installs the log writer (stderr, `info`, `CAP_LOG=debug|warn|...` to change).
+pub fn init_logging() {
+    let level = std::env::var("CAP_LOG")
+        .ok()
+        .and_then(|l| l.parse::<tracing::Level>().ok())
+        .unwrap_or(tracing::Level::INFO);
+    let _ = tracing_subscriber::fmt()
+        .with_max_level(level)
+        .with_writer(std::io::stderr)
+        .try_init();
+}
+
+/// A Tokio runtime for a command.
+pub fn runtime() -> Result<tokio::runtime::Runtime> {
+    tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("starting the async runtime")
+}
+
+/// Completes on Ctrl-C or SIGTERM.
+pub async fn shutdown_signal() {
+    let ctrl_c = tokio::signal::ctrl_c();
+    #[cfg(unix)]
+    {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut term) => {
+                tokio::select! {
+                    _ = ctrl_c => {}
+                    _ = term.recv() => {}
+                }
+            }
+            Err(_) => {
+                let _ = ctrl_c.await;
+            }
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = ctrl_c.await;
+    }
+}
+
+/// Runs a worker command.
+pub fn run(cmd: WorkerCommand) -> Result<ExitCode> {
+    match cmd {
+        WorkerCommand::Echo(a) => {
+            init_logging();
+            runtime()?.block_on(echo(a))
+        }
+    }
+}
+
+async fn echo(a: EchoArgs) -> Result<ExitCode> {
+    let id = a.id.clone().unwrap_or_else(|| cap_runtime::id::new_component_id("echo"));
+    let signer = a.key.as_deref().map(load_key).transpose()?;
+    let trust = trust_policy(a.trust.as_deref())?;
+    let bus = NatsBus::connect(NatsOptions::from_env()?.name(id.clone()))
+        .await
+        .context("connecting to NATS (NATS_URL)")?;
+    let store = RedisBlobStore::connect(RedisConfig::from_env())
+        .await
+        .context("connecting to Redis (REDIS_URL)")?;
+    let delay = Duration::from_millis(a.delay_ms);
+    let mut builder = Worker::builder(bus.clone(), store)
+        .id(id.clone())
+        .pool(a.pool.clone())
+        .max_parallel(a.max_parallel)
+        .trust(trust)
+        .handshake_on(cap_runtime::reconnect::nats_reconnects(bus.clone(), Duration::from_secs(1)))
+        .handler(a.topic.clone(), move |_ctx: Context, input: serde_json::Value| async move {
+            if !delay.is_zero() {
+                tokio::time::sleep(delay).await;
+            }
+            Ok::<_, JobError>(input)
+        });
+    if let Some(key) = signer {
+        builder = builder.signer(Arc::new(key));
+    }
+    let worker = builder.build()?.start().await?;
+    println!("worker {id} ready on {} (pid {})", a.topic, std::process::id());
+    shutdown_signal().await;
+    let report = worker.shutdown(Duration::from_secs_f64(a.grace.max(0.0))).await;
+    println!(
+        "worker {id} stopped: {} jobs completed, {} finished and {} cancelled at shutdown",
+        report.completed_total, report.finished, report.cancelled
+    );
+    let _ = cap_bus::Bus::close(&bus).await;
+    Ok(ExitCode::SUCCESS)
+}
