@@ -23,15 +23,20 @@ async fn nats(js: Option<JetStreamOptions>) -> NatsBus {
         Some(js) => o.jetstream(js),
         None => o.without_jetstream(),
     };
-    NatsBus::connect(o)
-        .await
-        .unwrap_or_else(|e| panic!("needs a NATS server at {} (with JetStream): {e}", nats_url()))
+    NatsBus::connect(o).await.unwrap_or_else(|e| {
+        panic!(
+            "needs a NATS server at {} (with JetStream): {e}",
+            nats_url()
+        )
+    })
 }
 
 async fn redis() -> RedisBlobStore {
     RedisBlobStore::connect(RedisConfig::from_env())
         .await
-        .unwrap_or_else(|e| panic!("needs a Redis server at REDIS_URL (default 127.0.0.1:6379): {e}"))
+        .unwrap_or_else(|e| {
+            panic!("needs a Redis server at REDIS_URL (default 127.0.0.1:6379): {e}")
+        })
 }
 
 fn unique(prefix: &str) -> String {
@@ -58,33 +63,54 @@ async fn worker_and_client_over_nats_and_redis() {
         .start()
         .await
         .unwrap();
-    let client = Client::new(bus.clone(), store.clone(), ClientConfig::new(unique("c"))).await.unwrap();
+    let client = Client::new(bus.clone(), store.clone(), ClientConfig::new(unique("c")))
+        .await
+        .unwrap();
     let mut handles = Vec::new();
     for i in 0..50 {
         handles.push(
             client
-                .submit_with(&topic, &serde_json::json!({"i": i}), SubmitOptions::default().direct())
+                .submit_with(
+                    &topic,
+                    &serde_json::json!({"i": i}),
+                    SubmitOptions::default().direct(),
+                )
                 .await
                 .unwrap(),
         );
     }
     for (i, h) in handles.iter_mut().enumerate() {
         let out: serde_json::Value = h.output().await.unwrap();
-        assert_eq!(out, serde_json::json!({"echo": {"i": i}, "worker": worker_id}));
+        assert_eq!(
+            out,
+            serde_json::json!({"echo": {"i": i}, "worker": worker_id})
+        );
         // The result really is in Redis, at res:<job_id>.
-        let raw = cap_blob::BlobStore::get(&store, &format!("res:{}", h.job_id())).await.unwrap();
-        assert_eq!(serde_json::from_slice::<serde_json::Value>(&raw).unwrap(), out);
+        let raw = cap_blob::BlobStore::get(&store, &format!("res:{}", h.job_id()))
+            .await
+            .unwrap();
+        assert_eq!(
+            serde_json::from_slice::<serde_json::Value>(&raw).unwrap(),
+            out
+        );
     }
     // Progress over NATS.
     let mut h = client
         .submit_with(&topic, &1, SubmitOptions::default().direct())
         .await
         .unwrap();
-    let p = tokio::time::timeout(common::WAIT, h.next_progress()).await.unwrap().unwrap();
+    let p = tokio::time::timeout(common::WAIT, h.next_progress())
+        .await
+        .unwrap()
+        .unwrap();
     assert_eq!(p.percent, 50);
     // A bad input over the real services: 203.
     let mut bad = client
-        .submit_bytes(&topic, bytes::Bytes::from_static(b"{nope"), SubmitOptions::default().direct())
+        .submit_bytes(
+            &topic,
+            bytes::Bytes::from_static(b"{nope"),
+            SubmitOptions::default().direct(),
+        )
         .await
         .unwrap();
     let r = bad.result().await.unwrap();
@@ -118,7 +144,9 @@ async fn signed_jobs_over_nats_in_require_mode() {
     let client = Client::new(
         bus.clone(),
         store.clone(),
-        ClientConfig::new(cid).signer(Arc::new(ck)).trust(TrustPolicy::new(TrustMode::Require, cring)),
+        ClientConfig::new(cid)
+            .signer(Arc::new(ck))
+            .trust(TrustPolicy::new(TrustMode::Require, cring)),
     )
     .await
     .unwrap();
@@ -126,15 +154,24 @@ async fn signed_jobs_over_nats_in_require_mode() {
         .submit_with(&topic, &"signed", SubmitOptions::default().direct())
         .await
         .unwrap();
-    assert_eq!(common::status(h.result().await.unwrap()), JobStatus::Succeeded);
+    assert_eq!(
+        common::status(h.result().await.unwrap()),
+        JobStatus::Succeeded
+    );
     // An unsigned client is refused and alerted, not executed.
-    let stranger = Client::new(bus.clone(), store.clone(), ClientConfig::new(unique("x"))).await.unwrap();
+    let stranger = Client::new(bus.clone(), store.clone(), ClientConfig::new(unique("x")))
+        .await
+        .unwrap();
     let mut h = stranger
         .submit_with(&topic, &"unsigned", SubmitOptions::default().direct())
         .await
         .unwrap();
     assert!(h.result_within(Duration::from_millis(500)).await.is_err());
-    assert_eq!(w.packet_stats().rejected_with(ErrorCode::PROTOCOL_SIGNATURE_MISSING), 1);
+    assert_eq!(
+        w.packet_stats()
+            .rejected_with(ErrorCode::PROTOCOL_SIGNATURE_MISSING),
+        1
+    );
     w.shutdown(Duration::from_secs(5)).await;
     bus.close().await.unwrap();
 }
@@ -143,10 +180,13 @@ async fn signed_jobs_over_nats_in_require_mode() {
 #[ignore = "needs a real NATS (JetStream) and Redis: run by .ci/run"]
 async fn jetstream_pool_subject_delivers_a_job_published_before_the_worker_started() {
     let topic = format!("job.{}", unique("durable"));
-    let js = JetStreamOptions::new(unique("CAPRT"), [topic.clone()]).ack_wait(Duration::from_secs(2));
+    let js =
+        JetStreamOptions::new(unique("CAPRT"), [topic.clone()]).ack_wait(Duration::from_secs(2));
     let bus = nats(Some(js)).await;
     let store = redis().await;
-    let client = Client::new(bus.clone(), store.clone(), ClientConfig::new(unique("c"))).await.unwrap();
+    let client = Client::new(bus.clone(), store.clone(), ClientConfig::new(unique("c")))
+        .await
+        .unwrap();
     // Published (and stored by JetStream) while no worker runs.
     let mut h = client
         .submit_with(&topic, &"waited", SubmitOptions::default().direct())
@@ -177,7 +217,11 @@ async fn jetstream_pool_subject_delivers_a_job_published_before_the_worker_start
         .await
         .unwrap();
     tokio::time::sleep(Duration::from_secs(3)).await;
-    assert_eq!(runs.load(std::sync::atomic::Ordering::SeqCst), 0, "acked jobs are not redelivered");
+    assert_eq!(
+        runs.load(std::sync::atomic::Ordering::SeqCst),
+        0,
+        "acked jobs are not redelivered"
+    );
     w2.shutdown(Duration::from_secs(5)).await;
     bus.delete_stream().await.unwrap();
     bus.close().await.unwrap();

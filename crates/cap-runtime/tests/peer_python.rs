@@ -32,7 +32,9 @@ fn python() -> String {
 }
 
 fn script(name: &str) -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/peer").join(name)
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/peer")
+        .join(name)
 }
 
 fn nats_url() -> String {
@@ -48,9 +50,13 @@ fn unique(prefix: &str) -> String {
 }
 
 async fn services() -> (NatsBus, RedisBlobStore) {
-    let bus = NatsBus::connect(NatsOptions::new(&nats_url()).name("cap-runtime-peer").without_jetstream())
-        .await
-        .unwrap_or_else(|e| panic!("needs NATS at {}: {e}", nats_url()));
+    let bus = NatsBus::connect(
+        NatsOptions::new(&nats_url())
+            .name("cap-runtime-peer")
+            .without_jetstream(),
+    )
+    .await
+    .unwrap_or_else(|e| panic!("needs NATS at {}: {e}", nats_url()));
     let store = RedisBlobStore::connect(RedisConfig::new(redis_url()))
         .await
         .unwrap_or_else(|e| panic!("needs Redis at {}: {e}", redis_url()));
@@ -87,7 +93,9 @@ async fn forward_submissions(bus: NatsBus, topic: String) -> tokio::task::JoinHa
     let mut sub = bus.subscribe(cap_proto::subject::SUBMIT).await.unwrap();
     tokio::spawn(async move {
         while let Some(msg) = sub.next().await {
-            let Ok(p) = cap_proto::packet::decode(msg.payload(), 1 << 20) else { continue };
+            let Ok(p) = cap_proto::packet::decode(msg.payload(), 1 << 20) else {
+                continue;
+            };
             if let Some(Payload::JobRequest(r)) = &p.payload
                 && r.topic == topic
             {
@@ -128,25 +136,49 @@ async fn python_submits_to_our_worker(signed: bool) {
     let input = r#"{"text": "from python", "n": [1, 2, 3]}"#;
     let mut cmd = tokio::process::Command::new(python());
     cmd.arg(script("submit_job.py"))
-        .args([nats_url(), redis_url(), topic.clone(), job_id.clone(), input.into()])
+        .args([
+            nats_url(),
+            redis_url(),
+            topic.clone(),
+            job_id.clone(),
+            input.into(),
+        ])
         .args(["--sender", "py-client"]);
     if signed {
-        cmd.arg("--key").arg(&py_priv).arg("--worker-pub").arg(&rs_pub);
+        cmd.arg("--key")
+            .arg(&py_priv)
+            .arg("--worker-pub")
+            .arg(&rs_pub);
     }
     let out = tokio::time::timeout(Duration::from_secs(60), cmd.output())
         .await
         .expect("the peer finishes")
         .expect("the peer runs");
-    assert!(out.status.success(), "peer failed: {}\n{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "peer failed: {}\n{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
     let v: serde_json::Value = serde_json::from_slice(&out.stdout).expect("one JSON line");
     assert_eq!(v["status"], "JOB_STATUS_SUCCEEDED", "{v}");
     assert_eq!(v["worker_id"], worker_id.as_str());
     assert_eq!(v["sender_id"], worker_id.as_str());
-    assert_eq!(v["trace_id"], format!("py-trace-{job_id}"), "trace id copied");
-    assert_eq!(v["output"], serde_json::from_str::<serde_json::Value>(input).unwrap());
+    assert_eq!(
+        v["trace_id"],
+        format!("py-trace-{job_id}"),
+        "trace id copied"
+    );
+    assert_eq!(
+        v["output"],
+        serde_json::from_str::<serde_json::Value>(input).unwrap()
+    );
     assert_eq!(v["signed"], signed);
     if signed {
-        assert_eq!(v["verified"], true, "the Python side verifies our signature");
+        assert_eq!(
+            v["verified"], true,
+            "the Python side verifies our signature"
+        );
     }
     assert_eq!(worker.packet_stats().rejected_total(), 0);
     forwarder.abort();
@@ -172,7 +204,8 @@ async fn our_client_to_python_agent(signed: bool) {
         .kill_on_drop(true);
     if signed {
         cmd.arg("--key").arg(&agent_priv);
-        cmd.arg("--trust").arg(format!("{client_id}={}", client_pub.display()));
+        cmd.arg("--trust")
+            .arg(format!("{client_id}={}", client_pub.display()));
     }
     let mut child = cmd.spawn().expect("the peer starts");
     let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
@@ -190,7 +223,9 @@ async fn our_client_to_python_agent(signed: bool) {
             .signer(Arc::new(client_key))
             .trust(TrustPolicy::new(TrustMode::Require, ring));
     }
-    let client = Client::new(bus.clone(), store.clone(), config).await.unwrap();
+    let client = Client::new(bus.clone(), store.clone(), config)
+        .await
+        .unwrap();
     for i in 0..5 {
         let input = serde_json::json!({"i": i, "text": "from rust"});
         let mut job = client
@@ -206,7 +241,9 @@ async fn our_client_to_python_agent(signed: bool) {
     assert_eq!(client.packet_stats().rejected_total(), 0);
     if signed {
         // An unsigned request is ignored by the Agent in its signed mode.
-        let stranger = Client::new(bus.clone(), store.clone(), ClientConfig::new(unique("x"))).await.unwrap();
+        let stranger = Client::new(bus.clone(), store.clone(), ClientConfig::new(unique("x")))
+            .await
+            .unwrap();
         let mut job = stranger
             .submit_with(&topic, &1, SubmitOptions::default().direct())
             .await

@@ -41,7 +41,10 @@ async fn run() -> Result<(), cap_runtime::Error> {
         .build()?
         .start()
         .await?;
-    println!("worker {} serving job.echo (in-memory bus and blob store)", worker.id());
+    println!(
+        "worker {} serving job.echo (in-memory bus and blob store)",
+        worker.id()
+    );
 
     let client = Client::new(bus, store, ClientConfig::new("echo-client")).await?;
     let input = Echo {
@@ -63,7 +66,11 @@ async fn run() -> Result<(), cap_runtime::Error> {
         job.trace_id(),
         serde_json::to_string(&output)?
     );
-    println!("round trip {:.3} ms (handler {} ms)", elapsed.as_secs_f64() * 1e3, result.execution_ms);
+    println!(
+        "round trip {:.3} ms (handler {} ms)",
+        elapsed.as_secs_f64() * 1e3,
+        result.execution_ms
+    );
 
     // A small burst to show throughput in one process.
     let n = 10_000;
@@ -83,7 +90,11 @@ async fn run() -> Result<(), cap_runtime::Error> {
         let _: Echo = h.output().await?;
     }
     let secs = t.elapsed().as_secs_f64();
-    println!("{n} more jobs in {:.1} ms ({:.0} jobs/s)", secs * 1e3, n as f64 / secs);
+    println!(
+        "{n} more jobs in {:.1} ms ({:.0} jobs/s)",
+        secs * 1e3,
+        n as f64 / secs
+    );
 
     if output.message != input.message {
         return Err(cap_runtime::Error::new(

@@ -84,7 +84,13 @@ async fn e2e(a: E2eArgs) -> Result<ExitCode> {
     if a.embedded {
         let bus = MemoryBus::new();
         let store = MemoryBlobStore::emulating_redis(Default::default());
-        return bench(bus.clone(), store, &a, "embedded (in-memory bus and blob store)").await;
+        return bench(
+            bus.clone(),
+            store,
+            &a,
+            "embedded (in-memory bus and blob store)",
+        )
+        .await;
     }
     let nats = a
         .nats
@@ -103,7 +109,9 @@ async fn e2e(a: E2eArgs) -> Result<ExitCode> {
     } else {
         opts = opts.without_jetstream();
     }
-    let bus = NatsBus::connect(opts).await.with_context(|| format!("connecting to NATS at {nats}"))?;
+    let bus = NatsBus::connect(opts)
+        .await
+        .with_context(|| format!("connecting to NATS at {nats}"))?;
     let store = RedisBlobStore::connect(RedisConfig::new(redis.clone()))
         .await
         .with_context(|| format!("connecting to Redis at {redis}"))?;
@@ -130,7 +138,8 @@ async fn bench<B: Bus, S: BlobStore + Clone + 'static>(
     let client_key = PrivateKey::generate();
     let worker_id = cap_runtime::id::new_component_id("bench-worker");
     let client_id = cap_runtime::id::new_component_id("bench-client");
-    let mut client_config = ClientConfig::new(client_id.clone()).result_timeout(Duration::from_secs(60));
+    let mut client_config =
+        ClientConfig::new(client_id.clone()).result_timeout(Duration::from_secs(60));
     if a.signed {
         let mut ring = KeyRing::new();
         ring.add(worker_id.clone(), worker_key.public_key());
@@ -145,12 +154,15 @@ async fn bench<B: Bus, S: BlobStore + Clone + 'static>(
         let mut b = Worker::builder(bus.clone(), store.clone())
             .id(worker_id.clone())
             .max_parallel(a.inflight.max(64))
-            .handler(topic.clone(), move |_ctx: Context, v: serde_json::Value| async move {
-                if !delay.is_zero() {
-                    tokio::time::sleep(delay).await;
-                }
-                Ok::<_, JobError>(v)
-            });
+            .handler(
+                topic.clone(),
+                move |_ctx: Context, v: serde_json::Value| async move {
+                    if !delay.is_zero() {
+                        tokio::time::sleep(delay).await;
+                    }
+                    Ok::<_, JobError>(v)
+                },
+            );
         if a.signed {
             let mut ring = KeyRing::new();
             ring.add(client_id.clone(), client_key.public_key());
@@ -192,7 +204,11 @@ async fn bench<B: Bus, S: BlobStore + Clone + 'static>(
         w.shutdown(Duration::from_secs(5)).await;
     }
     print_report(a, label, &topic, &report, rss);
-    Ok(if report.failed == 0 { ExitCode::SUCCESS } else { ExitCode::from(1) })
+    Ok(if report.failed == 0 {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(1)
+    })
 }
 
 fn print_report(a: &E2eArgs, label: &str, topic: &str, r: &LoadReport, rss: Option<(u64, u64)>) {
@@ -219,7 +235,11 @@ fn print_report(a: &E2eArgs, label: &str, topic: &str, r: &LoadReport, rss: Opti
         a.inflight,
         if a.signed { ", signed" } else { "" }
     );
-    println!("rate      {:.0} jobs/s over {:.2} s", r.jobs_per_sec, r.elapsed.as_secs_f64());
+    println!(
+        "rate      {:.0} jobs/s over {:.2} s",
+        r.jobs_per_sec,
+        r.elapsed.as_secs_f64()
+    );
     println!(
         "latency   p50 {:.3} ms  p99 {:.3} ms  max {:.3} ms",
         ms(r.p50),

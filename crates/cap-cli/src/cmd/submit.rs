@@ -53,7 +53,9 @@ async fn run(a: SubmitArgs) -> Result<ExitCode> {
     if !a.timeout.is_finite() || a.timeout <= 0.0 {
         bail!("--timeout must be a positive number of seconds");
     }
-    let id = a.id.clone().unwrap_or_else(|| cap_runtime::id::new_component_id("client"));
+    let id =
+        a.id.clone()
+            .unwrap_or_else(|| cap_runtime::id::new_component_id("client"));
     let mut config = ClientConfig::new(id.clone())
         .trust(trust_policy(a.trust.as_deref())?)
         .result_timeout(Duration::from_secs_f64(a.timeout));
@@ -103,5 +105,9 @@ async fn run(a: SubmitArgs) -> Result<ExitCode> {
         })
     );
     let _ = cap_bus::Bus::close(&bus).await;
-    Ok(if succeeded { ExitCode::SUCCESS } else { ExitCode::from(1) })
+    Ok(if succeeded {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(1)
+    })
 }

@@ -49,7 +49,8 @@ pub struct EchoArgs {
 
 /// Reads a private key file.
 pub fn load_key(path: &Path) -> Result<PrivateKey> {
-    let pem = std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
+    let pem =
+        std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
     PrivateKey::from_pem(&pem).with_context(|| format!("key {}", path.display()))
 }
 
@@ -58,7 +59,8 @@ pub fn trust_policy(dir: Option<&Path>) -> Result<TrustPolicy> {
     match dir {
         None => Ok(TrustPolicy::default()),
         Some(dir) => {
-            let ring: KeyRing = KeyRing::load_dir(dir).with_context(|| format!("trust dir {}", dir.display()))?;
+            let ring: KeyRing =
+                KeyRing::load_dir(dir).with_context(|| format!("trust dir {}", dir.display()))?;
             Ok(TrustPolicy::new(TrustMode::Require, ring))
         }
     }
@@ -118,7 +120,9 @@ pub fn run(cmd: WorkerCommand) -> Result<ExitCode> {
 }
 
 async fn echo(a: EchoArgs) -> Result<ExitCode> {
-    let id = a.id.clone().unwrap_or_else(|| cap_runtime::id::new_component_id("echo"));
+    let id =
+        a.id.clone()
+            .unwrap_or_else(|| cap_runtime::id::new_component_id("echo"));
     let signer = a.key.as_deref().map(load_key).transpose()?;
     let trust = trust_policy(a.trust.as_deref())?;
     let bus = NatsBus::connect(NatsOptions::from_env()?.name(id.clone()))
@@ -133,20 +137,32 @@ async fn echo(a: EchoArgs) -> Result<ExitCode> {
         .pool(a.pool.clone())
         .max_parallel(a.max_parallel)
         .trust(trust)
-        .handshake_on(cap_runtime::reconnect::nats_reconnects(bus.clone(), Duration::from_secs(1)))
-        .handler(a.topic.clone(), move |_ctx: Context, input: serde_json::Value| async move {
-            if !delay.is_zero() {
-                tokio::time::sleep(delay).await;
-            }
-            Ok::<_, JobError>(input)
-        });
+        .handshake_on(cap_runtime::reconnect::nats_reconnects(
+            bus.clone(),
+            Duration::from_secs(1),
+        ))
+        .handler(
+            a.topic.clone(),
+            move |_ctx: Context, input: serde_json::Value| async move {
+                if !delay.is_zero() {
+                    tokio::time::sleep(delay).await;
+                }
+                Ok::<_, JobError>(input)
+            },
+        );
     if let Some(key) = signer {
         builder = builder.signer(Arc::new(key));
     }
     let worker = builder.build()?.start().await?;
-    println!("worker {id} ready on {} (pid {})", a.topic, std::process::id());
+    println!(
+        "worker {id} ready on {} (pid {})",
+        a.topic,
+        std::process::id()
+    );
     shutdown_signal().await;
-    let report = worker.shutdown(Duration::from_secs_f64(a.grace.max(0.0))).await;
+    let report = worker
+        .shutdown(Duration::from_secs_f64(a.grace.max(0.0)))
+        .await;
     println!(
         "worker {id} stopped: {} jobs completed, {} finished and {} cancelled at shutdown",
         report.completed_total, report.finished, report.cancelled
