@@ -1,1 +1,180 @@
-fn main() {}
+//! End-to-end jobs/s and submit→result latency at 64 jobs in flight, side by side:
+//!
+//! 1. in-memory bus and blob store (our worker and client in one process);
+//! 2. NATS + Redis (core NATS, our worker and client in one process);
+//! 3. a cap-sdk-python 2.10.0 `Agent` echo worker (tests/peer/echo_agent.py) on NATS +
+//!    Redis, driven by the same client (needs `CAP_INTEROP_PYTHON`).
+//!
+//! ```text
+//! CAP_INTEROP_PYTHON=/path/to/python cargo bench -p cap-runtime --bench e2e
+//! ```
+//!
+//! `CAP_E2E_JOBS` (default 20000) jobs per run (the Python row runs a fifth of them,
+//! at least 2000), after a warm-up. Rows whose services are missing are reported as
+//! skipped. Timing stops when the JobResult arrives (outputs are not read).
+
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, missing_docs)]
+
+use cap_blob::{BlobStore, MemoryBlobStore, RedisBlobStore, RedisConfig};
+use cap_bus::{Bus, MemoryBus, NatsBus, NatsOptions};
+use cap_runtime::load::{self, LoadConfig, LoadReport};
+use cap_runtime::{Client, ClientConfig, Context, JobError, Worker};
+use std::process::Stdio;
+use std::time::Duration;
+use tokio::io::{AsyncBufReadExt, BufReader};
+
+const INFLIGHT: usize = 64;
+
+fn jobs() -> u64 {
+    std::env::var("CAP_E2E_JOBS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(20_000)
+}
+
+async fn echo(_ctx: Context, v: serde_json::Value) -> Result<serde_json::Value, JobError> {
+    Ok(v)
+}
+
+async fn drive<B: Bus, S: BlobStore + Clone + 'static>(
+    bus: B,
+    store: S,
+    topic: &str,
+    jobs: u64,
+) -> LoadReport {
+    let client = Client::new(bus, store, ClientConfig::default())
+        .await
+        .unwrap();
+    let mut cfg = LoadConfig::new(topic, 500, INFLIGHT);
+    cfg.read_output = false;
+    load::run(&client, &cfg, |_| {}).await.unwrap();
+    cfg.jobs = jobs;
+    load::run(&client, &cfg, |_| {}).await.unwrap()
+}
+
+async fn ours<B: Bus, S: BlobStore + Clone + 'static>(bus: B, store: S, jobs: u64) -> LoadReport {
+    let topic = format!("job.bench-{}", &cap_runtime::id::new_trace_id()[..8]);
+    let w = Worker::builder(bus.clone(), store.clone())
+        .max_parallel(INFLIGHT)
+        .handler(topic.clone(), echo)
+        .build()
+        .unwrap()
+        .start()
+        .await
+        .unwrap();
+    let r = drive(bus, store, &topic, jobs).await;
+    w.shutdown(Duration::from_secs(5)).await;
+    r
+}
+
+async fn services() -> Result<(NatsBus, RedisBlobStore), String> {
+    let url = std::env::var("NATS_URL").unwrap_or_else(|_| "nats://127.0.0.1:4222".into());
+    let bus = NatsBus::connect(
+        NatsOptions::new(&url)
+            .name("cap-e2e-bench")
+            .without_jetstream(),
+    )
+    .await
+    .map_err(|e| format!("NATS: {e}"))?;
+    let store = RedisBlobStore::connect(RedisConfig::from_env())
+        .await
+        .map_err(|e| format!("Redis: {e}"))?;
+    Ok((bus, store))
+}
+
+async fn python(jobs: u64) -> Result<LoadReport, String> {
+    let py = std::env::var("CAP_INTEROP_PYTHON")
+        .map_err(|_| "CAP_INTEROP_PYTHON not set".to_string())?;
+    let (bus, store) = services().await?;
+    let topic = format!("job.pybench-{}", &cap_runtime::id::new_trace_id()[..8]);
+    let nats = std::env::var("NATS_URL").unwrap_or_else(|_| "nats://127.0.0.1:4222".into());
+    let redis = std::env::var("REDIS_URL").unwrap_or_else(|_| "redis://127.0.0.1:6379/0".into());
+    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/peer/echo_agent.py");
+    let mut child = tokio::process::Command::new(py)
+        .args([script, &nats, &redis, &topic, "py-bench-agent"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .map_err(|e| format!("python: {e}"))?;
+    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+    match tokio::time::timeout(Duration::from_secs(30), lines.next_line()).await {
+        Ok(Ok(Some(l))) if l == "READY" => {}
+        other => return Err(format!("the Python agent did not start: {other:?}")),
+    }
+    let r = drive(bus.clone(), store, &topic, jobs).await;
+    drop(child.stdin.take());
+    let _ = tokio::time::timeout(Duration::from_secs(10), child.wait()).await;
+    bus.close().await.ok();
+    Ok(r)
+}
+
+fn row(name: &str, r: &Result<LoadReport, String>) {
+    match r {
+        Ok(r) => {
+            println!(
+                "{name:<34} {:>10.0} {:>10.3} {:>10.3} {:>10.3}",
+                r.jobs_per_sec,
+                r.p50.as_secs_f64() * 1e3,
+                r.p99.as_secs_f64() * 1e3,
+                r.max.as_secs_f64() * 1e3
+            );
+        }
+        Err(e) => println!("{name:<34} skipped: {e}"),
+    }
+}
+
+fn main() {
+    // `cargo test --benches` runs bench targets with `--bench` absent: stay quick then.
+    if !std::env::args().any(|a| a == "--bench") {
+        return;
+    }
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    rt.block_on(async {
+        let n = jobs();
+        let mem = Ok(ours(
+            MemoryBus::new(),
+            MemoryBlobStore::emulating_redis(Default::default()),
+            n,
+        )
+        .await);
+        let real = match services().await {
+            Ok((bus, store)) => {
+                let r = ours(bus.clone(), store, n).await;
+                bus.close().await.ok();
+                Ok(r)
+            }
+            Err(e) => Err(e),
+        };
+        let py = python((n / 5).max(2000)).await;
+        println!("end to end, {INFLIGHT} jobs in flight, submit→result");
+        println!(
+            "{:<34} {:>10} {:>10} {:>10} {:>10}",
+            "", "jobs/s", "p50 ms", "p99 ms", "max ms"
+        );
+        row("cap-rs in-memory", &mem);
+        row("cap-rs NATS + Redis", &real);
+        row("cap-sdk-python Agent, NATS + Redis", &py);
+        if let (Ok(r), Ok(p)) = (&real, &py) {
+            println!(
+                "NATS+Redis vs Python: {:.1}x jobs/s, p99 {:.2}x",
+                r.jobs_per_sec / p.jobs_per_sec,
+                r.p99.as_secs_f64() / p.p99.as_secs_f64()
+            );
+        }
+        for (name, r) in [
+            ("memory", &mem),
+            ("nats_redis", &real),
+            ("python_agent", &py),
+        ] {
+            if let Ok(r) = r {
+                let mut v = r.to_json();
+                v["row"] = name.into();
+                println!("{v}");
+            }
+        }
+    });
+}

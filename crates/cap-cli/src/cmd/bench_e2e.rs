@@ -62,6 +62,10 @@ pub struct E2eArgs {
     /// Keep JetStream on for the pool subject (default: core NATS, like the official SDKs).
     #[arg(long)]
     pub jetstream: bool,
+    /// Also read every job's output through its result pointer (by default the clock
+    /// stops when the JobResult arrives).
+    #[arg(long)]
+    pub read_output: bool,
 }
 
 /// Runs a benchmark.
@@ -176,6 +180,7 @@ async fn bench<B: Bus, S: BlobStore + Clone + 'static>(
 
     let mut cfg = LoadConfig::new(topic.clone(), 200.min(a.jobs), a.inflight);
     cfg.timeout = Duration::from_secs(60);
+    cfg.read_output = a.read_output;
     load::run(&client, &cfg, |_| {}).await.context("warm-up")?;
 
     cfg.jobs = a.jobs;
@@ -220,6 +225,7 @@ fn print_report(a: &E2eArgs, label: &str, topic: &str, r: &LoadReport, rss: Opti
         v["inflight"] = a.inflight.into();
         v["signed"] = a.signed.into();
         v["worker"] = if a.external { "external" } else { "cap-rs" }.into();
+        v["read_output"] = a.read_output.into();
         if let Some((peak, _)) = rss {
             v["process_peak_rss_mib"] = mib(peak).into();
         }

@@ -74,6 +74,7 @@ pub fn init_logging() {
         .unwrap_or(tracing::Level::INFO);
     let _ = tracing_subscriber::fmt()
         .with_max_level(level)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .with_writer(std::io::stderr)
         .try_init();
 }
