@@ -117,10 +117,12 @@ impl Error {
         if let Some(r) = &self.result {
             return ErrorCode::of_result(r);
         }
-        if let Some(src) = &self.source {
-            if let Some(e) = src.downcast_ref::<cap_bus::Error>() {
-                return e.code();
-            }
+        if let Some(e) = self
+            .source
+            .as_ref()
+            .and_then(|s| s.downcast_ref::<cap_bus::Error>())
+        {
+            return e.code();
         }
         match self.kind {
             ErrorKind::Timeout => ErrorCode::JOB_TIMEOUT,

@@ -1,5 +1,7 @@
 //! Handler failures: retryable and fatal errors with codes, plain errors, panics.
 
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, missing_docs)]
+
 mod common;
 
 use cap_proto::{ErrorCode, v1::JobStatus};

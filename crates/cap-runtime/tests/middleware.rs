@@ -1,6 +1,8 @@
 //! Middleware: timeout (deadline and default), retry with backoff (per-handler
 //! override), layer order, the `max_parallel` limit, and the metrics hook.
 
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, missing_docs)]
+
 mod common;
 
 use cap_proto::{ErrorCode, v1::JobStatus};

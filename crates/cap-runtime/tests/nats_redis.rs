@@ -2,6 +2,8 @@
 //! `cargo test -- --ignored`). Each test uses its own topic and job ids; the JetStream
 //! test uses a private stream that covers only its own pool subject and deletes it.
 
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, missing_docs)]
+
 mod common;
 
 use cap_blob::{RedisBlobStore, RedisConfig};

@@ -12,6 +12,8 @@
 //! Both signed (require mode on both sides) and unsigned. The Python SDK speaks core
 //! NATS; our buses here run in core mode too (see the crate README for JetStream).
 
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, missing_docs)]
+
 mod common;
 
 use cap_blob::{RedisBlobStore, RedisConfig};

@@ -1,6 +1,8 @@
 //! Signatures and invalid packets: signed results, require mode, alerts with the
 //! right severity, FAILED answers to invalid requests, rate limiting, acknowledgement.
 
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, missing_docs)]
+
 mod common;
 
 use cap_bus::{AckHandle, Acknowledge, Bus, Message};

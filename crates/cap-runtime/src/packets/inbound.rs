@@ -111,7 +111,7 @@ fn signature_what(e: &cap_sign::Error) -> &'static str {
 
 /// Decodes `raw` (at most `limit` bytes) into a packet, with nothing checked beyond the
 /// structure.
-pub fn decode(raw: &[u8], limit: usize) -> Result<BusPacket, Rejection> {
+pub fn decode(raw: &[u8], limit: usize) -> Result<BusPacket, Box<Rejection>> {
     cap_proto::packet::decode(raw, limit).map_err(|e| {
         let reason = match &e {
             cap_proto::Error::UnknownPayload { field } => RejectReason::UnknownPayload(*field),
@@ -119,26 +119,28 @@ pub fn decode(raw: &[u8], limit: usize) -> Result<BusPacket, Rejection> {
             cap_proto::Error::MissingPayload => RejectReason::Decode("no payload"),
             _ => RejectReason::Decode("malformed protobuf"),
         };
-        Rejection {
+        Box::new(Rejection {
             code: e.code(),
             reason,
             trace_id: None,
             sender_id: None,
             kind: None,
             answer: None,
-        }
+        })
     })
 }
 
 /// Checks a decoded packet: the trust policy on the raw bytes, then validation.
-pub fn check(raw: &[u8], packet: &BusPacket, trust: &TrustPolicy) -> Result<(), Rejection> {
-    let base = |code, reason| Rejection {
-        code,
-        reason,
-        trace_id: non_empty(&packet.trace_id),
-        sender_id: non_empty(&packet.sender_id),
-        kind: packet.kind(),
-        answer: None,
+pub fn check(raw: &[u8], packet: &BusPacket, trust: &TrustPolicy) -> Result<(), Box<Rejection>> {
+    let base = |code, reason| {
+        Box::new(Rejection {
+            code,
+            reason,
+            trace_id: non_empty(&packet.trace_id),
+            sender_id: non_empty(&packet.sender_id),
+            kind: packet.kind(),
+            answer: None,
+        })
     };
     if let Err(e) = trust.check(raw, packet) {
         let code = match e.code() {
@@ -157,7 +159,7 @@ pub fn check(raw: &[u8], packet: &BusPacket, trust: &TrustPolicy) -> Result<(), 
 }
 
 /// Decode and check in one step.
-pub fn open(raw: &[u8], limit: usize, trust: &TrustPolicy) -> Result<BusPacket, Rejection> {
+pub fn open(raw: &[u8], limit: usize, trust: &TrustPolicy) -> Result<BusPacket, Box<Rejection>> {
     let packet = decode(raw, limit)?;
     check(raw, &packet, trust)?;
     Ok(packet)

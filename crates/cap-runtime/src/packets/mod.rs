@@ -225,7 +225,7 @@ impl<B: Bus> Packets<B> {
     }
 
     /// Decodes, trust-checks and validates `raw` (no IO, nothing reported).
-    pub fn open(&self, raw: &[u8]) -> Result<BusPacket, Rejection> {
+    pub fn open(&self, raw: &[u8]) -> Result<BusPacket, Box<Rejection>> {
         let c = &self.shared.config;
         inbound::open(raw, c.max_packet_bytes, &c.trust)
     }
@@ -238,7 +238,7 @@ impl<B: Bus> Packets<B> {
         &self,
         raw: &[u8],
         wanted: impl FnOnce(&BusPacket) -> bool,
-    ) -> Result<Option<BusPacket>, Rejection> {
+    ) -> Result<Option<BusPacket>, Box<Rejection>> {
         let c = &self.shared.config;
         let packet = inbound::decode(raw, c.max_packet_bytes)?;
         if !wanted(&packet) {
