@@ -24,3 +24,8 @@
 //! ```
 
 pub mod core;
+pub mod shell;
+
+#[cfg(feature = "redis")]
+pub use shell::RedisJobStore;
+pub use shell::{JobStore, MemoryJobStore, Observed, Scheduler, SchedulerOptions};

@@ -1,0 +1,11 @@
+//! The async shell: the [`Scheduler`] service and its [`JobStore`]s.
+
+mod scheduler;
+mod store;
+
+pub use scheduler::{
+    APPROVAL_SUBJECT, Error, Observed, QUEUE_GROUP, Scheduler, SchedulerOptions, in_state, now_ms,
+};
+#[cfg(feature = "redis")]
+pub use store::RedisJobStore;
+pub use store::{JobStore, MemoryJobStore, StoreError};

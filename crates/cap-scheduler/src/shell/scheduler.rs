@@ -1,0 +1,456 @@
+//! [`Scheduler`]: the async shell around [`SchedulerCore`]. Subscription tasks turn bus
+//! packets into events; one loop owns the core, applies each event, carries out the
+//! actions (publish, persist, ask the safety kernel) and only then acknowledges the
+//! message, so a crash between receipt and persistence means redelivery, not loss.
+
+use crate::core::{Action, Config, Event, Hold, JobRecord, Millis, Pools, SchedulerCore};
+use crate::shell::store::{JobStore, StoreError};
+use bytes::Bytes;
+use cap_bus::{Bus, Message};
+use cap_proto::v1::bus_packet::Payload;
+use cap_proto::{JobState, subject, v1};
+use cap_runtime::packets::Packets;
+use cap_safety::SafetyClient;
+use futures_util::StreamExt;
+use std::sync::Arc;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use tokio::sync::{Semaphore, broadcast, mpsc};
+use tokio_util::sync::CancellationToken;
+
+/// Request/reply subject of the approval command: a JSON body
+/// `{"job_id": "…", "approve": true|false, "reason": "…"}`, answered with
+/// `{"ok": bool, "message": "…"}`. Restrict who may publish here with NATS permissions.
+pub const APPROVAL_SUBJECT: &str = "sys.scheduler.approval";
+
+/// Default queue group of schedulers on `sys.job.submit` and `sys.job.result`.
+pub const QUEUE_GROUP: &str = "cap-scheduler";
+
+/// Settings of a scheduler service.
+#[derive(Clone, Debug)]
+pub struct SchedulerOptions {
+    /// Timeouts, retries, back-off.
+    pub config: Config,
+    /// Topic → pool routing.
+    pub pools: Pools,
+    /// Queue group shared by scheduler instances.
+    pub queue_group: String,
+    /// How often timers and the reconciler run.
+    pub tick: Duration,
+    /// Safety checks in flight at most.
+    pub max_safety_in_flight: usize,
+    /// Time allowed for one safety check before it counts as unreachable.
+    pub safety_timeout: Duration,
+}
+
+impl Default for SchedulerOptions {
+    fn default() -> Self {
+        SchedulerOptions {
+            config: Config::default(),
+            pools: Pools::default(),
+            queue_group: QUEUE_GROUP.to_owned(),
+            tick: Duration::from_millis(100),
+            max_safety_in_flight: 256,
+            safety_timeout: Duration::from_secs(2),
+        }
+    }
+}
+
+/// What observers of a scheduler see (for logs, dashboards and `cap demo`).
+#[derive(Clone, Debug, PartialEq)]
+pub enum Observed {
+    /// A job changed state.
+    Transition {
+        /// The job.
+        job_id: String,
+        /// Its topic.
+        topic: String,
+        /// The new state.
+        state: JobState,
+        /// When (scheduler clock, ms).
+        at: Millis,
+    },
+    /// An event that could not be applied.
+    Ignored {
+        /// The job.
+        job_id: String,
+        /// Why.
+        reason: String,
+    },
+    /// An alert the scheduler published.
+    Alert(v1::SystemAlert),
+}
+
+/// Why the scheduler stopped.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum Error {
+    /// A subscription could not be made.
+    #[error("subscribing to {subject}: {source}")]
+    Subscribe {
+        /// The subject.
+        subject: String,
+        /// The bus error.
+        source: cap_bus::Error,
+    },
+    /// The job store failed at start-up.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+/// The scheduler's clock: wall-clock milliseconds.
+pub fn now_ms() -> Millis {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_millis() as Millis)
+        .unwrap_or(0)
+}
+
+enum Input {
+    Event(Event, Option<Message>),
+    Approval {
+        job_id: String,
+        approve: bool,
+        reason: String,
+        msg: Message,
+    },
+}
+
+/// The scheduler service over a bus, a safety client and a job store.
+pub struct Scheduler<B: Bus, K: SafetyClient + 'static, S: JobStore> {
+    packets: Packets<B>,
+    safety: Arc<K>,
+    store: Arc<S>,
+    options: SchedulerOptions,
+    observers: broadcast::Sender<Observed>,
+}
+
+impl<B: Bus, K: SafetyClient + 'static, S: JobStore> Scheduler<B, K, S> {
+    /// A scheduler publishing and receiving through `packets` (its sender id is the
+    /// scheduler id).
+    pub fn new(packets: Packets<B>, safety: Arc<K>, store: S, options: SchedulerOptions) -> Self {
+        let (observers, _) = broadcast::channel(4096);
+        Scheduler {
+            packets,
+            safety,
+            store: Arc::new(store),
+            options,
+            observers,
+        }
+    }
+
+    /// A stream of what happens (state changes, ignored events, alerts).
+    pub fn observe(&self) -> broadcast::Receiver<Observed> {
+        self.observers.subscribe()
+    }
+
+    /// Runs until `shutdown` is cancelled.
+    pub async fn run(self, shutdown: CancellationToken) -> Result<(), Error> {
+        let id = self.packets.sender_id().to_owned();
+        let mut core = SchedulerCore::new(
+            id.clone(),
+            self.options.config.clone(),
+            self.options.pools.clone(),
+        );
+        let records = self.store.load_all().await?;
+        let restored = records.len();
+        core.restore(records, now_ms());
+        tracing::info!(scheduler = %id, restored, "scheduler starting");
+
+        let (tx, mut rx) = mpsc::channel::<Input>(1024);
+        let bus = self.packets.bus().clone();
+        let q = self.options.queue_group.as_str();
+        let subs = [
+            (subject::SUBMIT, Some(q)),
+            (subject::RESULT, Some(q)),
+            (subject::PROGRESS, None),
+            (subject::CANCEL, None),
+            (subject::HEARTBEAT, None),
+            (subject::HANDSHAKE, None),
+        ];
+        let mut tasks = Vec::new();
+        for (subj, queue) in subs {
+            let stream = match queue {
+                Some(g) => bus.queue_subscribe(subj, g).await,
+                None => bus.subscribe(subj).await,
+            }
+            .map_err(|source| Error::Subscribe {
+                subject: subj.to_owned(),
+                source,
+            })?;
+            tasks.push(tokio::spawn(feed(
+                stream,
+                self.packets.clone(),
+                tx.clone(),
+                shutdown.clone(),
+            )));
+        }
+        let approvals =
+            bus.subscribe(APPROVAL_SUBJECT)
+                .await
+                .map_err(|source| Error::Subscribe {
+                    subject: APPROVAL_SUBJECT.to_owned(),
+                    source,
+                })?;
+        tasks.push(tokio::spawn(feed_approvals(
+            approvals,
+            tx.clone(),
+            shutdown.clone(),
+        )));
+
+        let limiter = Arc::new(Semaphore::new(self.options.max_safety_in_flight.max(1)));
+        let mut ticker = tokio::time::interval(self.options.tick);
+        ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tokio::select! {
+                _ = shutdown.cancelled() => break,
+                _ = ticker.tick() => {
+                    let actions = core.handle(Event::Tick, now_ms());
+                    self.carry_out(&mut core, actions, &tx, &limiter).await;
+                }
+                input = rx.recv() => {
+                    let Some(input) = input else { break };
+                    match input {
+                        Input::Event(event, msg) => {
+                            self.load_if_needed(&mut core, &event).await;
+                            let actions = core.handle(event, now_ms());
+                            self.carry_out(&mut core, actions, &tx, &limiter).await;
+                            if let Some(m) = msg {
+                                if let Err(e) = m.ack().await {
+                                    tracing::warn!(error = %e, "ack failed; the message will be redelivered");
+                                }
+                            }
+                        }
+                        Input::Approval { job_id, approve, reason, msg } => {
+                            let event = Event::Approved { job_id: job_id.clone() };
+                            self.load_if_needed(&mut core, &event).await;
+                            let held = matches!(core.job(&job_id).and_then(|j| j.hold.as_ref()), Some(Hold::Approval { .. }));
+                            let reply = if held {
+                                let event = if approve { event } else { Event::Rejected { job_id: job_id.clone(), reason } };
+                                let actions = core.handle(event, now_ms());
+                                self.carry_out(&mut core, actions, &tx, &limiter).await;
+                                serde_json::json!({"ok": true, "message": format!("job {job_id} {}", if approve { "approved" } else { "rejected" })})
+                            } else {
+                                serde_json::json!({"ok": false, "message": format!("job {job_id} is not waiting for approval")})
+                            };
+                            if let Some(r) = msg.reply() {
+                                let _ = bus.publish(r, Bytes::from(reply.to_string())).await;
+                            }
+                        }
+                    }
+                }
+            }
+        }
+        for t in tasks {
+            t.abort();
+        }
+        tracing::info!(scheduler = %id, "scheduler stopped");
+        Ok(())
+    }
+
+    /// Another instance (or this one before a restart) may hold the job: load it.
+    async fn load_if_needed(&self, core: &mut SchedulerCore, event: &Event) {
+        let id = match event {
+            Event::Result { result } => &result.job_id,
+            Event::Progress { progress } => &progress.job_id,
+            Event::Cancel { cancel } => &cancel.job_id,
+            Event::Approved { job_id } | Event::Rejected { job_id, .. } => job_id,
+            Event::SafetyDecided { job_id, .. } | Event::SafetyUnavailable { job_id, .. } => job_id,
+            Event::Submitted { request, .. } => &request.job_id,
+            _ => return,
+        };
+        if core.job(id).is_some() {
+            return;
+        }
+        match self.store.get(id).await {
+            Ok(Some(record)) => core.restore([record], now_ms()),
+            Ok(None) => {}
+            Err(e) => tracing::warn!(job_id = %id, error = %e, "job store lookup failed"),
+        }
+    }
+
+    async fn carry_out(
+        &self,
+        core: &mut SchedulerCore,
+        actions: Vec<Action>,
+        tx: &mpsc::Sender<Input>,
+        limiter: &Arc<Semaphore>,
+    ) {
+        for action in actions {
+            match action {
+                Action::CheckSafety { job_id, request } => {
+                    let safety = self.safety.clone();
+                    let tx = tx.clone();
+                    let limiter = limiter.clone();
+                    let timeout = self.options.safety_timeout;
+                    tokio::spawn(async move {
+                        let _permit = limiter.acquire_owned().await;
+                        let event =
+                            match tokio::time::timeout(timeout, safety.check(&request)).await {
+                                Ok(Ok(response)) => Event::SafetyDecided { job_id, response },
+                                Ok(Err(e)) => Event::SafetyUnavailable {
+                                    job_id,
+                                    error: e.to_string(),
+                                },
+                                Err(_) => Event::SafetyUnavailable {
+                                    job_id,
+                                    error: "safety check timed out".into(),
+                                },
+                            };
+                        let _ = tx.send(Input::Event(event, None)).await;
+                    });
+                }
+                Action::Dispatch {
+                    subject,
+                    request,
+                    trace_id,
+                } => {
+                    let job_id = request.job_id.clone();
+                    let pkt = self.packets.envelope(&trace_id, request);
+                    if let Err(e) = self.packets.publish(&subject, pkt).await {
+                        // The reconciler times the job out if the dispatch never arrives.
+                        tracing::error!(job_id = %job_id, subject = %subject, error = %e, "dispatch failed");
+                    }
+                }
+                Action::PublishResult { result, trace_id } => {
+                    self.send(subject::RESULT, &trace_id, result).await
+                }
+                Action::DeadLetter { result, trace_id } => {
+                    self.send(subject::DLQ, &trace_id, result).await
+                }
+                Action::ForwardCancel { cancel, trace_id } => {
+                    let trace = if trace_id.is_empty() {
+                        cap_runtime::id::new_trace_id()
+                    } else {
+                        trace_id
+                    };
+                    self.send(subject::CANCEL, &trace, cancel).await;
+                }
+                Action::Alert { alert } => {
+                    let trace = if alert.trace_id.is_empty() {
+                        cap_runtime::id::new_trace_id()
+                    } else {
+                        alert.trace_id.clone()
+                    };
+                    let _ = self.observers.send(Observed::Alert(alert.clone()));
+                    self.send(subject::ALERT, &trace, alert).await;
+                }
+                Action::Persist { job_id } => {
+                    if let Some(record) = core.job(&job_id)
+                        && let Err(e) = self.store.put(record).await
+                    {
+                        tracing::error!(job_id = %job_id, error = %e, "persisting job failed");
+                    }
+                }
+                Action::Evict { job_id } => {
+                    if let Err(e) = self.store.delete(&job_id).await {
+                        tracing::warn!(job_id = %job_id, error = %e, "evicting job failed");
+                    }
+                }
+                Action::Transition { job_id, state, at } => {
+                    let topic = core
+                        .job(&job_id)
+                        .map(|j| j.request.topic.clone())
+                        .unwrap_or_default();
+                    tracing::info!(job_id = %job_id, topic = %topic, state = %state, "job state");
+                    let _ = self.observers.send(Observed::Transition {
+                        job_id,
+                        topic,
+                        state,
+                        at,
+                    });
+                }
+                Action::Ignored { job_id, reason } => {
+                    tracing::info!(job_id = %job_id, reason = %reason, "event ignored");
+                    let _ = self.observers.send(Observed::Ignored { job_id, reason });
+                }
+            }
+        }
+    }
+
+    async fn send(&self, subj: &str, trace_id: &str, payload: impl Into<Payload>) {
+        let pkt = self.packets.envelope(trace_id, payload);
+        if let Err(e) = self.packets.publish(subj, pkt).await {
+            tracing::error!(subject = %subj, error = %e, "publish failed");
+        }
+    }
+}
+
+/// Packets from one subscription → events.
+async fn feed<B: Bus, St>(
+    mut stream: St,
+    packets: Packets<B>,
+    tx: mpsc::Sender<Input>,
+    shutdown: CancellationToken,
+) where
+    St: futures_util::Stream<Item = Message> + Unpin,
+{
+    loop {
+        let msg = tokio::select! {
+            _ = shutdown.cancelled() => return,
+            m = stream.next() => match m { Some(m) => m, None => return },
+        };
+        let Some(pkt) = packets.receive(&msg).await else {
+            continue;
+        };
+        let trace_id = pkt.trace_id.clone();
+        let sender = pkt.sender_id.clone();
+        let event = match pkt.payload {
+            Some(Payload::JobRequest(request)) => Event::Submitted {
+                request,
+                trace_id,
+                sender,
+            },
+            Some(Payload::JobResult(result)) => Event::Result { result },
+            Some(Payload::JobProgress(progress)) => Event::Progress { progress },
+            Some(Payload::JobCancel(cancel)) => Event::Cancel { cancel },
+            Some(Payload::Heartbeat(heartbeat)) => Event::Heartbeat { heartbeat },
+            Some(Payload::Handshake(handshake)) => Event::Handshake { handshake },
+            _ => {
+                tracing::warn!(subject = %msg.subject(), "unexpected payload on this subject; ignored");
+                let _ = msg.ack().await;
+                continue;
+            }
+        };
+        if tx.send(Input::Event(event, Some(msg))).await.is_err() {
+            return;
+        }
+    }
+}
+
+async fn feed_approvals<St>(mut stream: St, tx: mpsc::Sender<Input>, shutdown: CancellationToken)
+where
+    St: futures_util::Stream<Item = Message> + Unpin,
+{
+    #[derive(serde::Deserialize)]
+    struct Command {
+        job_id: String,
+        approve: bool,
+        #[serde(default)]
+        reason: String,
+    }
+    loop {
+        let msg = tokio::select! {
+            _ = shutdown.cancelled() => return,
+            m = stream.next() => match m { Some(m) => m, None => return },
+        };
+        match serde_json::from_slice::<Command>(msg.payload()) {
+            Ok(c) => {
+                let input = Input::Approval {
+                    job_id: c.job_id,
+                    approve: c.approve,
+                    reason: c.reason,
+                    msg,
+                };
+                if tx.send(input).await.is_err() {
+                    return;
+                }
+            }
+            Err(e) => tracing::warn!(error = %e, "malformed approval command ignored"),
+        }
+    }
+}
+
+/// Records of jobs in a given state (for tests and tools).
+pub fn in_state(records: &[JobRecord], state: JobState) -> usize {
+    records.iter().filter(|r| r.state == state).count()
+}

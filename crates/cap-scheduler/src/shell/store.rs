@@ -1,0 +1,176 @@
+//! [`JobStore`]: where job records live between events, so a restarted scheduler (or
+//! another instance of it) continues the jobs in flight.
+
+use crate::core::JobRecord;
+use std::collections::HashMap;
+use std::future::Future;
+use std::sync::{Arc, Mutex};
+
+/// Why the store failed.
+#[derive(Debug, thiserror::Error)]
+#[error("job store: {0}")]
+pub struct StoreError(pub String);
+
+/// Persistence of job records.
+pub trait JobStore: Send + Sync + 'static {
+    /// Saves (or replaces) a record.
+    fn put(&self, record: &JobRecord) -> impl Future<Output = Result<(), StoreError>> + Send;
+    /// A record by job id.
+    fn get(
+        &self,
+        job_id: &str,
+    ) -> impl Future<Output = Result<Option<JobRecord>, StoreError>> + Send;
+    /// Forgets a record.
+    fn delete(&self, job_id: &str) -> impl Future<Output = Result<(), StoreError>> + Send;
+    /// Every record (at start-up).
+    fn load_all(&self) -> impl Future<Output = Result<Vec<JobRecord>, StoreError>> + Send;
+}
+
+/// Records in memory (the embedded default; gone with the process).
+#[derive(Clone, Debug, Default)]
+pub struct MemoryJobStore {
+    records: Arc<Mutex<HashMap<String, JobRecord>>>,
+}
+
+impl MemoryJobStore {
+    /// An empty store.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, JobRecord>> {
+        self.records.lock().unwrap_or_else(|p| p.into_inner())
+    }
+}
+
+impl JobStore for MemoryJobStore {
+    async fn put(&self, record: &JobRecord) -> Result<(), StoreError> {
+        self.lock().insert(record.id().to_owned(), record.clone());
+        Ok(())
+    }
+
+    async fn get(&self, job_id: &str) -> Result<Option<JobRecord>, StoreError> {
+        Ok(self.lock().get(job_id).cloned())
+    }
+
+    async fn delete(&self, job_id: &str) -> Result<(), StoreError> {
+        self.lock().remove(job_id);
+        Ok(())
+    }
+
+    async fn load_all(&self) -> Result<Vec<JobRecord>, StoreError> {
+        Ok(self.lock().values().cloned().collect())
+    }
+}
+
+#[cfg(feature = "redis")]
+pub use redis_store::RedisJobStore;
+
+#[cfg(feature = "redis")]
+mod redis_store {
+    use super::{JobStore, StoreError};
+    use crate::core::JobRecord;
+    use redis::AsyncCommands;
+    use redis::aio::ConnectionManager;
+
+    /// Records in Redis: `<prefix>job:<id>` holds the record as JSON, `<prefix>jobs` the
+    /// set of ids. One managed connection shared by clones; it reconnects by itself.
+    #[derive(Clone)]
+    pub struct RedisJobStore {
+        conn: ConnectionManager,
+        prefix: String,
+    }
+
+    impl std::fmt::Debug for RedisJobStore {
+        fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+            f.debug_struct("RedisJobStore")
+                .field("prefix", &self.prefix)
+                .finish()
+        }
+    }
+
+    fn err(e: impl std::fmt::Display) -> StoreError {
+        StoreError(e.to_string())
+    }
+
+    impl RedisJobStore {
+        /// Connects (and pings) `url`; keys start with `prefix` (e.g. `cap:sched:`).
+        pub async fn connect(url: &str, prefix: impl Into<String>) -> Result<Self, StoreError> {
+            let client =
+                redis::Client::open(url).map_err(|e| StoreError(format!("redis url: {e}")))?;
+            let mut conn = ConnectionManager::new(client)
+                .await
+                .map_err(|e| StoreError(format!("connecting to redis: {e}")))?;
+            let _: String = redis::cmd("PING")
+                .query_async(&mut conn)
+                .await
+                .map_err(err)?;
+            Ok(RedisJobStore {
+                conn,
+                prefix: prefix.into(),
+            })
+        }
+
+        fn key(&self, id: &str) -> String {
+            format!("{}job:{id}", self.prefix)
+        }
+
+        fn set(&self) -> String {
+            format!("{}jobs", self.prefix)
+        }
+    }
+
+    impl JobStore for RedisJobStore {
+        async fn put(&self, record: &JobRecord) -> Result<(), StoreError> {
+            let text = serde_json::to_string(record).map_err(err)?;
+            let mut c = self.conn.clone();
+            redis::pipe()
+                .atomic()
+                .set(self.key(record.id()), text)
+                .sadd(self.set(), record.id())
+                .query_async::<()>(&mut c)
+                .await
+                .map_err(err)
+        }
+
+        async fn get(&self, job_id: &str) -> Result<Option<JobRecord>, StoreError> {
+            let mut c = self.conn.clone();
+            let text: Option<String> = c.get(self.key(job_id)).await.map_err(err)?;
+            text.map(|t| serde_json::from_str(&t).map_err(err))
+                .transpose()
+        }
+
+        async fn delete(&self, job_id: &str) -> Result<(), StoreError> {
+            let mut c = self.conn.clone();
+            redis::pipe()
+                .atomic()
+                .del(self.key(job_id))
+                .srem(self.set(), job_id)
+                .query_async::<()>(&mut c)
+                .await
+                .map_err(err)
+        }
+
+        async fn load_all(&self) -> Result<Vec<JobRecord>, StoreError> {
+            let mut c = self.conn.clone();
+            let ids: Vec<String> = c.smembers(self.set()).await.map_err(err)?;
+            let mut out = Vec::with_capacity(ids.len());
+            for chunk in ids.chunks(500) {
+                let keys: Vec<String> = chunk.iter().map(|id| self.key(id)).collect();
+                let texts: Vec<Option<String>> = redis::cmd("MGET")
+                    .arg(&keys)
+                    .query_async(&mut c)
+                    .await
+                    .map_err(err)?;
+                for text in texts.into_iter().flatten() {
+                    // A record that no longer parses is skipped, not fatal: log it.
+                    match serde_json::from_str(&text) {
+                        Ok(r) => out.push(r),
+                        Err(e) => tracing::warn!(error = %e, "unreadable job record skipped"),
+                    }
+                }
+            }
+            Ok(out)
+        }
+    }
+}
