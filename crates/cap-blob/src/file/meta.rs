@@ -124,6 +124,25 @@ mod tests {
         assert!(!never.expired(&id(7), now + Duration::from_secs(1 << 40)));
     }
 
+    proptest::proptest! {
+        /// Whatever is in a metadata file, decoding neither panics nor misreads it.
+        #[test]
+        fn decoding_arbitrary_text_never_panics(text in "\\PC{0,80}") {
+            if let Some(m) = Meta::decode(&text) {
+                proptest::prop_assert_eq!(Meta::decode(&m.encode()), Some(m));
+            }
+        }
+
+        #[test]
+        fn every_entry_round_trips(dev: u64, ino: u64, len: u64, mtime_ns: i64, exp: Option<u64>) {
+            let m = Meta {
+                identity: Identity { dev, ino, len, mtime_ns: i128::from(mtime_ns) },
+                expires_at_ms: exp,
+            };
+            proptest::prop_assert_eq!(Meta::decode(&m.encode()), Some(m));
+        }
+    }
+
     #[test]
     fn malformed_entries_are_ignored() {
         for bad in [

@@ -106,10 +106,24 @@ impl Inner {
     }
 
     pub(crate) fn get(&self, key: &str) -> Result<Bytes> {
+        // A file replaced between the symlink check and the open is looked at again.
+        for _ in 0..3 {
+            if let Some(bytes) = self.try_get(key)? {
+                return Ok(bytes);
+            }
+        }
+        Err(self.io_error(io::Error::other(format!(
+            "`{key}` kept being replaced while it was read"
+        ))))
+    }
+
+    /// The blob, or `None` if the file opened is not the one checked (replaced meanwhile,
+    /// perhaps by a symbolic link, which must not be read through).
+    fn try_get(&self, key: &str) -> Result<Option<Bytes>> {
         let Some(linked) = self.stat(key)? else {
             return Err(Error::not_found(key));
         };
-        let mut file = match File::open(self.layout.data(key)) {
+        let file = match File::open(self.layout.data(key)) {
             Ok(f) => f,
             Err(e) if e.kind() == io::ErrorKind::NotFound => return Err(Error::not_found(key)),
             Err(e) => return Err(self.io_error(e)),
@@ -117,35 +131,23 @@ impl Inner {
         let opened = file.metadata().map_err(|e| self.io_error(e))?;
         let id = Identity::of(&opened);
         if Identity::of(&linked) != id {
-            // Replaced between the two looks; if by a symbolic link, do not read through it.
-            return self.get_again(key);
+            return Ok(None);
         }
         let size = usize::try_from(opened.len()).unwrap_or(usize::MAX);
         self.limits.check_size(size)?;
         if self.expired(key, &id)? {
             return Err(Error::not_found(key));
         }
+        // Bounded even if someone appends to the file meanwhile.
+        let bound = u64::try_from(self.limits.max_blob_bytes)
+            .unwrap_or(u64::MAX)
+            .saturating_add(1);
         let mut buf = Vec::with_capacity(size);
-        file.read_to_end(&mut buf).map_err(|e| self.io_error(e))?;
-        if buf.len() != size {
-            // Data files are replaced, never written in place; a changed length means
-            // someone else wrote into it.
-            self.limits.check_size(buf.len())?;
-        }
-        Ok(Bytes::from(buf))
-    }
-
-    /// One more try after a concurrent replacement: refuse if it is a symlink.
-    fn get_again(&self, key: &str) -> Result<Bytes> {
-        let Some(linked) = self.stat(key)? else {
-            return Err(Error::not_found(key));
-        };
-        let data = fs::read(self.layout.data(key)).map_err(|e| self.io_error(e))?;
-        self.limits.check_size(data.len())?;
-        if self.expired(key, &Identity::of(&linked))? {
-            return Err(Error::not_found(key));
-        }
-        Ok(Bytes::from(data))
+        file.take(bound)
+            .read_to_end(&mut buf)
+            .map_err(|e| self.io_error(e))?;
+        self.limits.check_size(buf.len())?;
+        Ok(Some(Bytes::from(buf)))
     }
 
     pub(crate) fn exists(&self, key: &str) -> Result<bool> {
