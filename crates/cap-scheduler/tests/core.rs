@@ -780,3 +780,43 @@ fn finished_jobs_are_evicted_after_the_retention() {
     assert!(matches!(&a[..], [Action::Evict { job_id }] if job_id == "old"));
     assert!(c.job("old").is_none());
 }
+
+#[test]
+fn jobs_of_a_lost_worker_are_retried_elsewhere() {
+    let mut c = core();
+    let hs = |id: &str| v1::Handshake {
+        component_id: id.into(),
+        role: v1::ComponentRole::Worker as i32,
+        supported_versions: vec![1],
+        ready_topics: vec!["job.echo".into()],
+        ..Default::default()
+    };
+    c.handle(Event::Handshake { handshake: hs("a") }, 0);
+    submit(&mut c, req("j", "job.echo"), 0);
+    assert_eq!(
+        dispatched_to(&decide(&mut c, "j", ALLOW, 0)),
+        ["worker.a.jobs"]
+    );
+    // Another worker shows up and keeps beating; "a" goes silent.
+    c.handle(Event::Handshake { handshake: hs("b") }, 10_000);
+    c.handle(
+        Event::Heartbeat {
+            heartbeat: v1::Heartbeat {
+                worker_id: "b".into(),
+                ..Default::default()
+            },
+        },
+        14_000,
+    );
+    let a = c.handle(Event::Tick, 15_001);
+    assert!(
+        a.iter().any(
+            |x| matches!(x, Action::Alert { alert } if alert.message.contains("worker a lost"))
+        )
+    );
+    assert_eq!(state(&c, "j"), JobState::FailedRetryable);
+    let Some(Hold::Retry { at }) = c.job("j").unwrap().hold.clone() else {
+        panic!()
+    };
+    assert_eq!(dispatched_to(&c.handle(Event::Tick, at)), ["worker.b.jobs"]);
+}

@@ -840,6 +840,30 @@ impl SchedulerCore {
         }
         let deadline = now.saturating_sub(3 * ms(self.config.heartbeat_interval));
         for lost in self.registry.expire(deadline) {
+            // Jobs sent straight to the lost worker (its subject is not durable) fail
+            // retryably and go through the retry path to another worker.
+            let direct = worker_subject(&lost.worker_id, "");
+            let mut orphans: Vec<String> = self
+                .jobs
+                .values()
+                .filter(|j| {
+                    matches!(j.state, JobState::Dispatched | JobState::Running)
+                        && j.dispatched_to == direct
+                })
+                .map(|j| j.id().to_owned())
+                .collect();
+            orphans.sort();
+            for id in orphans {
+                let mut result = v1::JobResult {
+                    job_id: id.clone(),
+                    status: JobState::FailedRetryable.status() as i32,
+                    worker_id: lost.worker_id.clone(),
+                    error_message: format!("worker {} lost", lost.worker_id),
+                    ..Default::default()
+                };
+                ErrorCode::JOB_WORKER_UNAVAILABLE.apply_to(&mut result);
+                self.result(result, now, out);
+            }
             out.push(Action::Alert {
                 alert: alert(
                     v1::AlertSeverity::Warning,

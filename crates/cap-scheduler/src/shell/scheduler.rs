@@ -22,7 +22,8 @@ use tokio_util::sync::CancellationToken;
 /// `{"ok": bool, "message": "…"}`. Restrict who may publish here with NATS permissions.
 pub const APPROVAL_SUBJECT: &str = "sys.scheduler.approval";
 
-/// Default queue group of schedulers on `sys.job.submit` and `sys.job.result`.
+/// Default queue group prefix of schedulers: they share `sys.job.submit` as
+/// `cap-scheduler-submit` and `sys.job.result` as `cap-scheduler-result`.
 pub const QUEUE_GROUP: &str = "cap-scheduler";
 
 /// Settings of a scheduler service.
@@ -158,10 +159,13 @@ impl<B: Bus, K: SafetyClient + 'static, S: JobStore> Scheduler<B, K, S> {
 
         let (tx, mut rx) = mpsc::channel::<Input>(1024);
         let bus = self.packets.bus().clone();
-        let q = self.options.queue_group.as_str();
+        // One group per subject: durable (JetStream) consumers are named after the group,
+        // and one durable cannot serve two filters.
+        let q_submit = format!("{}-submit", self.options.queue_group);
+        let q_result = format!("{}-result", self.options.queue_group);
         let subs = [
-            (subject::SUBMIT, Some(q)),
-            (subject::RESULT, Some(q)),
+            (subject::SUBMIT, Some(q_submit.as_str())),
+            (subject::RESULT, Some(q_result.as_str())),
             (subject::PROGRESS, None),
             (subject::CANCEL, None),
             (subject::HEARTBEAT, None),
