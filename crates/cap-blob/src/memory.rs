@@ -8,9 +8,9 @@
 //! # tokio::runtime::Builder::new_current_thread().enable_time().build().unwrap().block_on(async {
 //! let store = MemoryBlobStore::new();
 //! let shared = store.clone(); // clones share one map
-//! store.put("k", Bytes::from_static(b"v"), Some(Duration::from_millis(20))).await.unwrap();
+//! store.put("k", Bytes::from_static(b"v"), Some(Duration::from_millis(200))).await.unwrap();
 //! assert_eq!(shared.get("k").await.unwrap(), "v");
-//! tokio::time::sleep(Duration::from_millis(40)).await;
+//! tokio::time::sleep(Duration::from_millis(300)).await;
 //! assert_eq!(shared.get("k").await.unwrap_err().kind(), ErrorKind::NotFound);
 //! # });
 //! ```

@@ -64,13 +64,14 @@ async fn blobs_are_plain_files_and_no_temporaries_remain() {
 #[tokio::test]
 async fn ttls_survive_reopening_the_store() {
     let dir = tempfile::tempdir().unwrap();
+    let t0 = std::time::Instant::now();
     {
         let store = FileBlobStore::open(dir.path()).unwrap();
         store
             .put(
                 "short",
                 Bytes::from_static(b"s"),
-                Some(Duration::from_millis(100)),
+                Some(Duration::from_millis(300)),
             )
             .await
             .unwrap();
@@ -84,8 +85,11 @@ async fn ttls_survive_reopening_the_store() {
             .unwrap();
     }
     let store = FileBlobStore::open(dir.path()).unwrap();
-    assert!(store.exists("short").await.unwrap());
-    tokio::time::sleep(Duration::from_millis(250)).await;
+    let present = store.exists("short").await.unwrap();
+    if t0.elapsed() < Duration::from_millis(300) {
+        assert!(present, "expired early");
+    }
+    tokio::time::sleep_until((t0 + Duration::from_millis(600)).into()).await;
     let reopened = FileBlobStore::open(dir.path()).unwrap();
     assert_eq!(
         reopened.get("short").await.unwrap_err().kind(),
