@@ -48,7 +48,10 @@ fn main() {
     let requests = bench::sample_requests();
     let mut reports: Vec<(&str, BenchReport)> = Vec::new();
     if only != "grpc" {
-        reports.push(("in_process_1_thread", bench::in_process(&policy, &requests, 1, duration)));
+        reports.push((
+            "in_process_1_thread",
+            bench::in_process(&policy, &requests, 1, duration),
+        ));
         reports.push((
             "in_process",
             bench::in_process(&policy, &requests, options.threads, duration),

@@ -416,3 +416,34 @@ fn every_decision_logs_one_line_with_ids_and_no_payload() {
     }
     assert!(lines[1].contains("cached=true"), "{}", lines[1]);
 }
+
+#[cfg(not(feature = "tls"))]
+#[tokio::test]
+async fn asking_for_tls_without_the_feature_is_a_config_error() {
+    let kernel = Kernel::from_text(POLICY, "mem", KernelOptions::default()).unwrap();
+    let tls = cap_safety::server::TlsFiles {
+        cert: "c.pem".into(),
+        key: "k.pem".into(),
+        client_ca: None,
+    };
+    let err = server::spawn(
+        kernel,
+        ServeOptions {
+            tls: Some(tls),
+            ..loopback()
+        },
+    )
+    .await
+    .unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::Config);
+    let mut o = GrpcClientOptions::new("127.0.0.1:1");
+    o.tls = Some(cap_safety::ClientTls {
+        ca: "ca.pem".into(),
+        identity: None,
+        domain: None,
+    });
+    assert_eq!(
+        GrpcSafetyClient::new(o).unwrap_err().kind(),
+        ErrorKind::Config
+    );
+}
