@@ -158,9 +158,11 @@ async fn progress_reports_reach_the_handle_with_the_trace_id() {
     while let Some(p) = h.next_progress().await {
         seen.push((p.percent, p.message));
     }
+    // The worker announces the start (RUNNING, 0 %) before the handler's own reports.
     assert_eq!(
         seen,
         [
+            (0, "started".to_string()),
             (25, "step 1".to_string()),
             (50, "step 2".into()),
             (75, "step 3".into()),

@@ -16,6 +16,20 @@ pub const PROGRESS_BUFFER: usize = 64;
 pub(crate) struct Waiter {
     pub result: oneshot::Sender<(v1::JobResult, String)>,
     pub progress: mpsc::Sender<v1::JobProgress>,
+    /// Whether a FAILED_RETRYABLE result ends the wait. Through a scheduler it does not
+    /// (the scheduler retries and a later result follows); sent directly to a pool,
+    /// nobody retries, so it is final.
+    pub retryable_is_final: bool,
+}
+
+/// Whether `status` ends a wait.
+fn ends_wait(status: i32, retryable_is_final: bool) -> bool {
+    match cap_proto::JobState::from_i32(status) {
+        Some(cap_proto::JobState::FailedRetryable) => retryable_is_final,
+        Some(s) => s.is_terminal(),
+        // Unknown statuses end the wait rather than leave the caller hanging.
+        None => true,
+    }
 }
 
 /// The jobs waiting for results.
@@ -52,7 +66,11 @@ impl Pending {
     }
 
     fn complete(&self, result: v1::JobResult, trace_id: String) {
-        if let Some(w) = self.lock().remove(&result.job_id) {
+        let mut map = self.lock();
+        let done = map
+            .get(&result.job_id)
+            .is_some_and(|w| ends_wait(result.status, w.retryable_is_final));
+        if done && let Some(w) = map.remove(&result.job_id) {
             let _ = w.result.send((result, trace_id));
         }
     }
@@ -122,5 +140,23 @@ async fn run_loop<B: Bus>(
                 }
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod wait_tests {
+    use super::ends_wait;
+
+    #[test]
+    fn only_final_results_end_a_wait() {
+        assert!(ends_wait(5, false));
+        assert!(ends_wait(8, false));
+        assert!(
+            !ends_wait(10, false),
+            "a scheduler retries FAILED_RETRYABLE"
+        );
+        assert!(ends_wait(10, true), "nobody retries a direct submission");
+        assert!(!ends_wait(4, true));
+        assert!(ends_wait(99, false));
     }
 }

@@ -109,6 +109,16 @@ pub struct SubmitOptions {
     pub labels: BTreeMap<String, String>,
     /// Tenant.
     pub tenant_id: String,
+    /// Governance metadata (capabilities required, idempotency key, risk tags, …).
+    pub meta: Option<v1::JobMetadata>,
+    /// Parent job (workflows).
+    pub parent_job_id: String,
+    /// Workflow id.
+    pub workflow_id: String,
+    /// Step of the workflow.
+    pub step_index: i32,
+    /// The job that undoes this one if a later step fails fatally.
+    pub compensation: Option<v1::Compensation>,
 }
 
 impl SubmitOptions {
@@ -136,6 +146,41 @@ impl SubmitOptions {
     /// Adds a label.
     pub fn label(mut self, k: impl Into<String>, v: impl Into<String>) -> Self {
         self.labels.insert(k.into(), v.into());
+        self
+    }
+    /// Sets the governance metadata.
+    pub fn meta(mut self, meta: v1::JobMetadata) -> Self {
+        self.meta = Some(meta);
+        self
+    }
+    /// Requires workers with these capabilities (`meta.requires`).
+    pub fn requires(mut self, caps: impl IntoIterator<Item = impl Into<String>>) -> Self {
+        let meta = self.meta.get_or_insert_with(Default::default);
+        meta.requires.extend(caps.into_iter().map(Into::into));
+        self
+    }
+    /// Sets `meta.idempotency_key`: submissions with the same key run once.
+    pub fn idempotency_key(mut self, key: impl Into<String>) -> Self {
+        self.meta
+            .get_or_insert_with(Default::default)
+            .idempotency_key = key.into();
+        self
+    }
+    /// Makes this job step `step_index` of `workflow_id`, child of `parent_job_id`.
+    pub fn child_of(
+        mut self,
+        parent_job_id: impl Into<String>,
+        workflow_id: impl Into<String>,
+        step_index: i32,
+    ) -> Self {
+        self.parent_job_id = parent_job_id.into();
+        self.workflow_id = workflow_id.into();
+        self.step_index = step_index;
+        self
+    }
+    /// The job that undoes this one.
+    pub fn compensation(mut self, c: v1::Compensation) -> Self {
+        self.compensation = Some(c);
         self
     }
 }
@@ -296,6 +341,11 @@ impl<B: Bus, S: BlobStore + 'static> Client<B, S> {
             budget: options.budget,
             labels: options.labels,
             tenant_id: options.tenant_id,
+            meta: options.meta,
+            parent_job_id: options.parent_job_id,
+            workflow_id: options.workflow_id,
+            step_index: options.step_index,
+            compensation: options.compensation,
             ..Default::default()
         };
         cap_proto::validate::job_request(&request)
@@ -308,6 +358,7 @@ impl<B: Bus, S: BlobStore + 'static> Client<B, S> {
             Waiter {
                 result: result_tx,
                 progress: progress_tx,
+                retryable_is_final: options.direct,
             },
         );
         let handle = JobHandle {

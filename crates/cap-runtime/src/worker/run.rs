@@ -441,6 +441,17 @@ async fn execute<B: Bus, S: BlobStore + 'static>(
         timeout: entry.options.timeout,
         sink: shared.sink.clone(),
     });
+    // Announce the start (status RUNNING, 0 %): the scheduler moves the job from
+    // DISPATCHED to RUNNING, so its dispatch timeout stops applying.
+    let started = v1::JobProgress {
+        job_id: job_id.clone(),
+        status: v1::JobStatus::Running as i32,
+        message: "started".into(),
+        ..Default::default()
+    };
+    if let Err(e) = shared.sink.progress(started, trace_id).await {
+        tracing::warn!(job_id = %job_id, error = %e, "start report failed");
+    }
     let call = AssertUnwindSafe(entry.service.clone().oneshot(Job { ctx, input })).catch_unwind();
     let output = tokio::select! {
         biased;
