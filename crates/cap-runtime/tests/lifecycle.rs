@@ -270,6 +270,46 @@ async fn a_redelivered_job_is_not_executed_twice() {
 }
 
 #[tokio::test]
+async fn a_retryable_failure_runs_again_when_the_job_comes_back() {
+    let bed = TestBed::new();
+    let runs = Arc::new(AtomicUsize::new(0));
+    let r2 = runs.clone();
+    let w = bed
+        .worker()
+        .handler("job.flaky", move |_ctx: Context, _v: u64| {
+            let r = r2.clone();
+            async move {
+                if r.fetch_add(1, Ordering::SeqCst) == 0 {
+                    Err(JobError::retryable(
+                        cap_proto::ErrorCode::JOB_RESOURCE_EXHAUSTED,
+                        "busy",
+                    ))
+                } else {
+                    Ok(7u64)
+                }
+            }
+        })
+        .build()
+        .unwrap()
+        .start()
+        .await
+        .unwrap();
+    let mut results = common::sub(&bed.bus, subject::RESULT).await;
+    let packet =
+        common::request_packet(&bed.store, "retry-1", "job.flaky", &serde_json::json!(0)).await;
+    let bytes: bytes::Bytes = cap_proto::packet::encode(&packet).into();
+    bed.bus.publish("job.flaky", bytes.clone()).await.unwrap();
+    let (_, first) = common::next_result_for(&mut results, "retry-1").await;
+    assert_eq!(common::status(&first), JobStatus::FailedRetryable);
+    // The retry (a scheduler re-dispatching the same job id) executes the handler again.
+    bed.bus.publish("job.flaky", bytes.clone()).await.unwrap();
+    let (_, second) = common::next_result_for(&mut results, "retry-1").await;
+    assert_eq!(common::status(&second), JobStatus::Succeeded);
+    assert_eq!(runs.load(Ordering::SeqCst), 2);
+    testing::stop(w).await;
+}
+
+#[tokio::test]
 async fn shutdown_lets_running_jobs_finish_within_the_grace_period() {
     let bed = TestBed::new();
     let w = bed

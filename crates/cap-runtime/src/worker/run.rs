@@ -387,6 +387,9 @@ async fn publish_result<B: Bus, S: BlobStore>(
     msg: &Message,
     record: Option<&str>,
 ) {
+    // A retryable failure is not remembered as finished: the next delivery of this job
+    // is a retry (a scheduler's, or a redelivery) and must run the handler again.
+    let retryable = result.status == v1::JobStatus::FailedRetryable as i32;
     let mut packet = shared.packets.envelope(trace_id, result);
     let bytes = match shared.packets.seal(&mut packet) {
         Ok(b) => b,
@@ -400,7 +403,11 @@ async fn publish_result<B: Bus, S: BlobStore>(
         }
     };
     if let Some(id) = record {
-        shared.state.recent.finish(id, bytes.clone());
+        if retryable {
+            shared.state.recent.forget(id);
+        } else {
+            shared.state.recent.finish(id, bytes.clone());
+        }
     }
     match shared.packets.publish_bytes(subject::RESULT, bytes).await {
         Ok(()) => {
