@@ -45,6 +45,8 @@ enum Command {
     Worker(cmd::worker::WorkerCommand),
     /// Submit a job (and wait for its result).
     Submit(cmd::submit::SubmitArgs),
+    /// The whole CAP flow in one process: every job path, live, then a summary.
+    Demo(cmd::demo::DemoArgs),
 }
 
 fn main() -> ExitCode {
@@ -60,6 +62,7 @@ fn main() -> ExitCode {
         Command::Bench(c) => cmd::bench_e2e::run(c),
         Command::Worker(c) => cmd::worker::run(c),
         Command::Submit(a) => cmd::submit::submit(a),
+        Command::Demo(a) => cmd::demo::run(a),
     };
     match result {
         Ok(code) => code,

@@ -227,3 +227,41 @@ fn bench_sign_prints_json() {
     assert!(v["sign_per_sec"].as_f64().unwrap() > 0.0);
     assert!(v["verify_per_sec"].as_f64().unwrap() > 0.0);
 }
+
+#[test]
+fn demo_runs_every_path_and_checks_the_outcomes() {
+    let out = cap(&["demo"], b"");
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{text}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    for needle in [
+        "SCHEDULED → DENIED",
+        "RUNNING → FAILED_RETRYABLE",
+        "FAILED_RETRYABLE → DISPATCHED",
+        "RUNNING → TIMEOUT",
+        "RUNNING → CANCELLED",
+        "RUNNING → FAILED_FATAL",
+        ".compensate",
+        "every job ended as the protocol says",
+    ] {
+        assert!(text.contains(needle), "missing `{needle}` in:\n{text}");
+    }
+}
+
+#[test]
+fn demo_throughput_batch_prints_json() {
+    let out = cap(&["demo", "--jobs", "500", "--json"], b"");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(v["succeeded"], 500);
+    assert_eq!(v["failed"], 0);
+    assert!(v["jobs_per_sec"].as_f64().unwrap() > 0.0);
+}

@@ -372,6 +372,18 @@ fn reconciler_times_out_unstarted_and_overrunning_jobs() {
     );
     let a = c.handle(Event::Tick, 100);
     assert_eq!(state(&c, "d"), JobState::Timeout);
+    let publish_at = a
+        .iter()
+        .position(|x| matches!(x, Action::PublishResult { .. }))
+        .unwrap();
+    let cancel_at = a
+        .iter()
+        .position(|x| matches!(x, Action::ForwardCancel { .. }))
+        .unwrap();
+    assert!(
+        publish_at < cancel_at,
+        "TIMEOUT is announced before the cancel goes out"
+    );
     assert_eq!(
         published(&a)[0].error_code_enum,
         ErrorCode::JOB_TIMEOUT.as_i32()
@@ -429,8 +441,31 @@ fn cancel_running_after_terminal_and_unknown() {
     assert_eq!(state(&c, "c"), JobState::Cancelled);
     assert!(a.iter().any(|x| matches!(x, Action::ForwardCancel { .. })));
     assert_eq!(published(&a)[0].status, JobState::Cancelled.status() as i32);
-    let a = c.handle(Event::Cancel { cancel }, 2);
-    assert!(matches!(&a[..], [Action::Ignored { .. }]));
+    assert!(
+        c.handle(Event::Cancel { cancel }, 2).is_empty(),
+        "a repeated cancel is idempotent"
+    );
+    submit(&mut c, req("done", "job.x"), 0);
+    decide(&mut c, "done", ALLOW, 0);
+    result(&mut c, "done", JobState::Succeeded, 1);
+    let late = v1::JobCancel {
+        job_id: "done".into(),
+        ..Default::default()
+    };
+    let a = c.handle(Event::Cancel { cancel: late }, 2);
+    assert!(
+        matches!(&a[..], [Action::Ignored { .. }]),
+        "cancel after a terminal state"
+    );
+    let own = v1::JobCancel {
+        job_id: "done".into(),
+        requested_by: "sched".into(),
+        ..Default::default()
+    };
+    assert!(
+        c.handle(Event::Cancel { cancel: own }, 3).is_empty(),
+        "our own forwarded cancel"
+    );
     let a = c.handle(
         Event::Cancel {
             cancel: v1::JobCancel {

@@ -3,6 +3,7 @@
 pub mod bench;
 pub mod bench_e2e;
 pub mod codec;
+pub mod demo;
 pub mod keys;
 pub mod submit;
 pub mod worker;

@@ -705,6 +705,10 @@ impl SchedulerCore {
             });
             return;
         };
+        if job.state == JobState::Cancelled || cancel.requested_by == self.id {
+            // A repeat, or our own forwarded cancel coming back: nothing to do.
+            return;
+        }
         if job.state.is_terminal() {
             out.push(Action::Ignored {
                 job_id: id,
@@ -881,15 +885,9 @@ impl SchedulerCore {
 
     fn time_out(&mut self, id: &str, why: &str, now: Millis, out: &mut Vec<Action>) {
         let Some(job) = self.jobs.get(id) else { return };
-        let cancel = v1::JobCancel {
-            job_id: id.to_owned(),
-            reason: format!("timeout: {why}"),
-            requested_by: self.id.clone(),
-        };
-        out.push(Action::ForwardCancel {
-            cancel,
-            trace_id: job.trace_id.clone(),
-        });
+        let trace_id = job.trace_id.clone();
+        // The verdict goes out before the cancel, so that clients hear TIMEOUT first and
+        // the worker's CANCELLED answer is a late second terminal, ignored.
         self.finish(
             id,
             JobState::Timeout,
@@ -898,6 +896,12 @@ impl SchedulerCore {
             now,
             out,
         );
+        let cancel = v1::JobCancel {
+            job_id: id.to_owned(),
+            reason: format!("timeout: {why}"),
+            requested_by: self.id.clone(),
+        };
+        out.push(Action::ForwardCancel { cancel, trace_id });
     }
 }
 

@@ -1,0 +1,518 @@
+//! `cap demo`: the whole CAP flow in one process — client → scheduler → safety kernel →
+//! worker → result — on the embedded bus and blob store (or real NATS and Redis with
+//! `--nats`/`--redis`). It runs one job down every path, prints each state change as it
+//! happens, then a summary; it exits 1 if any job did not end as the protocol says.
+
+use super::worker::runtime;
+use anyhow::{Context as _, Result, bail};
+use cap_blob::{BlobStore, MemoryBlobStore, RedisBlobStore, RedisConfig};
+use cap_bus::{Bus, MemoryBus, NatsBus, NatsOptions};
+use cap_proto::{ErrorCode, JobState, v1};
+use cap_runtime::load::{self, LoadConfig};
+use cap_runtime::packets::{PacketConfig, Packets};
+use cap_runtime::{Client, ClientConfig, Context, JobError, SubmitOptions, Worker};
+use cap_safety::Kernel;
+use cap_safety::policy::Policy;
+use cap_scheduler::core::{Config, Pools};
+use cap_scheduler::{
+    JobStore, MemoryJobStore, Observed, RedisJobStore, Scheduler, SchedulerOptions,
+};
+use clap::Args;
+use serde::{Deserialize, Serialize};
+use std::collections::{BTreeMap, HashMap};
+use std::io::IsTerminal;
+use std::process::ExitCode;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+use tokio_util::sync::CancellationToken;
+
+/// The bundled policy.
+pub const POLICY: &str = include_str!("../../demo/policy.yaml");
+/// The bundled pools file.
+pub const POOLS: &str = include_str!("../../demo/pools.yaml");
+
+/// Arguments of `cap demo`.
+#[derive(Args)]
+pub struct DemoArgs {
+    /// Use this NATS server instead of the embedded bus (needs `--redis` too).
+    #[arg(long, requires = "redis")]
+    nats: Option<String>,
+    /// Use this Redis instead of the embedded blob and job stores (needs `--nats` too).
+    #[arg(long, requires = "nats")]
+    redis: Option<String>,
+    /// Instead of the scenarios, run a throughput batch of N echo jobs through the
+    /// scheduler and print jobs/s and latency percentiles.
+    #[arg(long)]
+    jobs: Option<u64>,
+    /// Jobs in flight during a throughput batch.
+    #[arg(long, default_value_t = 64)]
+    inflight: usize,
+    /// Print the throughput batch's figures as one JSON object.
+    #[arg(long)]
+    json: bool,
+}
+
+/// Runs `cap demo`.
+pub fn run(a: DemoArgs) -> Result<ExitCode> {
+    runtime()?.block_on(async move {
+        match (&a.nats, &a.redis) {
+            (Some(nats), Some(redis)) => {
+                let bus = NatsBus::connect(NatsOptions::new(nats))
+                    .await
+                    .with_context(|| format!("connecting to {nats}"))?;
+                let store = RedisBlobStore::connect(RedisConfig::new(redis.clone())).await?;
+                let prefix = format!("cap:demo:{}:", cap_runtime::id::new_trace_id());
+                let jobs = RedisJobStore::connect(redis, prefix).await?;
+                demo(bus, store, jobs, &a).await
+            }
+            _ => {
+                let store = MemoryBlobStore::emulating_redis(Default::default());
+                demo(MemoryBus::new(), store, MemoryJobStore::new(), &a).await
+            }
+        }
+    })
+}
+
+#[derive(Deserialize, schemars::JsonSchema)]
+struct EchoIn {
+    text: String,
+}
+
+#[derive(Serialize, Deserialize, schemars::JsonSchema)]
+struct EchoOut {
+    text: String,
+    length: usize,
+}
+
+#[derive(Deserialize, schemars::JsonSchema)]
+struct StepIn {
+    step: i32,
+    #[serde(default)]
+    fail: bool,
+}
+
+async fn echo(_ctx: Context, input: EchoIn) -> Result<EchoOut, JobError> {
+    Ok(EchoOut {
+        length: input.text.chars().count(),
+        text: input.text,
+    })
+}
+
+async fn until_cancelled(
+    ctx: Context,
+    _input: serde_json::Value,
+) -> Result<serde_json::Value, JobError> {
+    tokio::select! {
+        _ = tokio::time::sleep(Duration::from_secs(30)) => Ok(serde_json::json!("done")),
+        _ = ctx.cancellation().cancelled() => Err(JobError::cancelled("stopped")),
+    }
+}
+
+async fn step(_ctx: Context, input: StepIn) -> Result<serde_json::Value, JobError> {
+    if input.fail {
+        return Err(JobError::fatal(
+            ErrorCode::from_i32(1001),
+            format!("step {} cannot be done", input.step),
+        ));
+    }
+    Ok(serde_json::json!({ "step": input.step, "done": true }))
+}
+
+async fn undo(ctx: Context, _input: serde_json::Value) -> Result<serde_json::Value, JobError> {
+    Ok(serde_json::json!({ "undone": ctx.job_id() }))
+}
+
+/// One scenario: a job and the state it must end in.
+struct Scenario {
+    name: &'static str,
+    job_id: String,
+    expect: JobState,
+}
+
+async fn demo<B: Bus, S: BlobStore + Clone + 'static, J: JobStore>(
+    bus: B,
+    store: S,
+    jobs: J,
+    a: &DemoArgs,
+) -> Result<ExitCode> {
+    let kernel = Kernel::new(Policy::from_text(POLICY, "demo/policy.yaml")?);
+    let config = Config {
+        retry_base: Duration::from_millis(50),
+        ..Config::default()
+    };
+    let options = SchedulerOptions {
+        config,
+        pools: Pools::from_yaml(POOLS)?,
+        tick: Duration::from_millis(20),
+        ..Default::default()
+    };
+    let scheduler = Scheduler::new(
+        Packets::new(bus.clone(), PacketConfig::new("demo-scheduler")),
+        Arc::new(kernel),
+        jobs,
+        options,
+    );
+    let mut observed = scheduler.observe();
+    let stop = CancellationToken::new();
+    let sched = tokio::spawn(scheduler.run(stop.clone()));
+
+    let flaky_attempts: Arc<Mutex<HashMap<String, u32>>> = Arc::default();
+    let worker = Worker::builder(bus.clone(), store.clone())
+        .id("demo-worker")
+        .max_parallel(256)
+        .handler("job.demo.echo", echo)
+        .handler("job.demo.forbidden", echo)
+        .handler("job.demo.flaky", move |ctx: Context, input: EchoIn| {
+            let attempts = flaky_attempts.clone();
+            async move {
+                let n = {
+                    let mut m = attempts.lock().unwrap_or_else(|p| p.into_inner());
+                    let n = m.entry(ctx.job_id().to_owned()).or_default();
+                    *n += 1;
+                    *n
+                };
+                if n == 1 {
+                    return Err(JobError::retryable(
+                        ErrorCode::JOB_RESOURCE_EXHAUSTED,
+                        "transient: try again",
+                    ));
+                }
+                echo(ctx, input).await
+            }
+        })
+        .handler("job.demo.slow", until_cancelled)
+        .handler("job.demo.wait", until_cancelled)
+        .handler("job.demo.step", step)
+        .handler("job.demo.undo", undo)
+        .build()?
+        .start()
+        .await?;
+    let client = Client::new(bus.clone(), store, ClientConfig::new("demo-client")).await?;
+    // Let the worker's handshake reach the scheduler.
+    tokio::time::sleep(Duration::from_millis(100)).await;
+
+    let code = match a.jobs {
+        Some(n) => throughput(&client, n, a.inflight, a.json).await?,
+        None => scenarios(&client, &mut observed).await?,
+    };
+    worker.shutdown(Duration::from_secs(2)).await;
+    stop.cancel();
+    match sched.await {
+        Ok(Ok(())) => {}
+        Ok(Err(e)) => bail!("scheduler failed: {e}"),
+        Err(e) => bail!("scheduler task failed: {e}"),
+    }
+    Ok(code)
+}
+
+async fn throughput<B: Bus, S: BlobStore + 'static>(
+    client: &Client<B, S>,
+    jobs: u64,
+    inflight: usize,
+    json: bool,
+) -> Result<ExitCode> {
+    let mut cfg = LoadConfig::new("job.demo.echo", jobs, inflight);
+    cfg.direct = false;
+    cfg.input = bytes::Bytes::from_static(br#"{"text":"hello"}"#);
+    let bar = if std::io::stderr().is_terminal() && !json {
+        let bar = indicatif::ProgressBar::new(jobs);
+        bar.set_style(
+            indicatif::ProgressStyle::with_template(
+                "{bar:40} {pos}/{len} jobs {per_sec} eta {eta}",
+            )
+            .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
+        );
+        Some(bar)
+    } else {
+        None
+    };
+    let report = load::run(client, &cfg, |done| {
+        if let Some(b) = &bar {
+            b.set_position(done);
+        }
+    })
+    .await?;
+    if let Some(b) = bar {
+        b.finish_and_clear();
+    }
+    if json {
+        let mut v = report.to_json();
+        v["path"] = "client → scheduler → safety → worker → client".into();
+        println!("{v}");
+    } else {
+        println!(
+            "{} jobs through the scheduler, {} in flight: {:.0} jobs/s, p50 {:.2} ms, p99 {:.2} ms, max {:.2} ms ({} failed)",
+            report.succeeded + report.failed,
+            inflight,
+            report.jobs_per_sec,
+            report.p50.as_secs_f64() * 1e3,
+            report.p99.as_secs_f64() * 1e3,
+            report.max.as_secs_f64() * 1e3,
+            report.failed
+        );
+    }
+    Ok(if report.failed == 0 {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(1)
+    })
+}
+
+async fn scenarios<B: Bus, S: BlobStore + 'static>(
+    client: &Client<B, S>,
+    observed: &mut tokio::sync::broadcast::Receiver<Observed>,
+) -> Result<ExitCode> {
+    let run = cap_runtime::id::new_trace_id()
+        .chars()
+        .take(4)
+        .collect::<String>();
+    let id = |name: &str| format!("{name}-{run}");
+    let t0 = Instant::now();
+    // Print every state change as it happens.
+    let mut printer = observed.resubscribe();
+    // Submit → terminal time of each job, as the scheduler saw it.
+    let timings: Arc<Mutex<HashMap<String, (Instant, Option<Duration>)>>> = Arc::default();
+    let times = timings.clone();
+    let print_task = tokio::spawn(async move {
+        let mut last: HashMap<String, JobState> = HashMap::new();
+        while let Ok(o) = printer.recv().await {
+            match o {
+                Observed::Transition {
+                    job_id,
+                    topic,
+                    state,
+                    ..
+                } => {
+                    {
+                        let mut t = times.lock().unwrap_or_else(|p| p.into_inner());
+                        let entry = t.entry(job_id.clone()).or_insert((Instant::now(), None));
+                        if state.is_terminal() {
+                            entry.1 = Some(entry.0.elapsed());
+                        }
+                    }
+                    let from = last
+                        .insert(job_id.clone(), state)
+                        .map(|s| format!("{s} → "))
+                        .unwrap_or_default();
+                    println!(
+                        "{:>8.1} ms  {:<24} {:<20} {from}{state}",
+                        t0.elapsed().as_secs_f64() * 1e3,
+                        job_id,
+                        topic
+                    );
+                }
+                Observed::Alert(alert) => {
+                    println!(
+                        "{:>8.1} ms  alert: {}",
+                        t0.elapsed().as_secs_f64() * 1e3,
+                        alert.message
+                    );
+                }
+                Observed::Ignored { job_id, reason } => {
+                    println!(
+                        "{:>8.1} ms  {job_id:<24} ignored: {reason}",
+                        t0.elapsed().as_secs_f64() * 1e3
+                    );
+                }
+            }
+        }
+    });
+
+    let mut plan: Vec<Scenario> = Vec::new();
+    let mut handles = Vec::new();
+    let hello = serde_json::json!({ "text": "hello, CAP" });
+    for (name, topic, expect) in [
+        ("success", "job.demo.echo", JobState::Succeeded),
+        ("denied", "job.demo.forbidden", JobState::Denied),
+        ("retried", "job.demo.flaky", JobState::Succeeded),
+        ("timeout", "job.demo.slow", JobState::Timeout),
+        ("cancel", "job.demo.wait", JobState::Cancelled),
+    ] {
+        plan.push(Scenario {
+            name,
+            job_id: id(name),
+            expect,
+        });
+        let at = Instant::now();
+        handles.push((
+            client
+                .submit_with(topic, &hello, SubmitOptions::default().job_id(id(name)))
+                .await?,
+            at,
+        ));
+    }
+    // A workflow: a parent and three steps; the last fails fatally, so the two done
+    // steps are compensated, most recent first.
+    plan.push(Scenario {
+        name: "workflow",
+        job_id: id("workflow"),
+        expect: JobState::Succeeded,
+    });
+    let at = Instant::now();
+    handles.push((
+        client
+            .submit_with(
+                "job.demo.echo",
+                &hello,
+                SubmitOptions::default().job_id(id("workflow")),
+            )
+            .await?,
+        at,
+    ));
+    let parent = id("workflow");
+    let mut steps = Vec::new();
+    for (i, name) in ["step-0", "step-1", "step-2"].into_iter().enumerate() {
+        let expect = if i == 2 {
+            JobState::FailedFatal
+        } else {
+            JobState::Succeeded
+        };
+        plan.push(Scenario {
+            name,
+            job_id: id(name),
+            expect,
+        });
+        // The compensation's own input, stored like any job context.
+        let undo_ctx = client
+            .store()
+            .put_context(
+                &format!("{}.undo", id(name)),
+                bytes::Bytes::from(format!(r#"{{"undo":{i}}}"#)),
+            )
+            .await?;
+        let undo = v1::Compensation {
+            topic: "job.demo.undo".into(),
+            context_ptr: undo_ctx.to_string(),
+            ..Default::default()
+        };
+        let opts = SubmitOptions::default()
+            .job_id(id(name))
+            .child_of(parent.clone(), format!("wf-{run}"), i as i32)
+            .compensation(undo);
+        let at = Instant::now();
+        let mut h = client
+            .submit_with(
+                "job.demo.step",
+                &serde_json::json!({ "step": i, "fail": i == 2 }),
+                opts,
+            )
+            .await?;
+        // Steps run one after the other.
+        h.result_within(Duration::from_secs(10)).await?;
+        steps.push((h, at));
+    }
+    // The cancel scenario: cancel once it runs.
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    if let Some((h, _)) = handles.iter().find(|(h, _)| h.job_id() == id("cancel")) {
+        h.cancel("the demo cancels it").await?;
+    }
+    handles.extend(steps);
+
+    let mut rows = Vec::new();
+    for (mut h, at) in handles {
+        let r = h.result_within(Duration::from_secs(10)).await?.clone();
+        let seen = timings
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(h.job_id())
+            .and_then(|(_, d)| *d);
+        rows.push((
+            h.job_id().to_owned(),
+            r,
+            seen.unwrap_or_else(|| at.elapsed()),
+        ));
+    }
+    // Wait for the compensations the scheduler started.
+    let comps = [
+        format!("{}.compensate", id("step-1")),
+        format!("{}.compensate", id("step-0")),
+    ];
+    let mut finished: Vec<String> = Vec::new();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while finished.len() < comps.len() && Instant::now() < deadline {
+        match tokio::time::timeout(Duration::from_millis(200), observed.recv()).await {
+            Ok(Ok(Observed::Transition {
+                job_id,
+                state: JobState::Succeeded,
+                ..
+            })) if comps.contains(&job_id) => {
+                finished.push(job_id);
+            }
+            Ok(Err(tokio::sync::broadcast::error::RecvError::Closed)) => break,
+            _ => {}
+        }
+    }
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    print_task.abort();
+
+    println!(
+        "\n{:<10} {:<24} {:<18} {:<36} {:>9}",
+        "scenario", "job", "final state", "error", "latency"
+    );
+    let mut ok = true;
+    let mut by_state: BTreeMap<String, usize> = BTreeMap::new();
+    let mut latencies = Vec::new();
+    for s in &plan {
+        let Some((_, r, lat)) = rows.iter().find(|(j, _, _)| *j == s.job_id) else {
+            continue;
+        };
+        let state = JobState::from_i32(r.status);
+        let label = state
+            .map(|s| s.to_string())
+            .unwrap_or_else(|| format!("status {}", r.status));
+        let code = ErrorCode::of_result(r);
+        let err = if code == ErrorCode::UNSPECIFIED {
+            r.error_message.clone()
+        } else {
+            format!("{code}")
+        };
+        let good = state == Some(s.expect);
+        ok &= good;
+        *by_state.entry(label.clone()).or_default() += 1;
+        latencies.push(*lat);
+        println!(
+            "{:<10} {:<24} {:<18} {:<36} {:>7.1}ms{}",
+            s.name,
+            s.job_id,
+            label,
+            truncate(&err, 36),
+            lat.as_secs_f64() * 1e3,
+            if good { "" } else { "  <-- expected different" }
+        );
+    }
+    for c in &comps {
+        let good = finished.contains(c);
+        ok &= good;
+        println!(
+            "{:<10} {:<24} {:<18}",
+            "compensate",
+            c,
+            if good { "SUCCEEDED" } else { "MISSING" }
+        );
+    }
+    latencies.sort_unstable();
+    let counts: Vec<String> = by_state.iter().map(|(k, v)| format!("{k} {v}")).collect();
+    println!(
+        "\n{} jobs: {}; latency p50 {:.1} ms, p90 {:.1} ms, max {:.1} ms",
+        latencies.len(),
+        counts.join(", "),
+        load::quantile(&latencies, 0.5).as_secs_f64() * 1e3,
+        load::quantile(&latencies, 0.9).as_secs_f64() * 1e3,
+        latencies.last().copied().unwrap_or_default().as_secs_f64() * 1e3
+    );
+    if ok {
+        println!("every job ended as the protocol says");
+        Ok(ExitCode::SUCCESS)
+    } else {
+        eprintln!("cap: some jobs did not end as expected");
+        Ok(ExitCode::from(1))
+    }
+}
+
+fn truncate(s: &str, n: usize) -> String {
+    if s.chars().count() <= n {
+        s.to_owned()
+    } else {
+        s.chars().take(n - 1).collect::<String>() + "…"
+    }
+}
