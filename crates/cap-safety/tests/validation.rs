@@ -67,7 +67,7 @@ fn unknown_keys_are_errors_at_every_level() {
 fn type_errors_name_the_path_and_the_line() {
     let e = err("version: 1\nrules:\n  - id: a\n    match:\n      topics: job.x\n");
     assert_eq!(e.path, "rules[0].match.topics");
-    assert!(e.message.contains("expected a sequence"), "{}", e.message);
+    assert!(e.message.contains("expected sequence"), "{}", e.message);
     assert_eq!(e.location.map(|l| l.0), Some(5));
     let shown = e.to_string();
     assert!(
@@ -272,4 +272,20 @@ fn the_schema_forbids_unknown_keys_and_lists_the_decisions() {
     ] {
         assert!(m[f].is_object(), "{f}");
     }
+}
+
+#[test]
+fn duplicate_keys_are_errors() {
+    let e = err("version: 1\nversion: 2\n");
+    assert!(
+        e.message.to_lowercase().contains("duplicate"),
+        "{}",
+        e.message
+    );
+    let e = err("rules:\n  - id: a\n    match: { labels: { env: a, env: b } }\n");
+    assert!(
+        e.message.to_lowercase().contains("duplicate"),
+        "{}",
+        e.message
+    );
 }

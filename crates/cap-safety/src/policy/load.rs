@@ -47,15 +47,26 @@ pub fn parse(text: &str, format: Format, source: &str) -> Result<PolicyFile, Err
     }
     match format {
         Format::Yaml => {
-            let de = yaml_serde::Deserializer::from_str(text);
-            serde_path_to_error::deserialize(de).map_err(|e| {
-                let location = e.inner().location().map(|l| (l.line(), l.column()));
-                path_error(
-                    source,
-                    e.path().to_string(),
-                    e.inner().to_string(),
-                    location,
-                )
+            // serde-saphyr parses under a budget (nesting depth, nodes, events, aliases),
+            // so hostile documents (Simulate's candidates come from the network) fail fast.
+            let mut path = String::new();
+            serde_saphyr::with_deserializer_from_str(text, |de| {
+                serde_path_to_error::deserialize(de).map_err(|e| {
+                    path = e.path().to_string();
+                    e.into_inner()
+                })
+            })
+            .map_err(|e| {
+                let location = e.location().map(|l| {
+                    let n = |v: u64| usize::try_from(v).unwrap_or(usize::MAX);
+                    (n(l.line()), n(l.column()))
+                });
+                let path = if path.is_empty() {
+                    ".".to_owned()
+                } else {
+                    path
+                };
+                path_error(source, path, e.without_snippet().to_string(), location)
             })
         }
         Format::Json => {
