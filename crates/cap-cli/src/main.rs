@@ -47,6 +47,17 @@ enum Command {
     Submit(cmd::submit::SubmitArgs),
     /// The whole CAP flow in one process: every job path, live, then a summary.
     Demo(cmd::demo::DemoArgs),
+    /// Run the scheduler (control plane) against NATS and Redis.
+    Scheduler(cmd::scheduler::SchedulerArgs),
+    /// Approve a job held for a human decision.
+    Approve(cmd::scheduler::ApprovalArgs),
+    /// Reject a job held for a human decision.
+    Reject(cmd::scheduler::ApprovalArgs),
+    /// Print live bus traffic as decoded one-line JSON.
+    Tail(cmd::scheduler::TailArgs),
+    /// The Safety Kernel: serve, check, schema.
+    #[command(subcommand)]
+    Safety(cmd::safety::SafetyCommand),
 }
 
 fn main() -> ExitCode {
@@ -63,6 +74,13 @@ fn main() -> ExitCode {
         Command::Worker(c) => cmd::worker::run(c),
         Command::Submit(a) => cmd::submit::submit(a),
         Command::Demo(a) => cmd::demo::run(a),
+        Command::Scheduler(a) => cmd::scheduler::scheduler(a),
+        Command::Approve(a) => cmd::scheduler::approval(a, true),
+        Command::Reject(a) => cmd::scheduler::approval(a, false),
+        Command::Tail(a) => cmd::scheduler::tail(a),
+        Command::Safety(c) => {
+            cmd::worker::runtime().and_then(|rt| rt.block_on(cmd::safety::run(c)))
+        }
     };
     match result {
         Ok(code) => code,

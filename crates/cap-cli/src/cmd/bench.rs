@@ -11,6 +11,8 @@ use std::time::{Duration, Instant};
 pub enum BenchCommand {
     /// Sign/s and verify/s for a typical signed JobRequest.
     Sign(SignBenchArgs),
+    /// Safety Kernel decisions: requests/s and p50/p99, in process or over gRPC.
+    Safety(super::safety::BenchSafetyArgs),
 }
 
 /// Arguments of `cap bench sign`.
@@ -28,6 +30,7 @@ pub struct SignBenchArgs {
 pub fn run(cmd: BenchCommand) -> Result<ExitCode> {
     match cmd {
         BenchCommand::Sign(a) => sign(a),
+        BenchCommand::Safety(a) => super::worker::runtime()?.block_on(super::safety::bench(a)),
     }
 }
 

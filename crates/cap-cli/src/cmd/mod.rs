@@ -5,6 +5,8 @@ pub mod bench_e2e;
 pub mod codec;
 pub mod demo;
 pub mod keys;
+pub mod safety;
+pub mod scheduler;
 pub mod submit;
 pub mod worker;
 

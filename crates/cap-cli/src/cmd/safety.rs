@@ -178,14 +178,9 @@ pub async fn run(cmd: SafetyCommand) -> Result<ExitCode> {
 }
 
 async fn serve(a: ServeArgs) -> Result<ExitCode> {
-    // The kernel logs one line per decision (and reloads) through `tracing`.
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    let _ = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
-        .with_writer(std::io::stderr)
-        .try_init();
+    // The kernel logs one line per decision (and reloads) through `tracing`
+    // (`CAP_LOG=debug|info|warn` sets the level).
+    super::worker::init_logging();
 
     let options = KernelOptions {
         cache_ttl: Duration::from_millis(a.cache_ttl_ms),

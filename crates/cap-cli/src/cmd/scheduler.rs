@@ -1,0 +1,207 @@
+//! `cap scheduler` (the control plane as a service), `cap approve` / `cap reject` (the
+//! approval command) and `cap tail` (live bus traffic as one-line JSON).
+
+use super::worker::{init_logging, load_key, runtime, shutdown_signal, trust_policy};
+use anyhow::{Context as _, Result, bail};
+use bytes::Bytes;
+use cap_bus::{Bus, NatsBus, NatsOptions};
+use cap_runtime::packets::{PacketConfig, Packets};
+use cap_safety::{DynSafetyClient, GrpcClientOptions, GrpcSafetyClient, Kernel, KernelOptions};
+use cap_scheduler::core::{Config, Pools};
+use cap_scheduler::shell::APPROVAL_SUBJECT;
+use cap_scheduler::{RedisJobStore, Scheduler, SchedulerOptions};
+use clap::Args;
+use futures_util::StreamExt;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio_util::sync::CancellationToken;
+
+/// Arguments of `cap scheduler`.
+#[derive(Args)]
+pub struct SchedulerArgs {
+    /// Pools file (topics → pool, pools → requires and timeouts).
+    #[arg(long)]
+    pools: Option<PathBuf>,
+    /// Address of a Safety Kernel (`http://127.0.0.1:50051`).
+    #[arg(long, conflicts_with = "policy", env = "CAP_SAFETY_ADDR")]
+    safety: Option<String>,
+    /// Evaluate this policy file in process instead of asking a kernel.
+    #[arg(long)]
+    policy: Option<PathBuf>,
+    /// Redis for the job records (default `REDIS_URL`, else redis://127.0.0.1:6379/0).
+    #[arg(long, env = "REDIS_URL", default_value = "redis://127.0.0.1:6379/0")]
+    redis: String,
+    /// Scheduler id (its sender id).
+    #[arg(long, default_value = "cap-scheduler")]
+    id: String,
+    /// Sign what the scheduler publishes with this key.
+    #[arg(long)]
+    key: Option<PathBuf>,
+    /// Require signatures from the senders in this directory of `<sender_id>.pem`.
+    #[arg(long)]
+    trust: Option<PathBuf>,
+}
+
+/// `cap scheduler`: runs against `NATS_URL` until Ctrl-C or SIGTERM.
+pub fn scheduler(a: SchedulerArgs) -> Result<ExitCode> {
+    init_logging();
+    runtime()?.block_on(async move {
+        let safety: Arc<dyn DynSafetyClient> = match (&a.safety, &a.policy) {
+            (Some(addr), _) => {
+                Arc::new(GrpcSafetyClient::connect(GrpcClientOptions::new(addr.clone())).await?)
+            }
+            (None, Some(path)) => Arc::new(Kernel::from_file(path, KernelOptions::default())?),
+            (None, None) => bail!(
+                "give --safety ADDR or --policy FILE (the scheduler never dispatches unchecked)"
+            ),
+        };
+        let pools = match &a.pools {
+            Some(p) => Pools::from_yaml(
+                &std::fs::read_to_string(p).with_context(|| format!("reading {}", p.display()))?,
+            )?,
+            None => Pools::default(),
+        };
+        let bus = NatsBus::connect(NatsOptions::from_env()?.name(a.id.clone()))
+            .await
+            .context("connecting to NATS (NATS_URL)")?;
+        let store = RedisJobStore::connect(&a.redis, "cap:sched:").await?;
+        let mut config = PacketConfig::new(a.id.clone()).trust(trust_policy(a.trust.as_deref())?);
+        if let Some(k) = &a.key {
+            config = config.signer(Arc::new(load_key(k)?));
+        }
+        let options = SchedulerOptions {
+            config: Config::default(),
+            pools,
+            ..Default::default()
+        };
+        let scheduler = Scheduler::new(Packets::new(bus, config), Arc::new(safety), store, options);
+        let stop = CancellationToken::new();
+        let s = stop.clone();
+        tokio::spawn(async move {
+            shutdown_signal().await;
+            s.cancel();
+        });
+        scheduler.run(stop).await?;
+        Ok(ExitCode::SUCCESS)
+    })
+}
+
+/// Arguments of `cap approve` and `cap reject`.
+#[derive(Args)]
+pub struct ApprovalArgs {
+    /// The job (its approval_ref).
+    job_id: String,
+    /// Why (recorded with a rejection).
+    #[arg(long, default_value = "")]
+    reason: String,
+}
+
+/// `cap approve` / `cap reject`: asks the scheduler over `NATS_URL`.
+pub fn approval(a: ApprovalArgs, approve: bool) -> Result<ExitCode> {
+    runtime()?.block_on(async move {
+        let bus = NatsBus::connect(NatsOptions::from_env()?.without_jetstream())
+            .await
+            .context("connecting to NATS (NATS_URL)")?;
+        let body = serde_json::json!({"job_id": a.job_id, "approve": approve, "reason": a.reason})
+            .to_string();
+        let reply = bus
+            .request(APPROVAL_SUBJECT, Bytes::from(body), Duration::from_secs(5))
+            .await
+            .context("no scheduler answered")?;
+        let v: serde_json::Value =
+            serde_json::from_slice(reply.payload()).context("malformed answer")?;
+        println!("{}", v["message"].as_str().unwrap_or_default());
+        Ok(if v["ok"] == true {
+            ExitCode::SUCCESS
+        } else {
+            ExitCode::from(1)
+        })
+    })
+}
+
+/// Arguments of `cap tail`.
+#[derive(Args)]
+pub struct TailArgs {
+    /// Subjects or patterns (default: `sys.>`, `job.>`, `worker.>`).
+    subjects: Vec<String>,
+}
+
+/// `cap tail`: every packet on the subjects as one line of JSON, until Ctrl-C.
+pub fn tail(a: TailArgs) -> Result<ExitCode> {
+    runtime()?.block_on(async move {
+        let bus = NatsBus::connect(NatsOptions::from_env()?.without_jetstream())
+            .await
+            .context("connecting to NATS (NATS_URL)")?;
+        let subjects = if a.subjects.is_empty() {
+            vec![
+                "sys.>".to_owned(),
+                "job.>".to_owned(),
+                "worker.>".to_owned(),
+            ]
+        } else {
+            a.subjects
+        };
+        let mut streams = Vec::new();
+        for s in &subjects {
+            streams.push(
+                bus.subscribe(s)
+                    .await
+                    .with_context(|| format!("subscribing to {s}"))?,
+            );
+        }
+        let mut all = futures_util::stream::select_all(streams);
+        loop {
+            tokio::select! {
+                _ = shutdown_signal() => return Ok(ExitCode::SUCCESS),
+                m = all.next() => {
+                    let Some(msg) = m else { return Ok(ExitCode::SUCCESS) };
+                    println!("{}", line(msg.subject(), msg.payload()));
+                }
+            }
+        }
+    })
+}
+
+/// One bus message as a line of JSON: the decoded packet, or why it does not decode.
+pub fn line(subject: &str, payload: &[u8]) -> String {
+    let decoded = cap_proto::packet::decode(payload, cap_proto::packet::DEFAULT_MAX_PACKET_BYTES)
+        .map_err(|e| e.to_string())
+        .and_then(|p| cap_proto::json::to_value(&p).map_err(|e| e.to_string()));
+    match decoded {
+        Ok(packet) => serde_json::json!({ "subject": subject, "packet": packet }).to_string(),
+        Err(error) => {
+            serde_json::json!({ "subject": subject, "bytes": payload.len(), "error": error })
+                .to_string()
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::line;
+    use cap_proto::{Timestamp, v1};
+
+    #[test]
+    fn tail_lines_decode_packets_and_report_garbage() {
+        let pkt = v1::BusPacket::new(
+            "t",
+            "s",
+            Timestamp::default(),
+            v1::JobCancel {
+                job_id: "j".into(),
+                ..Default::default()
+            },
+        );
+        let v: serde_json::Value =
+            serde_json::from_str(&line("sys.job.cancel", &cap_proto::packet::encode(&pkt)))
+                .unwrap();
+        assert_eq!(v["subject"], "sys.job.cancel");
+        assert_eq!(v["packet"]["jobCancel"]["jobId"], "j");
+        let v: serde_json::Value = serde_json::from_str(&line("x", b"\xff\xff")).unwrap();
+        assert_eq!(v["bytes"], 2);
+        assert!(v["error"].as_str().unwrap().contains("malformed"));
+        assert!(v.get("packet").is_none());
+    }
+}
