@@ -14,7 +14,8 @@
 //!   hot reload (file polling and SIGHUP) and graceful shutdown.
 //! - [`SafetyClient`]: one trait for asking, implemented by the typed gRPC client
 //!   ([`GrpcSafetyClient`]: timeouts, retries, fail-closed option) and by [`Kernel`]
-//!   itself, so an embedded scheduler needs no server.
+//!   itself, so an embedded scheduler needs no server; [`conformance`] checks any
+//!   implementation against a table of expected decisions.
 //!
 //! ```
 //! use cap_safety::{Decision, Kernel, SafetyClient, policy::Policy};
@@ -89,6 +90,7 @@
 pub mod bench;
 mod cache;
 mod client;
+pub mod conformance;
 mod decision;
 mod error;
 pub mod grpc;

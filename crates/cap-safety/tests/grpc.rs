@@ -348,6 +348,21 @@ async fn the_embedded_kernel_and_the_remote_one_answer_alike_through_one_trait()
 }
 
 #[tokio::test]
+async fn the_conformance_kit_passes_embedded_and_over_grpc() {
+    use cap_safety::conformance;
+    let kernel = Kernel::from_text(conformance::POLICY, "c", KernelOptions::default()).unwrap();
+    conformance::run(&kernel).await.unwrap();
+    let h = server::spawn(kernel, loopback()).await.unwrap();
+    let remote: Arc<dyn DynSafetyClient> = Arc::new(client(&h).await);
+    conformance::run(&remote).await.unwrap();
+    // The kit notices a kernel serving a different policy.
+    let other = Kernel::from_text(POLICY, "other", KernelOptions::default()).unwrap();
+    let failures = conformance::run(&other).await.unwrap_err();
+    assert!(failures.len() > 3, "{failures:?}");
+    h.shutdown().await.unwrap();
+}
+
+#[tokio::test]
 async fn after_shutdown_calls_fail_with_transport_errors() {
     let (h, _dir, _) = start(POLICY).await;
     let url = h.url();

@@ -1,21 +1,5 @@
 //! [`Policy::explain`]: the same decision as [`Policy::evaluate`], with a readable trace
 //! of the rules considered and why each matched or not.
-//!
-//! The trace is plain text, one fact per line:
-//!
-//! ```text
-//! decision: deny (rule deny-prod, rules[2])
-//! reason: production deploys need a ticket
-//! tenant: acme (from request.tenant)
-//! topic: job.deploy.prod
-//! rules[0] allow-echo: no match
-//!   - topics: no (job.deploy.prod matches none of [job.echo])
-//! rules[1] deny-secrets: no match
-//!   - secrets_present: no (want true, request has false)
-//! rules[2] deny-prod: MATCH
-//!   - tenants: yes (acme in [acme])
-//!   - topics: yes (job.deploy.prod matches one of [job.deploy.*])
-//! ```
 
 use super::compile::Policy;
 use super::eval::{Field, Origin, TenantSource, Verdict, View, mcp_reason};
@@ -24,8 +8,25 @@ use cap_proto::v1::PolicyCheckRequest;
 use std::fmt::Write;
 
 impl Policy {
-    /// Decides exactly like [`Policy::evaluate`] and returns a trace of the evaluation
-    /// (the format is in the [module docs](self)).
+    /// Decides exactly like [`Policy::evaluate`] and returns a trace of the evaluation:
+    /// the rules considered (up to the deciding one) and, for each, every condition with
+    /// whether it held and the values compared.
+    ///
+    /// The trace is plain text, one fact per line:
+    ///
+    /// ```text
+    /// decision: deny (rule deny-prod, rules[2])
+    /// reason: production deploys need a ticket
+    /// tenant: acme (from request.tenant)
+    /// topic: job.deploy.prod
+    /// rules[0] allow-echo: no match
+    ///   - topics: no (job.deploy.prod matches none of [job.echo])
+    /// rules[1] deny-secrets: no match
+    ///   - secrets_present: no (want true, request has false)
+    /// rules[2] deny-prod: MATCH
+    ///   - tenants: yes ("acme" in [acme])
+    ///   - topics: yes (job.deploy.prod matches one of [job.deploy.*])
+    /// ```
     pub fn explain<'p>(&'p self, req: &PolicyCheckRequest) -> (Verdict<'p>, String) {
         let verdict = self.evaluate(req);
         let mut t = String::new();

@@ -1,4 +1,4 @@
-//! The policy engine: the file format ([`file`]), loading with path-precise errors,
+//! The policy engine: the file format ([`file`](mod@file)), loading with path-precise errors,
 //! compilation into a [`Policy`], and pure evaluation into a [`Verdict`].
 //!
 //! ```
