@@ -53,7 +53,18 @@ impl safety_kernel_server::SafetyKernel for Kernel {
         &self,
         request: Request<PolicyCheckRequest>,
     ) -> Result<Response<PolicyCheckResponse>, Status> {
-        Kernel::simulate(self, request.get_ref())
+        let req = request.into_inner();
+        if req.effective_config.is_empty() {
+            return Kernel::simulate(self, &req)
+                .map(Response::new)
+                .map_err(to_status);
+        }
+        // Compiling a candidate policy (up to the message size limit) is real work: keep it
+        // off the runtime's worker threads.
+        let kernel = self.clone();
+        tokio::task::spawn_blocking(move || kernel.simulate(&req))
+            .await
+            .map_err(|e| Status::internal(format!("simulate failed: {e}")))?
             .map(Response::new)
             .map_err(to_status)
     }

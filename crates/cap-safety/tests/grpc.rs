@@ -379,6 +379,12 @@ async fn after_shutdown_calls_fail_with_transport_errors() {
 }
 
 #[test]
+fn building_a_client_outside_a_runtime_is_an_error_not_a_panic() {
+    let err = GrpcSafetyClient::new(GrpcClientOptions::new("127.0.0.1:1")).unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::Config);
+}
+
+#[test]
 fn every_decision_logs_one_line_with_ids_and_no_payload() {
     use std::io::Write;
     use std::sync::Mutex;

@@ -78,7 +78,14 @@ pub struct GrpcSafetyClient {
 
 impl GrpcSafetyClient {
     /// A client that connects on first use (so it can be built before the kernel is up).
+    /// Must be called inside a Tokio runtime (the connection is driven by a task); outside
+    /// one it is an [`crate::ErrorKind::Config`] error.
     pub fn new(options: GrpcClientOptions) -> Result<Self, Error> {
+        if tokio::runtime::Handle::try_current().is_err() {
+            return Err(Error::Config(
+                "GrpcSafetyClient::new must be called inside a Tokio runtime".into(),
+            ));
+        }
         let channel = endpoint(&options)?.connect_lazy();
         Ok(Self::with_channel(channel, options))
     }
