@@ -256,3 +256,35 @@ fn print_report(a: &E2eArgs, label: &str, topic: &str, r: &LoadReport, rss: Opti
         println!("memory    process peak RSS {} MiB", mib(peak));
     }
 }
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+    use super::*;
+
+    fn args(signed: bool) -> E2eArgs {
+        E2eArgs {
+            nats: None,
+            redis: None,
+            embedded: true,
+            jobs: 300,
+            inflight: 16,
+            signed,
+            json: true,
+            topic: None,
+            external: false,
+            delay_ms: 0,
+            jetstream: false,
+            read_output: true,
+        }
+    }
+
+    #[tokio::test(flavor = "multi_thread")]
+    async fn embedded_e2e_runs_plain_and_signed() {
+        assert_eq!(e2e(args(false)).await.unwrap(), ExitCode::SUCCESS);
+        assert_eq!(e2e(args(true)).await.unwrap(), ExitCode::SUCCESS);
+        let mut zero = args(false);
+        zero.jobs = 0;
+        assert!(e2e(zero).await.is_err());
+    }
+}

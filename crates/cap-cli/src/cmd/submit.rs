@@ -39,6 +39,9 @@ pub struct SubmitArgs {
     /// Client id (default `client-<random>`).
     #[arg(long)]
     pub id: Option<String>,
+    /// Core NATS only, no JetStream (same as `CAP_JETSTREAM=off`).
+    #[arg(long)]
+    pub no_jetstream: bool,
 }
 
 /// `cap submit`.
@@ -47,7 +50,8 @@ pub fn submit(a: SubmitArgs) -> Result<ExitCode> {
     runtime()?.block_on(run(a))
 }
 
-async fn run(a: SubmitArgs) -> Result<ExitCode> {
+/// `cap submit` inside a runtime.
+pub async fn run(a: SubmitArgs) -> Result<ExitCode> {
     let input: serde_json::Value =
         serde_json::from_str(&a.input).context("--input is not valid JSON")?;
     if !a.timeout.is_finite() || a.timeout <= 0.0 {
@@ -62,7 +66,11 @@ async fn run(a: SubmitArgs) -> Result<ExitCode> {
     if let Some(path) = &a.key {
         config = config.signer(Arc::new(load_key(path)?));
     }
-    let bus = NatsBus::connect(NatsOptions::from_env()?.name(id))
+    let mut opts = NatsOptions::from_env()?.name(id);
+    if a.no_jetstream {
+        opts = opts.without_jetstream();
+    }
+    let bus = NatsBus::connect(opts)
         .await
         .context("connecting to NATS (NATS_URL)")?;
     let store = RedisBlobStore::connect(RedisConfig::from_env())
@@ -110,4 +118,65 @@ async fn run(a: SubmitArgs) -> Result<ExitCode> {
     } else {
         ExitCode::from(1)
     })
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+    use super::*;
+    use crate::cmd::worker::{EchoArgs, echo_until};
+
+    #[tokio::test(flavor = "multi_thread")]
+    #[ignore = "needs a real NATS and Redis: run by .ci/run"]
+    async fn echo_worker_and_submit_over_nats_and_redis() {
+        let suffix = &cap_runtime::id::new_trace_id()[..8];
+        let topic = format!("job.cli-{suffix}");
+        let (tx, rx) = tokio::sync::oneshot::channel::<()>();
+        let worker = tokio::spawn(echo_until(
+            EchoArgs {
+                topic: topic.clone(),
+                key: None,
+                trust: None,
+                id: Some(format!("cli-w-{suffix}")),
+                pool: "echo".into(),
+                max_parallel: 4,
+                delay_ms: 0,
+                grace: 1.0,
+                no_jetstream: true,
+            },
+            async {
+                let _ = rx.await;
+            },
+        ));
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        let code = run(SubmitArgs {
+            topic: topic.clone(),
+            input: r#"{"hello":"cli"}"#.into(),
+            direct: true,
+            wait: true,
+            timeout: 10.0,
+            key: None,
+            trust: None,
+            id: None,
+            no_jetstream: true,
+        })
+        .await
+        .expect("submit runs");
+        assert_eq!(code, ExitCode::SUCCESS);
+        let bad = run(SubmitArgs {
+            topic,
+            input: "{not json".into(),
+            direct: true,
+            wait: true,
+            timeout: 10.0,
+            key: None,
+            trust: None,
+            id: None,
+            no_jetstream: true,
+        })
+        .await;
+        assert!(bad.is_err(), "bad --input is an error");
+        tx.send(()).unwrap();
+        assert_eq!(worker.await.unwrap().unwrap(), ExitCode::SUCCESS);
+    }
 }

@@ -45,6 +45,9 @@ pub struct EchoArgs {
     /// Seconds running jobs get to finish on Ctrl-C / SIGTERM.
     #[arg(long, default_value_t = 10.0)]
     pub grace: f64,
+    /// Core NATS only, no JetStream (same as `CAP_JETSTREAM=off`).
+    #[arg(long)]
+    pub no_jetstream: bool,
 }
 
 /// Reads a private key file.
@@ -121,12 +124,24 @@ pub fn run(cmd: WorkerCommand) -> Result<ExitCode> {
 }
 
 async fn echo(a: EchoArgs) -> Result<ExitCode> {
+    echo_until(a, shutdown_signal()).await
+}
+
+/// Runs the echo worker until `stop` completes.
+pub async fn echo_until(
+    a: EchoArgs,
+    stop: impl std::future::Future<Output = ()>,
+) -> Result<ExitCode> {
     let id =
         a.id.clone()
             .unwrap_or_else(|| cap_runtime::id::new_component_id("echo"));
     let signer = a.key.as_deref().map(load_key).transpose()?;
     let trust = trust_policy(a.trust.as_deref())?;
-    let bus = NatsBus::connect(NatsOptions::from_env()?.name(id.clone()))
+    let mut opts = NatsOptions::from_env()?.name(id.clone());
+    if a.no_jetstream {
+        opts = opts.without_jetstream();
+    }
+    let bus = NatsBus::connect(opts)
         .await
         .context("connecting to NATS (NATS_URL)")?;
     let store = RedisBlobStore::connect(RedisConfig::from_env())
@@ -160,7 +175,7 @@ async fn echo(a: EchoArgs) -> Result<ExitCode> {
         a.topic,
         std::process::id()
     );
-    shutdown_signal().await;
+    stop.await;
     let report = worker
         .shutdown(Duration::from_secs_f64(a.grace.max(0.0)))
         .await;
