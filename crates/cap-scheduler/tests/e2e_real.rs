@@ -117,6 +117,34 @@ impl Runs {
     }
 }
 
+/// An echo worker on `topic` that counts its executions per job (after `delay`).
+async fn counting_worker(
+    url: &str,
+    id: &str,
+    topic: &str,
+    runs: &Runs,
+    delay: Duration,
+) -> cap_runtime::RunningWorker<NatsBus> {
+    let r = runs.clone();
+    Worker::builder(bus(url, Duration::from_secs(2)).await, blob().await)
+        .id(id)
+        .max_parallel(4)
+        .heartbeat_interval(Duration::from_millis(200))
+        .handler(topic, move |ctx: Context, v: serde_json::Value| {
+            let r = r.clone();
+            async move {
+                r.add(ctx.job_id());
+                tokio::time::sleep(delay).await;
+                Ok::<_, JobError>(v)
+            }
+        })
+        .build()
+        .unwrap()
+        .start()
+        .await
+        .unwrap()
+}
+
 async fn kernel_client() -> (server::ServerHandle, GrpcSafetyClient) {
     let policy = Policy::from_text("version: 1\nrules:\n  - id: no-x\n    match: { topics: [\"job.x.*\"] }\n    decision: deny\n", "p.yaml").unwrap();
     let opts = server::ServeOptions {
@@ -169,25 +197,7 @@ async fn full_path_on_nats_redis_and_the_grpc_kernel() {
     );
 
     let runs = Runs::default();
-    let r = runs.clone();
-    let worker = Worker::builder(
-        bus(&nats.url(), Duration::from_secs(30)).await,
-        blob().await,
-    )
-    .id("w-real")
-    .heartbeat_interval(Duration::from_millis(200))
-    .handler("job.echo", move |ctx: Context, v: serde_json::Value| {
-        let r = r.clone();
-        async move {
-            r.add(ctx.job_id());
-            Ok::<_, JobError>(v)
-        }
-    })
-    .build()
-    .unwrap()
-    .start()
-    .await
-    .unwrap();
+    let worker = counting_worker(&nats.url(), "w-real", "job.echo", &runs, Duration::ZERO).await;
     let client = Client::new(
         bus(&nats.url(), Duration::from_secs(30)).await,
         blob().await,
@@ -246,27 +256,14 @@ async fn a_scheduler_restart_loses_nothing_and_runs_nothing_twice() {
     );
 
     let runs = Runs::default();
-    let r = runs.clone();
-    let worker = Worker::builder(
-        bus(&nats.url(), Duration::from_secs(30)).await,
-        blob().await,
+    let worker = counting_worker(
+        &nats.url(),
+        "w-restart",
+        "job.work",
+        &runs,
+        Duration::from_millis(150),
     )
-    .id("w-restart")
-    .heartbeat_interval(Duration::from_millis(200))
-    .max_parallel(4)
-    .handler("job.work", move |ctx: Context, v: serde_json::Value| {
-        let r = r.clone();
-        async move {
-            r.add(ctx.job_id());
-            tokio::time::sleep(Duration::from_millis(150)).await;
-            Ok::<_, JobError>(v)
-        }
-    })
-    .build()
-    .unwrap()
-    .start()
-    .await
-    .unwrap();
+    .await;
     let client = Client::new(
         bus(&nats.url(), Duration::from_secs(30)).await,
         blob().await,
@@ -373,22 +370,14 @@ async fn a_worker_killed_mid_job_is_redelivered_and_completes_once() {
     drop(doomed);
 
     let runs = Runs::default();
-    let r = runs.clone();
-    let survivor = Worker::builder(bus(&nats.url(), Duration::from_secs(2)).await, blob().await)
-        .id("w-survivor")
-        .heartbeat_interval(Duration::from_millis(200))
-        .handler("job.crash", move |ctx: Context, v: serde_json::Value| {
-            let r = r.clone();
-            async move {
-                r.add(ctx.job_id());
-                Ok::<_, JobError>(v)
-            }
-        })
-        .build()
-        .unwrap()
-        .start()
-        .await
-        .unwrap();
+    let survivor = counting_worker(
+        &nats.url(),
+        "w-survivor",
+        "job.crash",
+        &runs,
+        Duration::ZERO,
+    )
+    .await;
     let out: serde_json::Value = job.output().await.unwrap();
     assert_eq!(out, serde_json::json!("payload"));
     assert_eq!(runs.get(job.job_id()), 1, "completed once, by the survivor");

@@ -341,19 +341,8 @@ impl SchedulerCore {
             THROTTLE => {
                 if let Some(job) = self.jobs.get_mut(id) {
                     job.safety_failures += 1;
-                    let delay = backoff(
-                        self.config.recheck_base,
-                        self.config.retry_max,
-                        job.safety_failures,
-                        id,
-                    );
-                    job.hold = Some(Hold::Recheck {
-                        at: now + ms(delay),
-                    });
                 }
-                out.push(Action::Persist {
-                    job_id: id.to_owned(),
-                });
+                self.recheck_later(id, now, out);
                 return;
             }
             // DENY, QUARANTINE, REDACT without a redacted context, unknown or missing: deny.
@@ -412,6 +401,14 @@ impl SchedulerCore {
             self.deny(id, &msg, now, out);
             return;
         }
+        self.recheck_later(id, now, out);
+    }
+
+    /// Asks the kernel again after a back-off that grows with the failures so far.
+    fn recheck_later(&mut self, id: &str, now: Millis, out: &mut Vec<Action>) {
+        let Some(job) = self.jobs.get_mut(id) else {
+            return;
+        };
         let delay = backoff(
             self.config.recheck_base,
             self.config.retry_max,
