@@ -64,9 +64,11 @@ impl PrivateNats {
             .unwrap_or_else(|e| {
                 panic!("nats-server is required for this test (.ci/run installs it): {e}")
             });
+        // From here the guard owns the process: it is killed and reaped on any exit.
+        let guard = PrivateNats { child, port, dir };
         for _ in 0..100 {
             if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
-                return PrivateNats { child, port, dir };
+                return guard;
             }
             std::thread::sleep(Duration::from_millis(50));
         }

@@ -122,6 +122,9 @@ async fn undo(ctx: Context, _input: serde_json::Value) -> Result<serde_json::Val
     Ok(serde_json::json!({ "undone": ctx.job_id() }))
 }
 
+/// First sight and (once terminal) submit→end time of each job, as the scheduler saw it.
+type Timings = HashMap<String, (Instant, Option<Duration>)>;
+
 /// One scenario: a job and the state it must end in.
 struct Scenario {
     name: &'static str,
@@ -271,7 +274,7 @@ async fn scenarios<B: Bus, S: BlobStore + 'static>(
     // Print every state change as it happens.
     let mut printer = observed.resubscribe();
     // Submit → terminal time of each job, as the scheduler saw it.
-    let timings: Arc<Mutex<HashMap<String, (Instant, Option<Duration>)>>> = Arc::default();
+    let timings: Arc<Mutex<Timings>> = Arc::default();
     let times = timings.clone();
     let print_task = tokio::spawn(async move {
         let mut last: HashMap<String, JobState> = HashMap::new();

@@ -107,7 +107,7 @@ pub fn now_ms() -> Millis {
 }
 
 enum Input {
-    Event(Event, Option<Message>),
+    Event(Box<Event>, Option<Message>),
     Approval {
         job_id: String,
         approve: bool,
@@ -215,13 +215,14 @@ impl<B: Bus, K: SafetyClient + 'static, S: JobStore> Scheduler<B, K, S> {
                     let Some(input) = input else { break };
                     match input {
                         Input::Event(event, msg) => {
+                            let event = *event;
                             self.load_if_needed(&mut core, &event).await;
                             let actions = core.handle(event, now_ms());
                             self.carry_out(&mut core, actions, &tx, &limiter).await;
-                            if let Some(m) = msg {
-                                if let Err(e) = m.ack().await {
+                            if let Some(m) = msg
+                                    && let Err(e) = m.ack().await
+                            {
                                     tracing::warn!(error = %e, "ack failed; the message will be redelivered");
-                                }
                             }
                         }
                         Input::Approval { job_id, approve, reason, msg } => {
@@ -300,7 +301,7 @@ impl<B: Bus, K: SafetyClient + 'static, S: JobStore> Scheduler<B, K, S> {
                                     error: "safety check timed out".into(),
                                 },
                             };
-                        let _ = tx.send(Input::Event(event, None)).await;
+                        let _ = tx.send(Input::Event(Box::new(event), None)).await;
                     });
                 }
                 Action::Dispatch {
@@ -415,7 +416,11 @@ async fn feed<B: Bus, St>(
                 continue;
             }
         };
-        if tx.send(Input::Event(event, Some(msg))).await.is_err() {
+        if tx
+            .send(Input::Event(Box::new(event), Some(msg)))
+            .await
+            .is_err()
+        {
             return;
         }
     }
