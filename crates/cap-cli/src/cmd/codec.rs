@@ -56,7 +56,11 @@ pub fn decode(a: DecodeArgs) -> Result<ExitCode> {
     let name = message_name(&a.message)?;
     let bytes = read_input(a.input.as_deref())?;
     if bytes.len() > a.max_bytes {
-        bail!("input of {} bytes exceeds the limit of {} bytes", bytes.len(), a.max_bytes);
+        bail!(
+            "input of {} bytes exceeds the limit of {} bytes",
+            bytes.len(),
+            a.max_bytes
+        );
     }
     if name == "cordum.agent.v1.BusPacket" {
         // Structural checks (payload present and known) with typed errors.
@@ -74,7 +78,8 @@ pub fn encode(a: EncodeArgs) -> Result<ExitCode> {
     let name = message_name(&a.message)?;
     let input = read_input(a.input.as_deref())?;
     let text = std::str::from_utf8(&input).context("input is not UTF-8")?;
-    let bytes = json::str_to_bytes(name, text).with_context(|| format!("input is not {name} JSON"))?;
+    let bytes =
+        json::str_to_bytes(name, text).with_context(|| format!("input is not {name} JSON"))?;
     write_stdout(&bytes)?;
     Ok(ExitCode::SUCCESS)
 }
@@ -82,7 +87,8 @@ pub fn encode(a: EncodeArgs) -> Result<ExitCode> {
 /// `cap schema`.
 pub fn schema(a: SchemaArgs) -> Result<ExitCode> {
     let value = match a.message {
-        Some(m) => cap_proto::schema::for_message(&m).ok_or_else(|| anyhow!("unknown message type `{m}`"))?,
+        Some(m) => cap_proto::schema::for_message(&m)
+            .ok_or_else(|| anyhow!("unknown message type `{m}`"))?,
         None => cap_proto::schema::all(),
     };
     let mut text = serde_json::to_string_pretty(&value)?;

@@ -55,7 +55,8 @@ pub fn keygen(a: KeygenArgs) -> Result<ExitCode> {
     let private = a.out.join(format!("{}.key.pem", a.name));
     let public = a.out.join(format!("{}.pem", a.name));
     write_private(&private, key.to_pem()?.as_bytes())?;
-    std::fs::write(&public, key.public_key().to_pem()?).with_context(|| format!("writing {}", public.display()))?;
+    std::fs::write(&public, key.public_key().to_pem()?)
+        .with_context(|| format!("writing {}", public.display()))?;
     println!("{}\n{}", private.display(), public.display());
     Ok(ExitCode::SUCCESS)
 }
@@ -71,7 +72,8 @@ fn write_private(path: &std::path::Path, bytes: &[u8]) -> Result<()> {
         .mode(0o600)
         .open(path)
         .with_context(|| format!("writing {}", path.display()))?;
-    f.write_all(bytes).with_context(|| format!("writing {}", path.display()))
+    f.write_all(bytes)
+        .with_context(|| format!("writing {}", path.display()))
 }
 
 #[cfg(not(unix))]
@@ -81,16 +83,18 @@ fn write_private(path: &std::path::Path, bytes: &[u8]) -> Result<()> {
 
 /// `cap sign`.
 pub fn sign(a: SignArgs) -> Result<ExitCode> {
-    let pem = std::fs::read_to_string(&a.key).with_context(|| format!("reading {}", a.key.display()))?;
+    let pem =
+        std::fs::read_to_string(&a.key).with_context(|| format!("reading {}", a.key.display()))?;
     let key = PrivateKey::from_pem(&pem).with_context(|| format!("{}", a.key.display()))?;
     let mut raw = read_input(a.input.as_deref())?;
     if a.now {
-        let mut pkt: v1::BusPacket =
-            packet::decode(&raw, packet::DEFAULT_MAX_PACKET_BYTES).context("input is not a valid BusPacket")?;
+        let mut pkt: v1::BusPacket = packet::decode(&raw, packet::DEFAULT_MAX_PACKET_BYTES)
+            .context("input is not a valid BusPacket")?;
         pkt.created_at = Some(packet::timestamp(std::time::SystemTime::now()));
         raw = packet::encode(&pkt);
     } else {
-        packet::decode(&raw, packet::DEFAULT_MAX_PACKET_BYTES).context("input is not a valid BusPacket")?;
+        packet::decode(&raw, packet::DEFAULT_MAX_PACKET_BYTES)
+            .context("input is not a valid BusPacket")?;
     }
     let signed = cap_sign::packet::sign_bytes(&raw, &key)?;
     write_stdout(&signed)?;
@@ -133,7 +137,15 @@ pub fn verify(a: VerifyArgs) -> Result<ExitCode> {
         Err(e) => return usage(format!("input is not a BusPacket: {e}")),
     };
     let sender = pkt.sender_id.clone();
-    let result = cap_sign::packet::verify_decoded(&raw, &pkt, &KeysFor { sender: &sender, ring: &ring, any: &any_sender });
+    let result = cap_sign::packet::verify_decoded(
+        &raw,
+        &pkt,
+        &KeysFor {
+            sender: &sender,
+            ring: &ring,
+            any: &any_sender,
+        },
+    );
     match result {
         Ok(()) => {
             println!("valid: signed by `{sender}`");
@@ -160,19 +172,27 @@ impl Verifier for KeysFor<'_> {
         if self.ring.contains(self.sender) {
             match self.ring.verify(self.sender, message, signature) {
                 Ok(()) => return Ok(()),
-                Err(e @ (cap_sign::Error::NotDer | cap_sign::Error::MalformedDer)) => return Err(e),
+                Err(e @ (cap_sign::Error::NotDer | cap_sign::Error::MalformedDer)) => {
+                    return Err(e);
+                }
                 Err(_) => {}
             }
         } else if self.any.is_empty() {
-            return Err(cap_sign::Error::UnknownSender { sender: self.sender.to_owned() });
+            return Err(cap_sign::Error::UnknownSender {
+                sender: self.sender.to_owned(),
+            });
         }
         for key in self.any {
             match key.verify(message, signature) {
                 Ok(()) => return Ok(()),
-                Err(e @ (cap_sign::Error::NotDer | cap_sign::Error::MalformedDer)) => return Err(e),
+                Err(e @ (cap_sign::Error::NotDer | cap_sign::Error::MalformedDer)) => {
+                    return Err(e);
+                }
                 Err(_) => {}
             }
         }
-        Err(cap_sign::Error::Mismatch { sender: self.sender.to_owned() })
+        Err(cap_sign::Error::Mismatch {
+            sender: self.sender.to_owned(),
+        })
     }
 }
