@@ -6,6 +6,12 @@
 
 mod cmd;
 
+/// mimalloc: under the scheduler path, glibc malloc (arena lock contention, free-list
+/// consolidation) took a quarter of the CPU; see the closing note of the session that
+/// measured it.
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 use clap::{Parser, Subcommand};
 use std::process::ExitCode;
 

@@ -855,3 +855,38 @@ fn jobs_of_a_lost_worker_are_retried_elsewhere() {
     };
     assert_eq!(dispatched_to(&c.handle(Event::Tick, at)), ["worker.b.jobs"]);
 }
+
+#[test]
+fn the_reconciler_keeps_one_deadline_per_job() {
+    let mut c = core();
+    for i in 0..1000 {
+        let id = format!("j{i}");
+        submit(&mut c, req(&id, "job.x"), 0);
+        decide(&mut c, &id, ALLOW, 1);
+        c.handle(
+            Event::Progress {
+                progress: v1::JobProgress {
+                    job_id: id.clone(),
+                    status: 4,
+                    ..Default::default()
+                },
+            },
+            2,
+        );
+        result(&mut c, &id, JobState::Succeeded, 3);
+    }
+    // Each job changed state five times; each keeps one entry (its retention end).
+    assert_eq!(c.scheduled_checks(), 1000);
+    assert!(
+        c.handle(Event::Tick, 4).is_empty(),
+        "nothing is due, nothing is looked at"
+    );
+    let retention = ms(Config::default().retention);
+    let a = c.handle(Event::Tick, 3 + retention);
+    assert_eq!(a.len(), 1000, "all evicted at once");
+    assert_eq!(c.scheduled_checks(), 0);
+}
+
+fn ms(d: Duration) -> u64 {
+    d.as_millis() as u64
+}

@@ -10,7 +10,7 @@ use super::pools::Pools;
 use super::registry::Registry;
 use cap_proto::state::{self, JobState, Transition};
 use cap_proto::{ErrorCode, v1};
-use std::collections::HashMap;
+use std::collections::{BTreeSet, HashMap};
 use std::time::Duration;
 
 const ALLOW: i32 = 1;
@@ -34,7 +34,15 @@ pub struct SchedulerCore {
     registry: Registry,
     /// Compensations still to run after the one in flight, by compensation job id.
     compensation_chains: HashMap<String, Vec<v1::JobRequest>>,
+    /// When each job next needs a look (retry due, timeout, retention end), ordered by
+    /// time, so a tick touches only the jobs that are due: one entry per job.
+    timers: BTreeSet<(Millis, String)>,
+    /// The entry of each job in `timers`.
+    deadlines: HashMap<String, Millis>,
 }
+
+/// How often a job waiting for a capable worker looks for one again.
+const WORKER_POLL_MS: Millis = 100;
 
 impl SchedulerCore {
     /// A scheduler with no jobs. `id` is its sender id (worker_id of results it writes).
@@ -47,6 +55,8 @@ impl SchedulerCore {
             idempotency: HashMap::new(),
             registry: Registry::default(),
             compensation_chains: HashMap::new(),
+            timers: BTreeSet::new(),
+            deadlines: HashMap::new(),
         }
     }
 
@@ -60,7 +70,9 @@ impl SchedulerCore {
             if let Some(key) = r.idempotency_key() {
                 self.idempotency.insert(key.to_owned(), r.id().to_owned());
             }
-            self.jobs.insert(r.id().to_owned(), r);
+            let id = r.id().to_owned();
+            self.jobs.insert(id.clone(), r);
+            self.reschedule(&id, now);
         }
     }
 
@@ -72,6 +84,11 @@ impl SchedulerCore {
     /// Every job record.
     pub fn jobs(&self) -> impl Iterator<Item = &JobRecord> {
         self.jobs.values()
+    }
+
+    /// How many jobs have a pending deadline (at most one entry per job).
+    pub fn scheduled_checks(&self) -> usize {
+        self.timers.len()
     }
 
     /// The known workers.
@@ -121,7 +138,71 @@ impl SchedulerCore {
             Event::Handshake { handshake } => self.handshake(&handshake, now, &mut out),
             Event::Tick => self.tick(now, &mut out),
         }
+        // Every change to a job is persisted: those are the jobs whose next deadline
+        // may have moved.
+        let changed: Vec<String> = out
+            .iter()
+            .filter_map(|a| match a {
+                Action::Persist { job_id } => Some(job_id.clone()),
+                _ => None,
+            })
+            .collect();
+        for id in changed {
+            self.reschedule(&id, now);
+        }
         out
+    }
+
+    /// When `job` next needs a look, if ever (a pure function of the record).
+    fn next_deadline(&self, job: &JobRecord, now: Millis) -> Option<Millis> {
+        match (job.state, &job.hold) {
+            (JobState::Scheduled, Some(Hold::Recheck { at })) => Some(*at),
+            (JobState::FailedRetryable, Some(Hold::Retry { at })) => Some(*at),
+            (JobState::Scheduled, Some(Hold::Worker { since })) => {
+                let give_up = since.saturating_add(ms(self.config.worker_wait_timeout));
+                Some(give_up.min(now.saturating_add(WORKER_POLL_MS)))
+            }
+            (JobState::Dispatched, _) => {
+                Some(job.since.saturating_add(ms(self.dispatch_limit(job))))
+            }
+            (JobState::Running, _) => Some(job.since.saturating_add(self.run_limit_ms(job))),
+            (s, _) if s.is_terminal() => Some(job.since.saturating_add(ms(self.config.retention))),
+            _ => None,
+        }
+    }
+
+    fn dispatch_limit(&self, job: &JobRecord) -> Duration {
+        self.pools
+            .dispatch_timeout(&job.request.topic)
+            .unwrap_or(self.config.dispatch_timeout)
+    }
+
+    fn run_limit_ms(&self, job: &JobRecord) -> Millis {
+        if job.max_runtime_ms > 0 {
+            job.max_runtime_ms
+        } else {
+            ms(self
+                .pools
+                .run_timeout(&job.request.topic)
+                .unwrap_or(self.config.run_timeout))
+        }
+    }
+
+    /// Puts the job's single timer entry at its next deadline.
+    fn reschedule(&mut self, id: &str, now: Millis) {
+        let next = self.jobs.get(id).and_then(|j| self.next_deadline(j, now));
+        let old = self.deadlines.get(id).copied();
+        if old == next {
+            return;
+        }
+        if let Some(at) = old {
+            self.timers.remove(&(at, id.to_owned()));
+            self.deadlines.remove(id);
+        }
+        if let Some(at) = next {
+            self.timers.insert((at, id.to_owned()));
+            self.deadlines.insert(id.to_owned(), at);
+        }
     }
 
     fn hold_of(&self, id: &str) -> Option<&Hold> {
@@ -767,11 +848,29 @@ impl SchedulerCore {
     }
 
     fn tick(&mut self, now: Millis, out: &mut Vec<Action>) {
-        let mut ids: Vec<String> = self.jobs.keys().cloned().collect();
-        ids.sort();
-        for id in ids {
+        // Only the jobs whose deadline has come (earliest first).
+        let mut due = Vec::new();
+        while let Some((at, _)) = self.timers.first() {
+            if *at > now {
+                break;
+            }
+            if let Some((_, id)) = self.timers.pop_first() {
+                self.deadlines.remove(&id);
+                due.push(id);
+            }
+        }
+        for id in due {
+            self.check_due(id, now, out);
+            // Jobs that did not change (nothing persisted) still need their next look.
+        }
+        self.expire_workers(now, out);
+    }
+
+    /// The reconciler's look at one job whose deadline has come.
+    fn check_due(&mut self, id: String, now: Millis, out: &mut Vec<Action>) {
+        {
             let Some(job) = self.jobs.get(&id) else {
-                continue;
+                return;
             };
             match (job.state, job.hold.clone()) {
                 (JobState::Scheduled, Some(Hold::Recheck { at })) if at <= now => {
@@ -803,24 +902,12 @@ impl SchedulerCore {
                     }
                 }
                 (JobState::Dispatched, _) => {
-                    let limit = self
-                        .pools
-                        .dispatch_timeout(&job.request.topic)
-                        .unwrap_or(self.config.dispatch_timeout);
-                    if now.saturating_sub(job.since) >= ms(limit) {
+                    if now.saturating_sub(job.since) >= ms(self.dispatch_limit(job)) {
                         self.time_out(&id, "not started in time", now, out);
                     }
                 }
                 (JobState::Running, _) => {
-                    let limit = if job.max_runtime_ms > 0 {
-                        job.max_runtime_ms
-                    } else {
-                        ms(self
-                            .pools
-                            .run_timeout(&job.request.topic)
-                            .unwrap_or(self.config.run_timeout))
-                    };
-                    if now.saturating_sub(job.since) >= limit {
+                    if now.saturating_sub(job.since) >= self.run_limit_ms(job) {
                         self.time_out(&id, "ran past its deadline", now, out);
                     }
                 }
@@ -835,10 +922,16 @@ impl SchedulerCore {
                     }
                     self.jobs.remove(&id);
                     out.push(Action::Evict { job_id: id });
+                    return;
                 }
                 _ => {}
             }
         }
+        // Not finished with it (a timer ahead, or a state that changed meanwhile).
+        self.reschedule(&id, now);
+    }
+
+    fn expire_workers(&mut self, now: Millis, out: &mut Vec<Action>) {
         let deadline = now.saturating_sub(3 * ms(self.config.heartbeat_interval));
         for lost in self.registry.expire(deadline) {
             // Jobs sent straight to the lost worker (its subject is not durable) fail

@@ -273,6 +273,8 @@ impl<B: Bus, K: SafetyClient + 'static, S: JobStore> Scheduler<B, K, S> {
         }
     }
 
+    /// Carries out `actions`, and the actions of any event they settle at once (an
+    /// in-process safety decision), until nothing is left.
     async fn carry_out(
         &self,
         core: &mut SchedulerCore,
@@ -280,29 +282,74 @@ impl<B: Bus, K: SafetyClient + 'static, S: JobStore> Scheduler<B, K, S> {
         tx: &mpsc::Sender<Input>,
         limiter: &Arc<Semaphore>,
     ) {
+        let mut pending = actions;
+        // Jobs to persist, once each, after the whole batch (a job usually changes more
+        // than once in one batch).
+        let mut dirty: Vec<String> = Vec::new();
+        loop {
+            let mut follow_ups = Vec::new();
+            self.carry_out_once(core, pending, tx, limiter, &mut follow_ups, &mut dirty)
+                .await;
+            if follow_ups.is_empty() {
+                break;
+            }
+            pending = Vec::new();
+            let now = now_ms();
+            for event in follow_ups {
+                pending.extend(core.handle(event, now));
+            }
+        }
+        for job_id in dirty {
+            // Evicted meanwhile: nothing to write.
+            if let Some(record) = core.job(&job_id)
+                && let Err(e) = self.store.put(record).await
+            {
+                tracing::error!(job_id = %job_id, error = %e, "persisting job failed");
+            }
+        }
+    }
+
+    async fn carry_out_once(
+        &self,
+        core: &mut SchedulerCore,
+        actions: Vec<Action>,
+        tx: &mpsc::Sender<Input>,
+        limiter: &Arc<Semaphore>,
+        follow_ups: &mut Vec<Event>,
+        dirty: &mut Vec<String>,
+    ) {
         for action in actions {
             match action {
                 Action::CheckSafety { job_id, request } => {
                     let safety = self.safety.clone();
-                    let tx = tx.clone();
-                    let limiter = limiter.clone();
                     let timeout = self.options.safety_timeout;
-                    tokio::spawn(async move {
-                        let _permit = limiter.acquire_owned().await;
-                        let event =
-                            match tokio::time::timeout(timeout, safety.check(&request)).await {
-                                Ok(Ok(response)) => Event::SafetyDecided { job_id, response },
-                                Ok(Err(e)) => Event::SafetyUnavailable {
-                                    job_id,
-                                    error: e.to_string(),
-                                },
-                                Err(_) => Event::SafetyUnavailable {
-                                    job_id,
-                                    error: "safety check timed out".into(),
-                                },
-                            };
-                        let _ = tx.send(Input::Event(Box::new(event), None)).await;
+                    let mut check = Box::pin(async move {
+                        match tokio::time::timeout(timeout, safety.check(&request)).await {
+                            Ok(Ok(response)) => Event::SafetyDecided { job_id, response },
+                            Ok(Err(e)) => Event::SafetyUnavailable {
+                                job_id,
+                                error: e.to_string(),
+                            },
+                            Err(_) => Event::SafetyUnavailable {
+                                job_id,
+                                error: "safety check timed out".into(),
+                            },
+                        }
                     });
+                    // An in-process kernel answers at once: apply the decision now. A
+                    // remote one is awaited in its own task so the loop keeps going.
+                    match futures_util::FutureExt::now_or_never(&mut check) {
+                        Some(event) => follow_ups.push(event),
+                        None => {
+                            let tx = tx.clone();
+                            let limiter = limiter.clone();
+                            tokio::spawn(async move {
+                                let _permit = limiter.acquire_owned().await;
+                                let event = check.await;
+                                let _ = tx.send(Input::Event(Box::new(event), None)).await;
+                            });
+                        }
+                    }
                 }
                 Action::Dispatch {
                     subject,
@@ -340,10 +387,8 @@ impl<B: Bus, K: SafetyClient + 'static, S: JobStore> Scheduler<B, K, S> {
                     self.send(subject::ALERT, &trace, alert).await;
                 }
                 Action::Persist { job_id } => {
-                    if let Some(record) = core.job(&job_id)
-                        && let Err(e) = self.store.put(record).await
-                    {
-                        tracing::error!(job_id = %job_id, error = %e, "persisting job failed");
+                    if !dirty.contains(&job_id) {
+                        dirty.push(job_id);
                     }
                 }
                 Action::Evict { job_id } => {
