@@ -901,15 +901,15 @@ impl SchedulerCore {
                         self.try_dispatch(&id, now, out);
                     }
                 }
-                (JobState::Dispatched, _) => {
-                    if now.saturating_sub(job.since) >= ms(self.dispatch_limit(job)) {
-                        self.time_out(&id, "not started in time", now, out);
-                    }
+                (JobState::Dispatched, _)
+                    if now.saturating_sub(job.since) >= ms(self.dispatch_limit(job)) =>
+                {
+                    self.time_out(&id, "not started in time", now, out);
                 }
-                (JobState::Running, _) => {
-                    if now.saturating_sub(job.since) >= self.run_limit_ms(job) {
-                        self.time_out(&id, "ran past its deadline", now, out);
-                    }
+                (JobState::Running, _)
+                    if now.saturating_sub(job.since) >= self.run_limit_ms(job) =>
+                {
+                    self.time_out(&id, "ran past its deadline", now, out);
                 }
                 (s, _)
                     if s.is_terminal()

@@ -22,6 +22,10 @@ use tokio_util::sync::CancellationToken;
 /// `{"ok": bool, "message": "…"}`. Restrict who may publish here with NATS permissions.
 pub const APPROVAL_SUBJECT: &str = "sys.scheduler.approval";
 
+/// Most events applied together before their records are written and their messages
+/// acknowledged.
+const MAX_BATCH: usize = 256;
+
 /// Default queue group prefix of schedulers: they share `sys.job.submit` as
 /// `cap-scheduler-submit` and `sys.job.result` as `cap-scheduler-result`.
 pub const QUEUE_GROUP: &str = "cap-scheduler";
@@ -104,6 +108,15 @@ pub fn now_ms() -> Millis {
         .duration_since(UNIX_EPOCH)
         .map(|d| d.as_millis() as Millis)
         .unwrap_or(0)
+}
+
+/// What one batch of actions leaves to do: events settled at once, jobs to persist,
+/// packets to publish.
+#[derive(Default)]
+struct Batch {
+    follow_ups: Vec<Event>,
+    dirty: Vec<String>,
+    outgoing: Vec<(String, cap_proto::v1::BusPacket)>,
 }
 
 enum Input {
@@ -212,34 +225,48 @@ impl<B: Bus, K: SafetyClient + 'static, S: JobStore> Scheduler<B, K, S> {
                     self.carry_out(&mut core, actions, &tx, &limiter).await;
                 }
                 input = rx.recv() => {
-                    let Some(input) = input else { break };
-                    match input {
-                        Input::Event(event, msg) => {
-                            let event = *event;
-                            self.load_if_needed(&mut core, &event).await;
-                            let actions = core.handle(event, now_ms());
-                            self.carry_out(&mut core, actions, &tx, &limiter).await;
-                            if let Some(m) = msg
-                                    && let Err(e) = m.ack().await
-                            {
-                                    tracing::warn!(error = %e, "ack failed; the message will be redelivered");
+                    let Some(first) = input else { break };
+                    // Take every event already waiting (up to a bound): they are applied
+                    // together, their records written in one go, then acknowledged.
+                    let mut batch = vec![first];
+                    while batch.len() < MAX_BATCH {
+                        match rx.try_recv() {
+                            Ok(i) => batch.push(i),
+                            Err(_) => break,
+                        }
+                    }
+                    let mut actions = Vec::new();
+                    let mut acks = Vec::new();
+                    for input in batch {
+                        match input {
+                            Input::Event(event, msg) => {
+                                let event = *event;
+                                self.load_if_needed(&mut core, &event).await;
+                                actions.extend(core.handle(event, now_ms()));
+                                acks.extend(msg);
+                            }
+                            Input::Approval { job_id, approve, reason, msg } => {
+                                let event = Event::Approved { job_id: job_id.clone() };
+                                self.load_if_needed(&mut core, &event).await;
+                                let held = matches!(core.job(&job_id).and_then(|j| j.hold.as_ref()), Some(Hold::Approval { .. }));
+                                let reply = if held {
+                                    let event = if approve { event } else { Event::Rejected { job_id: job_id.clone(), reason } };
+                                    actions.extend(core.handle(event, now_ms()));
+                                    serde_json::json!({"ok": true, "message": format!("job {job_id} {}", if approve { "approved" } else { "rejected" })})
+                                } else {
+                                    serde_json::json!({"ok": false, "message": format!("job {job_id} is not waiting for approval")})
+                                };
+                                if let Some(r) = msg.reply() {
+                                    let _ = bus.publish(r, Bytes::from(reply.to_string())).await;
+                                }
                             }
                         }
-                        Input::Approval { job_id, approve, reason, msg } => {
-                            let event = Event::Approved { job_id: job_id.clone() };
-                            self.load_if_needed(&mut core, &event).await;
-                            let held = matches!(core.job(&job_id).and_then(|j| j.hold.as_ref()), Some(Hold::Approval { .. }));
-                            let reply = if held {
-                                let event = if approve { event } else { Event::Rejected { job_id: job_id.clone(), reason } };
-                                let actions = core.handle(event, now_ms());
-                                self.carry_out(&mut core, actions, &tx, &limiter).await;
-                                serde_json::json!({"ok": true, "message": format!("job {job_id} {}", if approve { "approved" } else { "rejected" })})
-                            } else {
-                                serde_json::json!({"ok": false, "message": format!("job {job_id} is not waiting for approval")})
-                            };
-                            if let Some(r) = msg.reply() {
-                                let _ = bus.publish(r, Bytes::from(reply.to_string())).await;
-                            }
+                    }
+                    self.carry_out(&mut core, actions, &tx, &limiter).await;
+                    // Persisted: now the messages may go.
+                    for r in futures_util::future::join_all(acks.iter().map(|m| m.ack())).await {
+                        if let Err(e) = r {
+                            tracing::warn!(error = %e, "ack failed; the message will be redelivered");
                         }
                     }
                 }
@@ -283,30 +310,28 @@ impl<B: Bus, K: SafetyClient + 'static, S: JobStore> Scheduler<B, K, S> {
         limiter: &Arc<Semaphore>,
     ) {
         let mut pending = actions;
-        // Jobs to persist, once each, after the whole batch (a job usually changes more
-        // than once in one batch).
-        let mut dirty: Vec<String> = Vec::new();
+        let mut batch = Batch::default();
         loop {
-            let mut follow_ups = Vec::new();
-            self.carry_out_once(core, pending, tx, limiter, &mut follow_ups, &mut dirty)
+            self.carry_out_once(core, pending, tx, limiter, &mut batch)
                 .await;
-            if follow_ups.is_empty() {
+            if batch.follow_ups.is_empty() {
                 break;
             }
-            pending = Vec::new();
             let now = now_ms();
-            for event in follow_ups {
-                pending.extend(core.handle(event, now));
-            }
+            pending = std::mem::take(&mut batch.follow_ups)
+                .into_iter()
+                .flat_map(|event| core.handle(event, now))
+                .collect();
         }
-        for job_id in dirty {
-            // Evicted meanwhile: nothing to write.
-            if let Some(record) = core.job(&job_id)
-                && let Err(e) = self.store.put(record).await
-            {
-                tracing::error!(job_id = %job_id, error = %e, "persisting job failed");
-            }
+        // Evicted meanwhile: nothing to write.
+        let records: Vec<&JobRecord> = batch.dirty.iter().filter_map(|id| core.job(id)).collect();
+        if let Err(e) = self.store.put_many(&records).await {
+            tracing::error!(jobs = records.len(), error = %e, "persisting jobs failed");
         }
+        // Write-ahead: the records first, then what they decided. A crash in between
+        // leaves a job recorded as dispatched but never sent, which the reconciler times
+        // out; never one sent twice.
+        self.publish_all(batch.outgoing).await;
     }
 
     async fn carry_out_once(
@@ -315,8 +340,7 @@ impl<B: Bus, K: SafetyClient + 'static, S: JobStore> Scheduler<B, K, S> {
         actions: Vec<Action>,
         tx: &mpsc::Sender<Input>,
         limiter: &Arc<Semaphore>,
-        follow_ups: &mut Vec<Event>,
-        dirty: &mut Vec<String>,
+        batch: &mut Batch,
     ) {
         for action in actions {
             match action {
@@ -339,7 +363,7 @@ impl<B: Bus, K: SafetyClient + 'static, S: JobStore> Scheduler<B, K, S> {
                     // An in-process kernel answers at once: apply the decision now. A
                     // remote one is awaited in its own task so the loop keeps going.
                     match futures_util::FutureExt::now_or_never(&mut check) {
-                        Some(event) => follow_ups.push(event),
+                        Some(event) => batch.follow_ups.push(event),
                         None => {
                             let tx = tx.clone();
                             let limiter = limiter.clone();
@@ -356,18 +380,22 @@ impl<B: Bus, K: SafetyClient + 'static, S: JobStore> Scheduler<B, K, S> {
                     request,
                     trace_id,
                 } => {
-                    let job_id = request.job_id.clone();
-                    let pkt = self.packets.envelope(&trace_id, request);
-                    if let Err(e) = self.packets.publish(&subject, pkt).await {
-                        // The reconciler times the job out if the dispatch never arrives.
-                        tracing::error!(job_id = %job_id, subject = %subject, error = %e, "dispatch failed");
-                    }
+                    // A dispatch that never arrives is timed out by the reconciler.
+                    batch
+                        .outgoing
+                        .push((subject, self.packets.envelope(&trace_id, request)));
                 }
                 Action::PublishResult { result, trace_id } => {
-                    self.send(subject::RESULT, &trace_id, result).await
+                    batch.outgoing.push((
+                        subject::RESULT.to_owned(),
+                        self.packets.envelope(&trace_id, result),
+                    ));
                 }
                 Action::DeadLetter { result, trace_id } => {
-                    self.send(subject::DLQ, &trace_id, result).await
+                    batch.outgoing.push((
+                        subject::DLQ.to_owned(),
+                        self.packets.envelope(&trace_id, result),
+                    ));
                 }
                 Action::ForwardCancel { cancel, trace_id } => {
                     let trace = if trace_id.is_empty() {
@@ -375,7 +403,10 @@ impl<B: Bus, K: SafetyClient + 'static, S: JobStore> Scheduler<B, K, S> {
                     } else {
                         trace_id
                     };
-                    self.send(subject::CANCEL, &trace, cancel).await;
+                    batch.outgoing.push((
+                        subject::CANCEL.to_owned(),
+                        self.packets.envelope(&trace, cancel),
+                    ));
                 }
                 Action::Alert { alert } => {
                     let trace = if alert.trace_id.is_empty() {
@@ -384,11 +415,14 @@ impl<B: Bus, K: SafetyClient + 'static, S: JobStore> Scheduler<B, K, S> {
                         alert.trace_id.clone()
                     };
                     let _ = self.observers.send(Observed::Alert(alert.clone()));
-                    self.send(subject::ALERT, &trace, alert).await;
+                    batch.outgoing.push((
+                        subject::ALERT.to_owned(),
+                        self.packets.envelope(&trace, alert),
+                    ));
                 }
                 Action::Persist { job_id } => {
-                    if !dirty.contains(&job_id) {
-                        dirty.push(job_id);
+                    if !batch.dirty.contains(&job_id) {
+                        batch.dirty.push(job_id);
                     }
                 }
                 Action::Evict { job_id } => {
@@ -417,11 +451,15 @@ impl<B: Bus, K: SafetyClient + 'static, S: JobStore> Scheduler<B, K, S> {
         }
     }
 
-    async fn send(&self, subj: &str, trace_id: &str, payload: impl Into<Payload>) {
-        let pkt = self.packets.envelope(trace_id, payload);
-        if let Err(e) = self.packets.publish(subj, pkt).await {
-            tracing::error!(subject = %subj, error = %e, "publish failed");
-        }
+    /// Publishes a batch concurrently; each send starts in order (on the first poll), so
+    /// the order of the actions is kept on the wire.
+    async fn publish_all(&self, outgoing: Vec<(String, cap_proto::v1::BusPacket)>) {
+        let sends = outgoing.into_iter().map(|(subj, pkt)| async move {
+            if let Err(e) = self.packets.publish(&subj, pkt).await {
+                tracing::error!(subject = %subj, error = %e, "publish failed");
+            }
+        });
+        futures_util::future::join_all(sends).await;
     }
 }
 

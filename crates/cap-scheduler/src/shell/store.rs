@@ -15,6 +15,18 @@ pub struct StoreError(pub String);
 pub trait JobStore: Send + Sync + 'static {
     /// Saves (or replaces) a record.
     fn put(&self, record: &JobRecord) -> impl Future<Output = Result<(), StoreError>> + Send;
+    /// Saves several records (one round trip where the backend allows).
+    fn put_many(
+        &self,
+        records: &[&JobRecord],
+    ) -> impl Future<Output = Result<(), StoreError>> + Send {
+        async move {
+            for r in records {
+                self.put(r).await?;
+            }
+            Ok(())
+        }
+    }
     /// A record by job id.
     fn get(
         &self,
@@ -131,6 +143,21 @@ mod redis_store {
                 .query_async::<()>(&mut c)
                 .await
                 .map_err(err)
+        }
+
+        async fn put_many(&self, records: &[&JobRecord]) -> Result<(), StoreError> {
+            if records.is_empty() {
+                return Ok(());
+            }
+            let mut pipe = redis::pipe();
+            pipe.atomic();
+            for record in records {
+                let text = serde_json::to_string(record).map_err(err)?;
+                pipe.set(self.key(record.id()), text).ignore();
+                pipe.sadd(self.set(), record.id()).ignore();
+            }
+            let mut c = self.conn.clone();
+            pipe.query_async::<()>(&mut c).await.map_err(err)
         }
 
         async fn get(&self, job_id: &str) -> Result<Option<JobRecord>, StoreError> {
