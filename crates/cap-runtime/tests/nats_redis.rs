@@ -187,7 +187,9 @@ async fn signed_jobs_over_nats_in_require_mode() {
 #[tokio::test]
 #[ignore = "needs a real NATS (JetStream) and Redis: run by .ci/run"]
 async fn jetstream_pool_subject_delivers_a_job_published_before_the_worker_started() {
-    let topic = format!("job.{}", unique("durable"));
+    // Not under `job.`: a default `CAP_JOBS` stream (`job.>`) left on a developer's
+    // server by `cap demo --nats` would overlap this test's private stream.
+    let topic = format!("captest.{}", unique("durable"));
     let js =
         JetStreamOptions::new(unique("CAPRT"), [topic.clone()]).ack_wait(Duration::from_secs(2));
     let bus = nats(Some(js)).await;
