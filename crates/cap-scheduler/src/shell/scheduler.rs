@@ -433,15 +433,19 @@ impl<B: Bus, K: SafetyClient + 'static, S: JobStore> Scheduler<B, K, S> {
                 Action::Transition { job_id, state, at } => {
                     let topic = core
                         .job(&job_id)
-                        .map(|j| j.request.topic.clone())
+                        .map(|j| j.request.topic.as_str())
                         .unwrap_or_default();
                     tracing::info!(job_id = %job_id, topic = %topic, state = %state, "job state");
-                    let _ = self.observers.send(Observed::Transition {
-                        job_id,
-                        topic,
-                        state,
-                        at,
-                    });
+                    // Observers are optional: build the event only for someone.
+                    if self.observers.receiver_count() > 0 {
+                        let topic = topic.to_owned();
+                        let _ = self.observers.send(Observed::Transition {
+                            job_id,
+                            topic,
+                            state,
+                            at,
+                        });
+                    }
                 }
                 Action::Ignored { job_id, reason } => {
                     tracing::info!(job_id = %job_id, reason = %reason, "event ignored");
