@@ -183,4 +183,25 @@ proptest! {
         // Canonicalizing canonical bytes changes nothing.
         prop_assert_eq!(canonical::canonicalize::<v1::BusPacket>(&canonical).unwrap(), canonical);
     }
+
+    #[test]
+    fn inserting_a_signature_equals_encoding_the_signed_packet(
+        p in bus_packet(),
+        sig in proptest::collection::vec(any::<u8>(), 0..80),
+        unknown in proptest::option::of(5u32..7),
+    ) {
+        let mut unsigned_pkt = p.clone();
+        unsigned_pkt.signature = Default::default();
+        let mut unsigned = canonical::to_bytes(&unsigned_pkt);
+        let mut signed_pkt = p;
+        signed_pkt.signature = sig.clone().into();
+        let mut expected = canonical::to_bytes(&signed_pkt);
+        if let Some(n) = unknown {
+            // A newer peer's field (BusPacket 5 or 6) stays after the known ones.
+            let extra = [((n << 3) as u8), 0x01];
+            unsigned.extend_from_slice(&extra);
+            expected = canonical::canonicalize::<v1::BusPacket>(&[expected, extra.to_vec()].concat()).unwrap();
+        }
+        prop_assert_eq!(canonical::insert_signature(&unsigned, &sig).unwrap(), expected);
+    }
 }

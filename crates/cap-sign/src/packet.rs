@@ -6,7 +6,7 @@
 //! packets from newer peers (carrying fields this version does not model) verify.
 
 use crate::{Error, Signer, Verifier};
-use cap_proto::canonical::{self, SIGNATURE_FIELD};
+use cap_proto::canonical;
 use cap_proto::v1::BusPacket;
 use prost::Message;
 
@@ -20,21 +20,22 @@ pub fn sign(packet: &mut BusPacket, signer: &dyn Signer) -> Result<(), Error> {
 
 /// Signs a packet and returns its canonical wire bytes.
 pub fn sign_to_bytes(packet: &mut BusPacket, signer: &dyn Signer) -> Result<Vec<u8>, Error> {
-    sign(packet, signer)?;
-    Ok(canonical::to_bytes(packet))
+    packet.signature = Default::default();
+    // One encoding: sign it, then splice the signature in at its place.
+    let unsigned = canonical::to_bytes(packet);
+    let signature = signer.sign(&unsigned)?;
+    let bytes = canonical::insert_signature(&unsigned, &signature)?;
+    packet.signature = signature.into();
+    Ok(bytes)
 }
 
 /// Signs received wire bytes (keeping fields this version does not know) and returns the
 /// canonical signed bytes.
 pub fn sign_bytes(raw: &[u8], signer: &dyn Signer) -> Result<Vec<u8>, Error> {
-    let mut unsigned = canonical::signing_bytes(raw)?;
+    let unsigned = canonical::signing_bytes(raw)?;
     let signature = signer.sign(&unsigned)?;
-    // Append field 14 and canonicalise again: it moves to its place among the known
-    // fields; unknown fields stay last.
-    unsigned.push(((SIGNATURE_FIELD << 3) | 2) as u8);
-    prost::encoding::encode_varint(signature.len() as u64, &mut unsigned);
-    unsigned.extend_from_slice(&signature);
-    Ok(canonical::canonicalize::<BusPacket>(&unsigned)?)
+    // Field 14 goes among the known fields; unknown fields stay last.
+    Ok(canonical::insert_signature(&unsigned, &signature)?)
 }
 
 /// Verifies the signature of received bytes with one verifier. Returns the decoded packet.

@@ -129,6 +129,49 @@ pub fn signing_bytes(packet: &[u8]) -> Result<Vec<u8>, WireError> {
     Ok(out)
 }
 
+/// Adds a signature to the canonical unsigned bytes of a `BusPacket` (as produced by
+/// [`to_bytes`] with an empty signature, or by [`signing_bytes`]), at the place field 14
+/// has in the canonical order: before the first known field numbered above 14 or the
+/// first unknown field. The result equals the canonical encoding of the signed packet,
+/// without encoding it again.
+///
+/// ```
+/// use cap_proto::{canonical, v1, Timestamp};
+/// let mut p = v1::BusPacket::new("t", "s", Timestamp::default(), v1::JobCancel::default());
+/// let unsigned = canonical::to_bytes(&p);
+/// let signed = canonical::insert_signature(&unsigned, &[0x30, 0x01, 0x00]).unwrap();
+/// p.signature = vec![0x30, 0x01, 0x00].into();
+/// assert_eq!(signed, canonical::to_bytes(&p));
+/// ```
+pub fn insert_signature(unsigned: &[u8], signature: &[u8]) -> Result<Vec<u8>, WireError> {
+    let l = layouts();
+    let idx = l
+        .index_of(crate::v1::BusPacket::FULL_NAME)
+        .ok_or_else(|| WireError::UnknownMessage(crate::v1::BusPacket::FULL_NAME.into()))?;
+    let msg = &l.messages[idx];
+    let mut r = Reader::new(unsigned);
+    let mut at = unsigned.len();
+    while !r.is_empty() {
+        let start = r.pos();
+        let (number, wt) = r.tag()?;
+        r.value(number, wt, 0)?;
+        let known = msg
+            .field_index(number)
+            .is_some_and(|i| accepts(&msg.fields[i], wt));
+        if number > SIGNATURE_FIELD || !known {
+            at = start;
+            break;
+        }
+    }
+    let mut out = Vec::with_capacity(unsigned.len() + signature.len() + 3);
+    out.extend_from_slice(&unsigned[..at]);
+    if !signature.is_empty() {
+        put_len(&mut out, SIGNATURE_FIELD, signature);
+    }
+    out.extend_from_slice(&unsigned[at..]);
+    Ok(out)
+}
+
 /// The field numbers at the top level of `bytes` that the schema of `M` does not know,
 /// in the order received (used to tell an unknown payload from a missing one).
 pub fn unknown_fields<M: CapMessage>(bytes: &[u8]) -> Result<Vec<u32>, WireError> {
