@@ -49,10 +49,12 @@ pub struct RedisTlsConfig {
     pub cert: Option<PathBuf>,
     /// `REDIS_TLS_KEY`: PEM private key of `cert`.
     pub key: Option<PathBuf>,
-    /// `REDIS_TLS_SERVER_NAME`: the name the server certificate must carry. Supported only
-    /// when it equals the URL's host (see the crate README); otherwise connecting fails with
-    /// [`ErrorKind::InvalidConfig`](crate::ErrorKind::InvalidConfig) rather than verify
-    /// something else.
+    /// `REDIS_TLS_SERVER_NAME`: the name the server certificate must carry, when it is not
+    /// the URL's host. TCP still goes to the URL's host and port; the TLS handshake sends
+    /// this name (SNI) and verifies the certificate against it, like `server_hostname` in
+    /// the Python SDK. A name that is not a valid DNS name or IP address fails
+    /// [`connect`](super::RedisBlobStore::connect) with
+    /// [`ErrorKind::InvalidConfig`](crate::ErrorKind::InvalidConfig).
     pub server_name: Option<String>,
     /// `REDIS_TLS_INSECURE` = `1`/`true`: skip certificate verification (development only).
     pub insecure: bool,

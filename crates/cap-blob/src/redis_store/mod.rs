@@ -3,11 +3,24 @@
 //!
 //! One managed, multiplexed connection is shared by all clones of a store. When Redis goes
 //! away, calls fail with [`ErrorKind::Unavailable`](crate::ErrorKind::Unavailable) naming
-//! the URL (without its password), and the connection is re-established in the background:
-//! once Redis is back, the same store works again.
+//! the URL (without its password), and the connection is re-established: once Redis is
+//! back, the same store works again.
+//!
+//! With `rediss://` (feature `tls`), the `REDIS_TLS_*` variables mean what they mean for
+//! the official SDKs. A `REDIS_TLS_SERVER_NAME` that differs from the URL host is honoured
+//! like Python's `ssl` `server_hostname`: TCP goes to the URL's host and port, while the
+//! TLS handshake sends that name (SNI) and verifies the certificate against it. The
+//! `redis` crate's connection manager cannot be given the DNS resolver this takes, so such
+//! a store keeps its connection in its own reconnecting wrapper (`reconnecting.rs`) with
+//! the same contract; it reconnects on the next call rather than in the background.
 
 mod client;
 mod config;
+mod connection;
+#[cfg(feature = "tls")]
+mod reconnecting;
+#[cfg(feature = "tls")]
+mod resolver;
 
 use std::future::Future;
 use std::sync::Arc;
@@ -15,12 +28,13 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use cap_proto::Pointer;
-use redis::aio::{ConnectionManager, ConnectionManagerConfig};
-use redis::{AsyncConnectionConfig, RedisError, RetryMethod};
+use redis::{RedisError, RetryMethod};
 
 use crate::limits::ttl_millis;
 use crate::pointer::kv_key;
 use crate::{BlobStore, Error, Limits, Result, StoreInfo, key};
+
+use connection::Connection;
 
 pub use config::{DEFAULT_REDIS_URL, RedisConfig, RedisTlsConfig};
 
@@ -40,7 +54,7 @@ const MAX_RECONNECT_DELAY: Duration = Duration::from_secs(2);
 /// ```
 #[derive(Clone)]
 pub struct RedisBlobStore {
-    conn: ConnectionManager,
+    conn: Connection,
     shared: Arc<Shared>,
 }
 
@@ -69,31 +83,12 @@ impl RedisBlobStore {
     pub async fn connect(config: RedisConfig) -> Result<Self> {
         let url = config.parsed_url()?;
         let location = config::redact(&url);
-        let client = client::build(&config, &url)?;
+        let target = client::build(&config, &url)?;
         let shared = Arc::new(Shared {
             limits: config.limits,
             location,
         });
-
-        let probe_config = AsyncConnectionConfig::new()
-            .set_connection_timeout(Some(config.connect_timeout))
-            .set_response_timeout(Some(config.response_timeout));
-        let mut probe = client
-            .get_multiplexed_async_connection_with_config(&probe_config)
-            .await
-            .map_err(|e| shared.error(e))?;
-        redis::cmd("PING")
-            .query_async::<()>(&mut probe)
-            .await
-            .map_err(|e| shared.error(e))?;
-        drop(probe);
-
-        let manager_config = ConnectionManagerConfig::new()
-            .set_connection_timeout(Some(config.connect_timeout))
-            .set_response_timeout(Some(config.response_timeout))
-            .set_number_of_retries(config.reconnect_retries)
-            .set_max_delay(MAX_RECONNECT_DELAY);
-        let conn = ConnectionManager::new_with_config(client, manager_config)
+        let conn = Connection::open(target, &config)
             .await
             .map_err(|e| shared.error(e))?;
         Ok(RedisBlobStore { conn, shared })
