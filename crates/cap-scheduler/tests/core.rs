@@ -72,7 +72,7 @@ fn published(actions: &[Action]) -> Vec<v1::JobResult> {
         .iter()
         .filter_map(|a| {
             if let Action::PublishResult { result, .. } = a {
-                Some(result.clone())
+                Some((**result).clone())
             } else {
                 None
             }

@@ -74,7 +74,8 @@ pub enum Event {
 }
 
 /// Something the shell must do.
-#[allow(clippy::large_enum_variant)]
+/// Large messages are boxed: actions are collected in batches, and a small enum keeps
+/// those vectors cheap to grow.
 #[derive(Clone, Debug, PartialEq)]
 pub enum Action {
     /// Ask the safety kernel about a job.
@@ -82,14 +83,14 @@ pub enum Action {
         /// The job.
         job_id: String,
         /// The request to evaluate.
-        request: v1::PolicyCheckRequest,
+        request: Box<v1::PolicyCheckRequest>,
     },
     /// Publish a JobRequest to a pool or worker subject.
     Dispatch {
         /// `job.<pool>` or `worker.<id>.jobs`.
         subject: String,
         /// The request (context pointer possibly redacted).
-        request: v1::JobRequest,
+        request: Box<v1::JobRequest>,
         /// `trace_id` to carry.
         trace_id: String,
     },
@@ -97,28 +98,28 @@ pub enum Action {
     /// scheduler decides, and outcomes copied to idempotent followers).
     PublishResult {
         /// The result.
-        result: v1::JobResult,
+        result: Box<v1::JobResult>,
         /// `trace_id` to carry.
         trace_id: String,
     },
     /// Publish a dead letter on `sys.job.dlq`.
     DeadLetter {
         /// The last result of the job.
-        result: v1::JobResult,
+        result: Box<v1::JobResult>,
         /// `trace_id` to carry.
         trace_id: String,
     },
     /// Forward a cancel to the workers (`sys.job.cancel`).
     ForwardCancel {
         /// The cancel request.
-        cancel: v1::JobCancel,
+        cancel: Box<v1::JobCancel>,
         /// `trace_id` to carry.
         trace_id: String,
     },
     /// Publish a SystemAlert on `sys.alert`.
     Alert {
         /// The alert.
-        alert: v1::SystemAlert,
+        alert: Box<v1::SystemAlert>,
     },
     /// Persist the record of a job (it changed).
     Persist {

@@ -29,7 +29,8 @@ pub struct SchedulerCore {
     config: Config,
     pools: Pools,
     id: String,
-    jobs: HashMap<String, JobRecord>,
+    /// Boxed: a record is large, and a growing map then moves pointers, not records.
+    jobs: HashMap<String, Box<JobRecord>>,
     idempotency: HashMap<String, String>,
     registry: Registry,
     /// Compensations still to run after the one in flight, by compensation job id.
@@ -71,19 +72,19 @@ impl SchedulerCore {
                 self.idempotency.insert(key.to_owned(), r.id().to_owned());
             }
             let id = r.id().to_owned();
-            self.jobs.insert(id.clone(), r);
+            self.jobs.insert(id.clone(), Box::new(r));
             self.reschedule(&id, now);
         }
     }
 
     /// A job's record.
     pub fn job(&self, id: &str) -> Option<&JobRecord> {
-        self.jobs.get(id)
+        self.jobs.get(id).map(|j| &**j)
     }
 
     /// Every job record.
     pub fn jobs(&self) -> impl Iterator<Item = &JobRecord> {
-        self.jobs.values()
+        self.jobs.values().map(|j| &**j)
     }
 
     /// How many jobs have a pending deadline (at most one entry per job).
@@ -292,7 +293,10 @@ impl SchedulerCore {
             job.hold = None;
             job.result = Some(result.clone());
         }
-        out.push(Action::PublishResult { result, trace_id });
+        out.push(Action::PublishResult {
+            result: Box::new(result),
+            trace_id,
+        });
         self.after_terminal(id, now, out);
     }
 
@@ -309,7 +313,7 @@ impl SchedulerCore {
             // At-least-once delivery: the same job again. Re-announce a final outcome.
             if let Some(result) = existing.result.clone() {
                 out.push(Action::PublishResult {
-                    result,
+                    result: Box::new(result),
                     trace_id: existing.trace_id.clone(),
                 });
             }
@@ -333,9 +337,9 @@ impl SchedulerCore {
                             .history
                             .push((now, format!("DUPLICATE of {leader_id}")));
                         let trace = record.trace_id.clone();
-                        self.jobs.insert(id.clone(), record);
+                        self.jobs.insert(id.clone(), Box::new(record));
                         out.push(Action::PublishResult {
-                            result,
+                            result: Box::new(result),
                             trace_id: trace,
                         });
                     }
@@ -344,7 +348,7 @@ impl SchedulerCore {
                         record
                             .history
                             .push((now, format!("WAITING for {leader_id}")));
-                        self.jobs.insert(id.clone(), record);
+                        self.jobs.insert(id.clone(), Box::new(record));
                         out.push(Action::Persist { job_id: leader_id });
                     }
                 }
@@ -362,7 +366,7 @@ impl SchedulerCore {
             });
         }
         let check = policy_request(&record.request);
-        self.jobs.insert(id.clone(), record);
+        self.jobs.insert(id.clone(), Box::new(record));
         self.move_to(&id, JobState::Scheduled, now, out);
         if let Some(job) = self.jobs.get_mut(&id) {
             job.hold = Some(Hold::Safety);
@@ -370,7 +374,7 @@ impl SchedulerCore {
         out.push(Action::Persist { job_id: id.clone() });
         out.push(Action::CheckSafety {
             job_id: id,
-            request: check,
+            request: Box::new(check),
         });
     }
 
@@ -557,7 +561,7 @@ impl SchedulerCore {
         }
         out.push(Action::Dispatch {
             subject,
-            request,
+            request: Box::new(request),
             trace_id: job.trace_id.clone(),
         });
         out.push(Action::Persist {
@@ -632,7 +636,7 @@ impl SchedulerCore {
                 last.error_message
             );
             out.push(Action::DeadLetter {
-                result: last.clone(),
+                result: Box::new(last.clone()),
                 trace_id: trace_id.clone(),
             });
             out.push(Action::Alert {
@@ -649,7 +653,7 @@ impl SchedulerCore {
                 job.result = Some(last.clone());
             }
             out.push(Action::PublishResult {
-                result: last,
+                result: Box::new(last),
                 trace_id,
             });
             self.after_terminal(&id, now, out);
@@ -689,7 +693,7 @@ impl SchedulerCore {
                 fj.result = Some(r.clone());
                 fj.history.push((now, format!("OUTCOME {state_now}")));
                 out.push(Action::PublishResult {
-                    result: r,
+                    result: Box::new(r),
                     trace_id: fj.trace_id.clone(),
                 });
                 out.push(Action::Persist { job_id: f });
@@ -731,7 +735,7 @@ impl SchedulerCore {
             .children
             .iter()
             .filter(|c| c.as_str() != failed)
-            .filter_map(|c| self.jobs.get(c))
+            .filter_map(|c| self.job(c))
             .filter(|c| c.state == JobState::Succeeded && c.request.compensation.is_some())
             .collect();
         done.sort_by(|a, b| {
@@ -778,7 +782,7 @@ impl SchedulerCore {
         let Some(job) = self.jobs.get(&id) else {
             // Not ours (perhaps dispatched without a scheduler): let the workers know.
             out.push(Action::ForwardCancel {
-                cancel,
+                cancel: Box::new(cancel),
                 trace_id: String::new(),
             });
             return;
@@ -802,7 +806,7 @@ impl SchedulerCore {
             cancel.reason.clone()
         };
         out.push(Action::ForwardCancel {
-            cancel: cancel.clone(),
+            cancel: Box::new(cancel.clone()),
             trace_id,
         });
         self.finish(
@@ -880,7 +884,7 @@ impl SchedulerCore {
                     }
                     out.push(Action::CheckSafety {
                         job_id: id.clone(),
-                        request: check,
+                        request: Box::new(check),
                     });
                 }
                 (JobState::FailedRetryable, Some(Hold::Retry { at })) if at <= now => {
@@ -991,7 +995,10 @@ impl SchedulerCore {
             reason: format!("timeout: {why}"),
             requested_by: self.id.clone(),
         };
-        out.push(Action::ForwardCancel { cancel, trace_id });
+        out.push(Action::ForwardCancel {
+            cancel: Box::new(cancel),
+            trace_id,
+        });
     }
 }
 
@@ -1050,12 +1057,12 @@ pub fn alert(
     source: &str,
     message: &str,
     trace_id: &str,
-) -> v1::SystemAlert {
+) -> Box<v1::SystemAlert> {
     let level = severity
         .as_str_name()
         .trim_start_matches("ALERT_SEVERITY_")
         .to_owned();
-    v1::SystemAlert {
+    Box::new(v1::SystemAlert {
         level,
         message: message.to_owned(),
         component: "scheduler".into(),
@@ -1069,5 +1076,5 @@ pub fn alert(
         source_component: source.to_owned(),
         trace_id: trace_id.to_owned(),
         ..Default::default()
-    }
+    })
 }

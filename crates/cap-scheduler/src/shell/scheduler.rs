@@ -383,18 +383,18 @@ impl<B: Bus, K: SafetyClient + 'static, S: JobStore> Scheduler<B, K, S> {
                     // A dispatch that never arrives is timed out by the reconciler.
                     batch
                         .outgoing
-                        .push((subject, self.packets.envelope(&trace_id, request)));
+                        .push((subject, self.packets.envelope(&trace_id, *request)));
                 }
                 Action::PublishResult { result, trace_id } => {
                     batch.outgoing.push((
                         subject::RESULT.to_owned(),
-                        self.packets.envelope(&trace_id, result),
+                        self.packets.envelope(&trace_id, *result),
                     ));
                 }
                 Action::DeadLetter { result, trace_id } => {
                     batch.outgoing.push((
                         subject::DLQ.to_owned(),
-                        self.packets.envelope(&trace_id, result),
+                        self.packets.envelope(&trace_id, *result),
                     ));
                 }
                 Action::ForwardCancel { cancel, trace_id } => {
@@ -405,7 +405,7 @@ impl<B: Bus, K: SafetyClient + 'static, S: JobStore> Scheduler<B, K, S> {
                     };
                     batch.outgoing.push((
                         subject::CANCEL.to_owned(),
-                        self.packets.envelope(&trace, cancel),
+                        self.packets.envelope(&trace, *cancel),
                     ));
                 }
                 Action::Alert { alert } => {
@@ -414,10 +414,10 @@ impl<B: Bus, K: SafetyClient + 'static, S: JobStore> Scheduler<B, K, S> {
                     } else {
                         alert.trace_id.clone()
                     };
-                    let _ = self.observers.send(Observed::Alert(alert.clone()));
+                    let _ = self.observers.send(Observed::Alert((*alert).clone()));
                     batch.outgoing.push((
                         subject::ALERT.to_owned(),
-                        self.packets.envelope(&trace, alert),
+                        self.packets.envelope(&trace, *alert),
                     ));
                 }
                 Action::Persist { job_id } => {

@@ -41,7 +41,7 @@ pub trait JobStore: Send + Sync + 'static {
 /// Records in memory (the embedded default; gone with the process).
 #[derive(Clone, Debug, Default)]
 pub struct MemoryJobStore {
-    records: Arc<Mutex<HashMap<String, JobRecord>>>,
+    records: Arc<Mutex<HashMap<String, Box<JobRecord>>>>,
 }
 
 impl MemoryJobStore {
@@ -50,19 +50,20 @@ impl MemoryJobStore {
         Self::default()
     }
 
-    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, JobRecord>> {
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, Box<JobRecord>>> {
         self.records.lock().unwrap_or_else(|p| p.into_inner())
     }
 }
 
 impl JobStore for MemoryJobStore {
     async fn put(&self, record: &JobRecord) -> Result<(), StoreError> {
-        self.lock().insert(record.id().to_owned(), record.clone());
+        self.lock()
+            .insert(record.id().to_owned(), Box::new(record.clone()));
         Ok(())
     }
 
     async fn get(&self, job_id: &str) -> Result<Option<JobRecord>, StoreError> {
-        Ok(self.lock().get(job_id).cloned())
+        Ok(self.lock().get(job_id).map(|r| (**r).clone()))
     }
 
     async fn delete(&self, job_id: &str) -> Result<(), StoreError> {
@@ -71,7 +72,7 @@ impl JobStore for MemoryJobStore {
     }
 
     async fn load_all(&self) -> Result<Vec<JobRecord>, StoreError> {
-        Ok(self.lock().values().cloned().collect())
+        Ok(self.lock().values().map(|r| (**r).clone()).collect())
     }
 }
 
