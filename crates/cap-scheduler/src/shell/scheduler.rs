@@ -111,12 +111,15 @@ pub fn now_ms() -> Millis {
 }
 
 /// What one batch of actions leaves to do: events settled at once, jobs to persist,
-/// packets to publish.
+/// packets to publish. One is kept for the scheduler's life and emptied after each
+/// batch, so the loop does not grow fresh buffers every time.
 #[derive(Default)]
 struct Batch {
     follow_ups: Vec<Event>,
     dirty: Vec<String>,
     outgoing: Vec<(String, cap_proto::v1::BusPacket)>,
+    /// Sealed `outgoing`, ready to send.
+    sealed: Vec<(String, Bytes)>,
 }
 
 enum Input {
@@ -217,27 +220,30 @@ impl<B: Bus, K: SafetyClient + 'static, S: JobStore> Scheduler<B, K, S> {
         let limiter = Arc::new(Semaphore::new(self.options.max_safety_in_flight.max(1)));
         let mut ticker = tokio::time::interval(self.options.tick);
         ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        // Buffers reused by every batch.
+        let mut work = Batch::default();
+        let mut batch = Vec::with_capacity(MAX_BATCH);
+        let mut actions = Vec::new();
+        let mut acks = Vec::new();
         loop {
             tokio::select! {
                 _ = shutdown.cancelled() => break,
                 _ = ticker.tick() => {
-                    let actions = core.handle(Event::Tick, now_ms());
-                    self.carry_out(&mut core, actions, &tx, &limiter).await;
+                    actions.extend(core.handle(Event::Tick, now_ms()));
+                    self.carry_out(&mut core, &mut actions, &mut work, &tx, &limiter).await;
                 }
                 input = rx.recv() => {
                     let Some(first) = input else { break };
                     // Take every event already waiting (up to a bound): they are applied
                     // together, their records written in one go, then acknowledged.
-                    let mut batch = vec![first];
+                    batch.push(first);
                     while batch.len() < MAX_BATCH {
                         match rx.try_recv() {
                             Ok(i) => batch.push(i),
                             Err(_) => break,
                         }
                     }
-                    let mut actions = Vec::new();
-                    let mut acks = Vec::new();
-                    for input in batch {
+                    for input in batch.drain(..) {
                         match input {
                             Input::Event(event, msg) => {
                                 let event = *event;
@@ -262,13 +268,14 @@ impl<B: Bus, K: SafetyClient + 'static, S: JobStore> Scheduler<B, K, S> {
                             }
                         }
                     }
-                    self.carry_out(&mut core, actions, &tx, &limiter).await;
+                    self.carry_out(&mut core, &mut actions, &mut work, &tx, &limiter).await;
                     // Persisted: now the messages may go.
                     for r in futures_util::future::join_all(acks.iter().map(|m| m.ack())).await {
                         if let Err(e) = r {
                             tracing::warn!(error = %e, "ack failed; the message will be redelivered");
                         }
                     }
+                    acks.clear();
                 }
             }
         }
@@ -300,49 +307,48 @@ impl<B: Bus, K: SafetyClient + 'static, S: JobStore> Scheduler<B, K, S> {
         }
     }
 
-    /// Carries out `actions`, and the actions of any event they settle at once (an
-    /// in-process safety decision), until nothing is left.
+    /// Carries out `actions` (leaving it empty), and the actions of any event they
+    /// settle at once (an in-process safety decision), until nothing is left. `batch`
+    /// comes back empty.
     async fn carry_out(
         &self,
         core: &mut SchedulerCore,
-        actions: Vec<Action>,
+        actions: &mut Vec<Action>,
+        batch: &mut Batch,
         tx: &mpsc::Sender<Input>,
         limiter: &Arc<Semaphore>,
     ) {
-        let mut pending = actions;
-        let mut batch = Batch::default();
         loop {
-            self.carry_out_once(core, pending, tx, limiter, &mut batch)
-                .await;
+            self.carry_out_once(core, actions, tx, limiter, batch).await;
             if batch.follow_ups.is_empty() {
                 break;
             }
             let now = now_ms();
-            pending = std::mem::take(&mut batch.follow_ups)
-                .into_iter()
-                .flat_map(|event| core.handle(event, now))
-                .collect();
+            for event in batch.follow_ups.drain(..) {
+                actions.extend(core.handle(event, now));
+            }
         }
         // Evicted meanwhile: nothing to write.
         let records: Vec<&JobRecord> = batch.dirty.iter().filter_map(|id| core.job(id)).collect();
         if let Err(e) = self.store.put_many(&records).await {
             tracing::error!(jobs = records.len(), error = %e, "persisting jobs failed");
         }
+        batch.dirty.clear();
         // Write-ahead: the records first, then what they decided. A crash in between
         // leaves a job recorded as dispatched but never sent, which the reconciler times
         // out; never one sent twice.
-        self.publish_all(batch.outgoing).await;
+        self.publish_all(batch).await;
     }
 
     async fn carry_out_once(
         &self,
         core: &mut SchedulerCore,
-        actions: Vec<Action>,
+        actions: &mut Vec<Action>,
         tx: &mpsc::Sender<Input>,
         limiter: &Arc<Semaphore>,
         batch: &mut Batch,
     ) {
-        for action in actions {
+        for action in actions.drain(..) {
             match action {
                 Action::CheckSafety { job_id, request } => {
                     let safety = self.safety.clone();
@@ -455,15 +461,34 @@ impl<B: Bus, K: SafetyClient + 'static, S: JobStore> Scheduler<B, K, S> {
         }
     }
 
-    /// Publishes a batch concurrently; each send starts in order (on the first poll), so
-    /// the order of the actions is kept on the wire.
-    async fn publish_all(&self, outgoing: Vec<(String, cap_proto::v1::BusPacket)>) {
-        let sends = outgoing.into_iter().map(|(subj, pkt)| async move {
-            if let Err(e) = self.packets.publish(&subj, pkt).await {
-                tracing::error!(subject = %subj, error = %e, "publish failed");
+    /// Seals the batch's packets, then publishes them concurrently; each send starts in
+    /// order (on the first poll), so the order of the actions is kept on the wire.
+    async fn publish_all(&self, batch: &mut Batch) {
+        for (subj, mut pkt) in batch.outgoing.drain(..) {
+            match self.packets.seal(&mut pkt) {
+                Ok(bytes) => batch.sealed.push((subj, bytes)),
+                Err(e) => tracing::error!(subject = %subj, error = %e, "cannot seal a packet"),
             }
-        });
-        futures_util::future::join_all(sends).await;
+        }
+        // Each send is polled once as it is made: most buses take a packet at once (the
+        // in-memory bus, core NATS), and only the sends still waiting (a JetStream
+        // acknowledgement) are kept and awaited together.
+        let mut waiting = futures_util::stream::FuturesUnordered::new();
+        for (subj, bytes) in batch.sealed.drain(..) {
+            let mut send = Box::pin(async move {
+                if let Err(e) = self.packets.publish_bytes(&subj, bytes).await {
+                    tracing::error!(subject = %subj, error = %e, "publish failed");
+                }
+            });
+            let first = std::future::poll_fn(|cx| {
+                std::task::Poll::Ready(std::future::Future::poll(send.as_mut(), cx))
+            })
+            .await;
+            if first.is_pending() {
+                waiting.push(send);
+            }
+        }
+        while waiting.next().await.is_some() {}
     }
 }
 
