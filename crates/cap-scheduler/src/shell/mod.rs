@@ -1,6 +1,7 @@
 //! The async shell: the [`Scheduler`] service and its [`JobStore`]s.
 
 mod scheduler;
+mod send;
 mod store;
 
 pub use scheduler::{

@@ -4,6 +4,7 @@
 //! message, so a crash between receipt and persistence means redelivery, not loss.
 
 use crate::core::{Action, Config, Event, Hold, JobRecord, Millis, Pools, SchedulerCore};
+use crate::shell::send;
 use crate::shell::store::{JobStore, StoreError};
 use bytes::Bytes;
 use cap_bus::{Bus, Message};
@@ -25,6 +26,10 @@ pub const APPROVAL_SUBJECT: &str = "sys.scheduler.approval";
 /// Most events applied together before their records are written and their messages
 /// acknowledged.
 const MAX_BATCH: usize = 256;
+
+/// Unfinished batches queued for the sending task at most; the event loop waits when it
+/// is this far ahead.
+const SEND_QUEUE: usize = 64;
 
 /// Default queue group prefix of schedulers: they share `sys.job.submit` as
 /// `cap-scheduler-submit` and `sys.job.result` as `cap-scheduler-result`.
@@ -118,8 +123,6 @@ struct Batch {
     follow_ups: Vec<Event>,
     dirty: Vec<String>,
     outgoing: Vec<(String, cap_proto::v1::BusPacket)>,
-    /// Sealed `outgoing`, ready to send.
-    sealed: Vec<(String, Bytes)>,
 }
 
 enum Input {
@@ -220,6 +223,10 @@ impl<B: Bus, K: SafetyClient + 'static, S: JobStore> Scheduler<B, K, S> {
         let limiter = Arc::new(Semaphore::new(self.options.max_safety_in_flight.max(1)));
         let mut ticker = tokio::time::interval(self.options.tick);
         ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        // Sends and acknowledgements that wait for the server are finished by a task of
+        // their own, batch after batch (see `send`). Each batch is persisted first.
+        let (send_tx, send_rx) = mpsc::channel::<send::Unfinished>(SEND_QUEUE);
+        let sender = tokio::spawn(send::run(send_rx));
         // Buffers reused by every batch.
         let mut work = Batch::default();
         let mut batch = Vec::with_capacity(MAX_BATCH);
@@ -230,7 +237,10 @@ impl<B: Bus, K: SafetyClient + 'static, S: JobStore> Scheduler<B, K, S> {
                 _ = shutdown.cancelled() => break,
                 _ = ticker.tick() => {
                     actions.extend(core.handle(Event::Tick, now_ms()));
-                    self.carry_out(&mut core, &mut actions, &mut work, &tx, &limiter).await;
+                    let packets = self.carry_out(&mut core, &mut actions, &mut work, &tx, &limiter).await;
+                    if let Some(rest) = send::start(&self.packets, packets, Vec::new()).await {
+                        let _ = send_tx.send(rest).await;
+                    }
                 }
                 input = rx.recv() => {
                     let Some(first) = input else { break };
@@ -249,7 +259,7 @@ impl<B: Bus, K: SafetyClient + 'static, S: JobStore> Scheduler<B, K, S> {
                                 let event = *event;
                                 self.load_if_needed(&mut core, &event).await;
                                 actions.extend(core.handle(event, now_ms()));
-                                acks.extend(msg);
+                                acks.extend(msg.map(|m| m.ack_handle()));
                             }
                             Input::Approval { job_id, approve, reason, msg } => {
                                 let event = Event::Approved { job_id: job_id.clone() };
@@ -268,20 +278,24 @@ impl<B: Bus, K: SafetyClient + 'static, S: JobStore> Scheduler<B, K, S> {
                             }
                         }
                     }
-                    self.carry_out(&mut core, &mut actions, &mut work, &tx, &limiter).await;
-                    // Persisted: now the messages may go.
-                    for r in futures_util::future::join_all(acks.iter().map(|m| m.ack())).await {
-                        if let Err(e) = r {
-                            tracing::warn!(error = %e, "ack failed; the message will be redelivered");
-                        }
+                    let packets = self.carry_out(&mut core, &mut actions, &mut work, &tx, &limiter).await;
+                    // Persisted: now the packets, then the acknowledgements, may go.
+                    let acks = std::mem::take(&mut acks);
+                    if let Some(rest) = send::start(&self.packets, packets, acks).await
+                        && send_tx.send(rest).await.is_err()
+                    {
+                        tracing::error!("the sending task is gone; stopping");
+                        break;
                     }
-                    acks.clear();
                 }
             }
         }
         for t in tasks {
             t.abort();
         }
+        // What was decided still goes out.
+        drop(send_tx);
+        let _ = sender.await;
         tracing::info!(scheduler = %id, "scheduler stopped");
         Ok(())
     }
@@ -308,8 +322,9 @@ impl<B: Bus, K: SafetyClient + 'static, S: JobStore> Scheduler<B, K, S> {
     }
 
     /// Carries out `actions` (leaving it empty), and the actions of any event they
-    /// settle at once (an in-process safety decision), until nothing is left. `batch`
-    /// comes back empty.
+    /// settle at once (an in-process safety decision), until nothing is left; persists
+    /// the changed records and returns the sealed packets to send. `batch` comes back
+    /// empty.
     async fn carry_out(
         &self,
         core: &mut SchedulerCore,
@@ -317,7 +332,7 @@ impl<B: Bus, K: SafetyClient + 'static, S: JobStore> Scheduler<B, K, S> {
         batch: &mut Batch,
         tx: &mpsc::Sender<Input>,
         limiter: &Arc<Semaphore>,
-    ) {
+    ) -> Vec<(String, Bytes)> {
         loop {
             self.carry_out_once(core, actions, tx, limiter, batch).await;
             if batch.follow_ups.is_empty() {
@@ -337,7 +352,7 @@ impl<B: Bus, K: SafetyClient + 'static, S: JobStore> Scheduler<B, K, S> {
         // Write-ahead: the records first, then what they decided. A crash in between
         // leaves a job recorded as dispatched but never sent, which the reconciler times
         // out; never one sent twice.
-        self.publish_all(batch).await;
+        self.seal_all(batch)
     }
 
     async fn carry_out_once(
@@ -461,34 +476,16 @@ impl<B: Bus, K: SafetyClient + 'static, S: JobStore> Scheduler<B, K, S> {
         }
     }
 
-    /// Seals the batch's packets, then publishes them concurrently; each send starts in
-    /// order (on the first poll), so the order of the actions is kept on the wire.
-    async fn publish_all(&self, batch: &mut Batch) {
+    /// Seals the batch's packets, in order.
+    fn seal_all(&self, batch: &mut Batch) -> Vec<(String, Bytes)> {
+        let mut sealed = Vec::with_capacity(batch.outgoing.len());
         for (subj, mut pkt) in batch.outgoing.drain(..) {
             match self.packets.seal(&mut pkt) {
-                Ok(bytes) => batch.sealed.push((subj, bytes)),
+                Ok(bytes) => sealed.push((subj, bytes)),
                 Err(e) => tracing::error!(subject = %subj, error = %e, "cannot seal a packet"),
             }
         }
-        // Each send is polled once as it is made: most buses take a packet at once (the
-        // in-memory bus, core NATS), and only the sends still waiting (a JetStream
-        // acknowledgement) are kept and awaited together.
-        let mut waiting = futures_util::stream::FuturesUnordered::new();
-        for (subj, bytes) in batch.sealed.drain(..) {
-            let mut send = Box::pin(async move {
-                if let Err(e) = self.packets.publish_bytes(&subj, bytes).await {
-                    tracing::error!(subject = %subj, error = %e, "publish failed");
-                }
-            });
-            let first = std::future::poll_fn(|cx| {
-                std::task::Poll::Ready(std::future::Future::poll(send.as_mut(), cx))
-            })
-            .await;
-            if first.is_pending() {
-                waiting.push(send);
-            }
-        }
-        while waiting.next().await.is_some() {}
+        sealed
     }
 }
 

@@ -1,0 +1,284 @@
+//! Getting a batch's packets, then its acknowledgements, out without holding up the event
+//! loop.
+//!
+//! Each send is polled once as it is made: the in-memory bus and core NATS take a packet
+//! at once, and such a batch is done before the loop moves on. Sends that wait for the
+//! server (a JetStream publish acknowledgement), and the acknowledgements that must follow
+//! them, go to a sending task, so the loop applies the next events meanwhile. Sends start
+//! in order, batch after batch, so the order of the actions is kept on the wire; a batch's
+//! consumed messages are acknowledged only after all its sends have finished.
+
+use std::future::Future;
+use std::pin::Pin;
+use std::task::Poll;
+
+use bytes::Bytes;
+use cap_bus::{AckHandle, Bus};
+use cap_runtime::packets::Packets;
+use futures_util::StreamExt;
+use futures_util::stream::FuturesUnordered;
+use tokio::sync::mpsc;
+
+type Waiting = FuturesUnordered<Pin<Box<dyn Future<Output = ()> + Send>>>;
+
+/// The part of a batch still waiting for the server.
+pub(crate) struct Unfinished {
+    sends: Waiting,
+    /// Not started before `sends` are done.
+    acks: Vec<AckHandle>,
+    started_acks: Waiting,
+}
+
+/// Polls `fut` once; gives it back if it has not finished.
+async fn poll_once<F: Future<Output = ()> + Unpin>(mut fut: F) -> Option<F> {
+    let first = std::future::poll_fn(|cx| Poll::Ready(Pin::new(&mut fut).poll(cx))).await;
+    first.is_pending().then_some(fut)
+}
+
+/// Starts every send of `sealed`, in order, and, when they all finished at once, the
+/// acknowledgements of `acks` (durable ones; no-op handles are skipped). Returns what is
+/// still waiting, if anything.
+pub(crate) async fn start<B: Bus>(
+    packets: &Packets<B>,
+    sealed: Vec<(String, Bytes)>,
+    acks: Vec<AckHandle>,
+) -> Option<Unfinished> {
+    let sends = Waiting::new();
+    for (subject, bytes) in sealed {
+        let packets = packets.clone();
+        let send = Box::pin(async move {
+            if let Err(e) = packets.publish_bytes(&subject, bytes).await {
+                tracing::error!(subject = %subject, error = %e, "publish failed");
+            }
+        });
+        if let Some(send) = poll_once(send).await {
+            sends.push(send as Pin<Box<dyn Future<Output = ()> + Send>>);
+        }
+    }
+    let acks: Vec<AckHandle> = acks.into_iter().filter(AckHandle::is_durable).collect();
+    let mut unfinished = Unfinished {
+        sends,
+        acks,
+        started_acks: Waiting::new(),
+    };
+    if unfinished.sends.is_empty() {
+        unfinished.start_acks().await;
+        if unfinished.started_acks.is_empty() {
+            return None;
+        }
+    }
+    Some(unfinished)
+}
+
+impl Unfinished {
+    async fn start_acks(&mut self) {
+        for handle in self.acks.drain(..) {
+            let ack = Box::pin(async move {
+                if let Err(e) = handle.ack().await {
+                    tracing::warn!(error = %e, "ack failed; the message will be redelivered");
+                }
+            });
+            if let Some(ack) = poll_once(ack).await {
+                self.started_acks.push(ack);
+            }
+        }
+    }
+
+    /// Waits for the sends, then acknowledges.
+    async fn finish(mut self) {
+        while self.sends.next().await.is_some() {}
+        self.start_acks().await;
+        while self.started_acks.next().await.is_some() {}
+    }
+}
+
+/// The sending task: finishes batches one after the other until the loop closes the
+/// channel.
+pub(crate) async fn run(mut rx: mpsc::Receiver<Unfinished>) {
+    while let Some(batch) = rx.recv().await {
+        batch.finish().await;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+    use super::*;
+    use cap_bus::{Acknowledge, Error, Headers, MemoryBus, Message};
+    use cap_runtime::packets::PacketConfig;
+    use futures_util::future::BoxFuture;
+    use std::sync::{Arc, Mutex};
+    use std::time::Duration;
+    use tokio::sync::Semaphore;
+
+    type Log = Arc<Mutex<Vec<String>>>;
+
+    /// The in-memory bus, except that publishes to `slow.*` wait for a permit (like a
+    /// JetStream publish waiting for its acknowledgement). Logs when sends start and end.
+    #[derive(Clone)]
+    struct GatedBus {
+        inner: MemoryBus,
+        gate: Arc<Semaphore>,
+        log: Log,
+    }
+
+    impl Bus for GatedBus {
+        type Subscription = <MemoryBus as Bus>::Subscription;
+
+        async fn publish_with_headers(
+            &self,
+            subject: &str,
+            headers: Headers,
+            payload: Bytes,
+        ) -> Result<(), Error> {
+            self.log.lock().unwrap().push(format!("start {subject}"));
+            if subject.starts_with("slow.") {
+                let _permit = self.gate.acquire().await;
+                tokio::task::yield_now().await;
+            }
+            self.inner
+                .publish_with_headers(subject, headers, payload)
+                .await?;
+            self.log.lock().unwrap().push(format!("sent {subject}"));
+            Ok(())
+        }
+        async fn subscribe(&self, pattern: &str) -> Result<Self::Subscription, Error> {
+            self.inner.subscribe(pattern).await
+        }
+        async fn queue_subscribe(
+            &self,
+            pattern: &str,
+            queue: &str,
+        ) -> Result<Self::Subscription, Error> {
+            self.inner.queue_subscribe(pattern, queue).await
+        }
+        async fn request_with_headers(
+            &self,
+            subject: &str,
+            headers: Headers,
+            payload: Bytes,
+            timeout: Duration,
+        ) -> Result<Message, Error> {
+            self.inner
+                .request_with_headers(subject, headers, payload, timeout)
+                .await
+        }
+        async fn flush(&self) -> Result<(), Error> {
+            self.inner.flush().await
+        }
+        async fn close(&self) -> Result<(), Error> {
+            self.inner.close().await
+        }
+        fn is_closed(&self) -> bool {
+            self.inner.is_closed()
+        }
+        fn max_payload(&self) -> Option<usize> {
+            self.inner.max_payload()
+        }
+    }
+
+    /// A durable acknowledgement that logs.
+    struct LoggedAck(Log);
+
+    impl Acknowledge for LoggedAck {
+        fn ack(&self) -> BoxFuture<'_, Result<(), Error>> {
+            Box::pin(async move {
+                self.0.lock().unwrap().push("ack".into());
+                Ok(())
+            })
+        }
+        fn nak(&self, _delay: Option<Duration>) -> BoxFuture<'_, Result<(), Error>> {
+            Box::pin(async { Ok(()) })
+        }
+        fn in_progress(&self) -> BoxFuture<'_, Result<(), Error>> {
+            Box::pin(async { Ok(()) })
+        }
+    }
+
+    fn setup() -> (Packets<GatedBus>, Arc<Semaphore>, Log) {
+        let log: Log = Arc::default();
+        let gate = Arc::new(Semaphore::new(0));
+        let bus = GatedBus {
+            inner: MemoryBus::new(),
+            gate: gate.clone(),
+            log: log.clone(),
+        };
+        (Packets::new(bus, PacketConfig::new("s")), gate, log)
+    }
+
+    fn packets(subjects: &[&str]) -> Vec<(String, Bytes)> {
+        subjects
+            .iter()
+            .map(|s| (s.to_string(), Bytes::from_static(b"x")))
+            .collect()
+    }
+
+    #[tokio::test]
+    async fn a_batch_the_bus_takes_at_once_is_done_in_place() {
+        let (p, _gate, log) = setup();
+        let mut sub = p.bus().subscribe("fast.>").await.unwrap();
+        let ack = AckHandle::new(Arc::new(LoggedAck(log.clone())));
+        let rest = start(
+            &p,
+            packets(&["fast.a", "fast.b"]),
+            vec![AckHandle::noop(), ack],
+        )
+        .await;
+        assert!(rest.is_none(), "nothing should be left over");
+        assert_eq!(
+            *log.lock().unwrap(),
+            [
+                "start fast.a",
+                "sent fast.a",
+                "start fast.b",
+                "sent fast.b",
+                "ack"
+            ]
+        );
+        assert_eq!(sub.next().await.unwrap().subject(), "fast.a");
+        assert_eq!(sub.next().await.unwrap().subject(), "fast.b");
+    }
+
+    #[tokio::test]
+    async fn waiting_sends_are_finished_later_and_acknowledged_after_them() {
+        let (p, gate, log) = setup();
+        let ack = AckHandle::new(Arc::new(LoggedAck(log.clone())));
+        let rest = start(&p, packets(&["slow.a", "fast.b"]), vec![ack])
+            .await
+            .expect("slow.a waits");
+        // Both sends started, in order; the fast one is out; nothing acknowledged yet.
+        assert_eq!(
+            *log.lock().unwrap(),
+            ["start slow.a", "start fast.b", "sent fast.b"]
+        );
+        let (tx, rx) = mpsc::channel(4);
+        let task = tokio::spawn(run(rx));
+        tx.send(rest).await.unwrap();
+        tokio::task::yield_now().await;
+        assert!(!log.lock().unwrap().contains(&"ack".to_string()));
+        gate.add_permits(1);
+        drop(tx);
+        task.await.unwrap();
+        assert_eq!(
+            *log.lock().unwrap(),
+            [
+                "start slow.a",
+                "start fast.b",
+                "sent fast.b",
+                "sent slow.a",
+                "ack"
+            ]
+        );
+    }
+
+    #[tokio::test]
+    async fn without_durable_messages_nothing_is_left_to_acknowledge() {
+        let (p, _gate, _log) = setup();
+        assert!(
+            start(&p, Vec::new(), vec![AckHandle::noop()])
+                .await
+                .is_none()
+        );
+    }
+}
