@@ -1,4 +1,6 @@
-//! Fresh identifiers: random (v4) UUIDs, collision-free for all practical purposes.
+//! Fresh identifiers: random (v4) UUIDs, collision-free for all practical purposes. They
+//! come from a thread-local CSPRNG seeded by the OS (uuid's `fast-rng`), not one system
+//! call per id.
 
 /// A new job id (`<uuid>`).
 pub fn new_job_id() -> String {
