@@ -5,10 +5,8 @@
 
 mod common;
 
-use std::time::{Duration, Instant};
-
-use bytes::Bytes;
-use cap_blob::{BlobStore, ErrorKind, RedisBlobStore, RedisConfig};
+use cap_blob::{RedisBlobStore, RedisConfig};
+use common::outage;
 use common::redis_server::RedisServer;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -20,53 +18,15 @@ async fn recovers_after_a_redis_restart_without_a_new_client() {
         .await
         .unwrap();
     let reader = store.clone();
-    store
-        .put("before", Bytes::from_static(b"1"), None)
-        .await
-        .unwrap();
-    assert_eq!(reader.get("before").await.unwrap(), "1");
+    outage::write_before(&store, &reader).await;
 
     server.kill();
 
     // While it is down: typed, retryable errors naming the server, promptly.
-    for _ in 0..3 {
-        let started = Instant::now();
-        let err = store
-            .put("during", Bytes::from_static(b"2"), None)
-            .await
-            .unwrap_err();
-        assert_eq!(err.kind(), ErrorKind::Unavailable, "{err}");
-        assert!(err.is_retryable());
-        assert!(err.to_string().contains(&url), "{err}");
-        assert!(
-            started.elapsed() < Duration::from_secs(6),
-            "took {:?}",
-            started.elapsed()
-        );
-        eprintln!("put while down failed in {:?}: {err}", started.elapsed());
-        let err = reader.get("before").await.unwrap_err();
-        assert_eq!(err.kind(), ErrorKind::Unavailable, "{err}");
-    }
+    outage::assert_unavailable(&store, &reader, &url).await;
 
     server.restart(); // same port, empty (no persistence)
 
     // The same store (and its clones) work again once it is back.
-    let restarted = Instant::now();
-    let deadline = restarted + Duration::from_secs(15);
-    loop {
-        match store.put("after", Bytes::from_static(b"3"), None).await {
-            Ok(()) => break,
-            Err(e) => {
-                assert_eq!(e.kind(), ErrorKind::Unavailable, "{e}");
-                assert!(Instant::now() < deadline, "no recovery after restart: {e}");
-                tokio::time::sleep(Duration::from_millis(100)).await;
-            }
-        }
-    }
-    eprintln!("recovered {:?} after the restart", restarted.elapsed());
-    assert_eq!(reader.get("after").await.unwrap(), "3");
-    assert_eq!(
-        reader.get("before").await.unwrap_err().kind(),
-        ErrorKind::NotFound
-    );
+    outage::assert_recovers(&store, &reader).await;
 }

@@ -1,6 +1,7 @@
 //! Shared test support: unique key prefixes, and throwaway `redis-server`s.
 #![allow(dead_code)] // each test binary uses a different part
 
+pub mod outage;
 pub mod redis_server;
 
 use std::hash::{BuildHasher, RandomState};
