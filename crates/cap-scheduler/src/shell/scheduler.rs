@@ -259,7 +259,8 @@ impl<B: Bus, K: SafetyClient + 'static, S: JobStore> Scheduler<B, K, S> {
                                 let event = *event;
                                 self.load_if_needed(&mut core, &event).await;
                                 actions.extend(core.handle(event, now_ms()));
-                                acks.extend(msg.map(|m| m.ack_handle()));
+                                // Only durable deliveries need acknowledging (see `send`).
+                                acks.extend(msg.map(|m| m.ack_handle()).filter(cap_bus::AckHandle::is_durable));
                             }
                             Input::Approval { job_id, approve, reason, msg } => {
                                 let event = Event::Approved { job_id: job_id.clone() };

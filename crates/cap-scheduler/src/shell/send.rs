@@ -19,76 +19,85 @@ use futures_util::StreamExt;
 use futures_util::stream::FuturesUnordered;
 use tokio::sync::mpsc;
 
-type Waiting = FuturesUnordered<Pin<Box<dyn Future<Output = ()> + Send>>>;
+type Pending = Pin<Box<dyn Future<Output = ()> + Send>>;
 
 /// The part of a batch still waiting for the server.
 pub(crate) struct Unfinished {
-    sends: Waiting,
+    sends: Vec<Pending>,
     /// Not started before `sends` are done.
     acks: Vec<AckHandle>,
-    started_acks: Waiting,
+    started_acks: Vec<Pending>,
 }
 
 /// Polls `fut` once; gives it back if it has not finished.
-async fn poll_once<F: Future<Output = ()> + Unpin>(mut fut: F) -> Option<F> {
-    let first = std::future::poll_fn(|cx| Poll::Ready(Pin::new(&mut fut).poll(cx))).await;
+async fn poll_once(mut fut: Pending) -> Option<Pending> {
+    let first = std::future::poll_fn(|cx| Poll::Ready(fut.as_mut().poll(cx))).await;
     first.is_pending().then_some(fut)
 }
 
+/// Starts the acknowledgements of `acks`, in order; returns those still waiting.
+async fn start_acks(acks: Vec<AckHandle>) -> Vec<Pending> {
+    let mut waiting = Vec::new();
+    for handle in acks {
+        let ack: Pending = Box::pin(async move {
+            if let Err(e) = handle.ack().await {
+                tracing::warn!(error = %e, "ack failed; the message will be redelivered");
+            }
+        });
+        waiting.extend(poll_once(ack).await);
+    }
+    waiting
+}
+
+/// Waits for all of `pending`, concurrently.
+async fn wait_all(pending: Vec<Pending>) {
+    if !pending.is_empty() {
+        let mut all: FuturesUnordered<Pending> = pending.into_iter().collect();
+        while all.next().await.is_some() {}
+    }
+}
+
 /// Starts every send of `sealed`, in order, and, when they all finished at once, the
-/// acknowledgements of `acks` (durable ones; no-op handles are skipped). Returns what is
-/// still waiting, if anything.
+/// acknowledgements of `acks` (no-op handles finish at once; the loop leaves them out).
+/// Returns what is still waiting, if anything. A batch that finishes at once allocates
+/// nothing here beyond the sends themselves.
 pub(crate) async fn start<B: Bus>(
     packets: &Packets<B>,
     sealed: Vec<(String, Bytes)>,
     acks: Vec<AckHandle>,
 ) -> Option<Unfinished> {
-    let sends = Waiting::new();
+    let mut sends = Vec::new();
     for (subject, bytes) in sealed {
         let packets = packets.clone();
-        let send = Box::pin(async move {
+        let send: Pending = Box::pin(async move {
             if let Err(e) = packets.publish_bytes(&subject, bytes).await {
                 tracing::error!(subject = %subject, error = %e, "publish failed");
             }
         });
-        if let Some(send) = poll_once(send).await {
-            sends.push(send as Pin<Box<dyn Future<Output = ()> + Send>>);
-        }
+        sends.extend(poll_once(send).await);
     }
-    let acks: Vec<AckHandle> = acks.into_iter().filter(AckHandle::is_durable).collect();
-    let mut unfinished = Unfinished {
-        sends,
-        acks,
-        started_acks: Waiting::new(),
-    };
-    if unfinished.sends.is_empty() {
-        unfinished.start_acks().await;
-        if unfinished.started_acks.is_empty() {
-            return None;
-        }
+    if !sends.is_empty() {
+        return Some(Unfinished {
+            sends,
+            acks,
+            started_acks: Vec::new(),
+        });
     }
-    Some(unfinished)
+    let started_acks = start_acks(acks).await;
+    (!started_acks.is_empty()).then(|| Unfinished {
+        sends: Vec::new(),
+        acks: Vec::new(),
+        started_acks,
+    })
 }
 
 impl Unfinished {
-    async fn start_acks(&mut self) {
-        for handle in self.acks.drain(..) {
-            let ack = Box::pin(async move {
-                if let Err(e) = handle.ack().await {
-                    tracing::warn!(error = %e, "ack failed; the message will be redelivered");
-                }
-            });
-            if let Some(ack) = poll_once(ack).await {
-                self.started_acks.push(ack);
-            }
-        }
-    }
-
     /// Waits for the sends, then acknowledges.
-    async fn finish(mut self) {
-        while self.sends.next().await.is_some() {}
-        self.start_acks().await;
-        while self.started_acks.next().await.is_some() {}
+    async fn finish(self) {
+        wait_all(self.sends).await;
+        let mut acks = self.started_acks;
+        acks.extend(start_acks(self.acks).await);
+        wait_all(acks).await;
     }
 }
 
