@@ -246,6 +246,10 @@ impl MemoryBus {
     }
 
     /// Routes one message; returns how many subscriptions matched.
+    ///
+    /// Delivery to subscriptions with room happens at once; only deliveries that must
+    /// wait for room (backpressure) go through a boxed slow path, which keeps this
+    /// future small for the common case.
     async fn send(
         &self,
         subject: &str,
@@ -253,6 +257,28 @@ impl MemoryBus {
         headers: Headers,
         payload: Bytes,
     ) -> Result<usize, Error> {
+        let (matched, delivered, waits) = self.route_now(subject, reply, headers, payload)?;
+        let delivered = if waits.is_empty() {
+            delivered
+        } else {
+            Box::pin(self.wait_for_room(waits, delivered)).await?
+        };
+        if delivered > 0 {
+            self.inner.delivered.fetch_add(delivered, Ordering::Relaxed);
+        }
+        Ok(matched)
+    }
+
+    /// Delivers to every matching subscription that has room; returns the match count,
+    /// the deliveries made and the ones that must wait for room.
+    #[allow(clippy::type_complexity)]
+    fn route_now(
+        &self,
+        subject: &str,
+        reply: Option<Arc<str>>,
+        headers: Headers,
+        payload: Bytes,
+    ) -> Result<(usize, u64, Vec<(mpsc::Sender<Message>, Message)>), Error> {
         let inner = &*self.inner;
         inner.ensure_open()?;
         check::subject(subject)?;
@@ -261,7 +287,7 @@ impl MemoryBus {
             .with_reply_opt(reply)
             .with_headers(headers);
         let wait = inner.opts.overflow == OverflowPolicy::Backpressure;
-        let mut waits: Vec<(mpsc::Sender<Message>, Message)> = Vec::new();
+        let mut waits = Vec::new();
         let (mut delivered, mut dropped) = (0u64, 0u64);
         let matched = {
             let router = inner.router_read();
@@ -273,6 +299,20 @@ impl MemoryBus {
             })
         };
         inner.published.fetch_add(1, Ordering::Relaxed);
+        if dropped > 0 {
+            inner.dropped.fetch_add(dropped, Ordering::Relaxed);
+        }
+        Ok((matched, delivered, waits))
+    }
+
+    /// Waits for room in full subscriptions (backpressure); returns the deliveries made
+    /// in all (the bus closing ends the wait with an error).
+    async fn wait_for_room(
+        &self,
+        waits: Vec<(mpsc::Sender<Message>, Message)>,
+        mut delivered: u64,
+    ) -> Result<u64, Error> {
+        let inner = &*self.inner;
         for (tx, m) in waits {
             tokio::select! {
                 biased;
@@ -283,13 +323,7 @@ impl MemoryBus {
                 }
             }
         }
-        if delivered > 0 {
-            inner.delivered.fetch_add(delivered, Ordering::Relaxed);
-        }
-        if dropped > 0 {
-            inner.dropped.fetch_add(dropped, Ordering::Relaxed);
-        }
-        Ok(matched)
+        Ok(delivered)
     }
 }
 

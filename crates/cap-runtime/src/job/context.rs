@@ -28,7 +28,7 @@ pub struct Context {
 }
 
 struct Inner {
-    request: v1::JobRequest,
+    request: Box<v1::JobRequest>,
     trace_id: String,
     sender_id: String,
     worker_id: String,
@@ -42,7 +42,7 @@ struct Inner {
 
 /// What [`Context::new`] needs.
 pub(crate) struct ContextParts {
-    pub request: v1::JobRequest,
+    pub request: Box<v1::JobRequest>,
     pub trace_id: String,
     pub sender_id: String,
     pub worker_id: String,

@@ -262,21 +262,21 @@ impl<B: Bus> Packets<B> {
         msg: &Message,
         wanted: impl FnOnce(&BusPacket) -> bool,
     ) -> Option<BusPacket> {
-        match self.open_if(msg.payload(), wanted) {
+        // Decided before any await, so the decoded packet is not part of this future.
+        let rejection = match self.open_if(msg.payload(), wanted) {
             Ok(Some(p)) => {
                 bump(&self.shared.counters.accepted);
-                Some(p)
+                return Some(p);
             }
-            Ok(None) => {
-                ack(msg).await;
-                None
-            }
-            Err(rejection) => {
-                self.report(&rejection, msg.subject()).await;
-                ack(msg).await;
-                None
-            }
+            Ok(None) => None,
+            Err(rejection) => Some(rejection),
+        };
+        if let Some(rejection) = rejection {
+            // Boxed: the rare rejection path must not grow every receive future.
+            Box::pin(self.report(&rejection, msg.subject())).await;
         }
+        ack(msg).await;
+        None
     }
 
     /// Reports a rejection: counts it, logs it, publishes a rate-limited alert, and

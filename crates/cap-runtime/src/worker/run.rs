@@ -281,6 +281,27 @@ async fn intake_loop<B: Bus, S: BlobStore + 'static>(
     }
 }
 
+/// A job request taken off the bus, with the big request boxed: the per-job future
+/// stays small (spawning moves it around, and its size is copied each time).
+struct Incoming {
+    trace_id: String,
+    sender_id: String,
+    request: Box<v1::JobRequest>,
+}
+
+impl Incoming {
+    fn from_packet(packet: v1::BusPacket) -> Option<Self> {
+        match packet.payload {
+            Some(Payload::JobRequest(request)) => Some(Incoming {
+                trace_id: packet.trace_id,
+                sender_id: packet.sender_id,
+                request: Box::new(request),
+            }),
+            _ => None,
+        }
+    }
+}
+
 async fn process<B: Bus, S: BlobStore + 'static>(
     shared: &Arc<Shared<B, S>>,
     msg: Message,
@@ -289,13 +310,12 @@ async fn process<B: Bus, S: BlobStore + 'static>(
     let Some(packet) = shared.packets.receive(&msg).await else {
         return;
     };
-    let v1::BusPacket {
+    let Some(Incoming {
         trace_id,
         sender_id,
-        payload,
-        ..
-    } = packet;
-    let Some(Payload::JobRequest(request)) = payload else {
+        request,
+    }) = Incoming::from_packet(packet)
+    else {
         tracing::debug!(
             subject = msg.subject(),
             "ignoring a packet that is not a job request"
@@ -314,7 +334,7 @@ async fn process<B: Bus, S: BlobStore + 'static>(
             "this worker has no handler for the job's topic",
         )
         .apply_to(&mut result);
-        publish_result(shared, &trace_id, result, &msg, None).await;
+        Box::pin(publish_result(shared, &trace_id, result, &msg, None)).await;
         return;
     };
     let state = &shared.state;
@@ -327,15 +347,7 @@ async fn process<B: Bus, S: BlobStore + 'static>(
         }
         Admission::Finished(bytes) => {
             tracing::info!(job_id = %request.job_id, "duplicate delivery: re-publishing the recorded result");
-            match shared.packets.publish_bytes(subject::RESULT, bytes).await {
-                Ok(()) => {
-                    let _ = msg.ack().await;
-                }
-                Err(e) => {
-                    tracing::warn!(error = %e, "re-publishing a result failed");
-                    let _ = msg.nak(None).await;
-                }
-            }
+            Box::pin(republish(shared, bytes, &msg)).await;
             return;
         }
     };
@@ -363,9 +375,23 @@ async fn process<B: Bus, S: BlobStore + 'static>(
                 .job_failed(&job_id, &topic, e.kind().status(), elapsed);
         }
     }
+    drop(outcome);
     publish_result(shared, &trace_id, result, &msg, Some(&job_id)).await;
     state.active.fetch_sub(1, Ordering::Relaxed);
     state.completed.fetch_add(1, Ordering::Relaxed);
+}
+
+/// Publishes the recorded result of a finished job again (a duplicate delivery).
+async fn republish<B: Bus, S: BlobStore>(shared: &Shared<B, S>, bytes: Bytes, msg: &Message) {
+    match shared.packets.publish_bytes(subject::RESULT, bytes).await {
+        Ok(()) => {
+            let _ = msg.ack().await;
+        }
+        Err(e) => {
+            tracing::warn!(error = %e, "re-publishing a result failed");
+            let _ = msg.nak(None).await;
+        }
+    }
 }
 
 fn base_result(job_id: &str, worker_id: &str, execution_ms: i64) -> v1::JobResult {
@@ -390,8 +416,12 @@ async fn publish_result<B: Bus, S: BlobStore>(
     // A retryable failure is not remembered as finished: the next delivery of this job
     // is a retry (a scheduler's, or a redelivery) and must run the handler again.
     let retryable = result.status == v1::JobStatus::FailedRetryable as i32;
-    let mut packet = shared.packets.envelope(trace_id, result);
-    let bytes = match shared.packets.seal(&mut packet) {
+    // Sealed before any await, so the packet is not part of this future.
+    let sealed = {
+        let mut packet = shared.packets.envelope(trace_id, result);
+        shared.packets.seal(&mut packet)
+    };
+    let bytes = match sealed {
         Ok(b) => b,
         Err(e) => {
             tracing::error!(error = %e, "result could not be sealed");
@@ -425,7 +455,7 @@ async fn publish_result<B: Bus, S: BlobStore>(
 async fn execute<B: Bus, S: BlobStore + 'static>(
     shared: &Shared<B, S>,
     entry: &HandlerEntry,
-    request: v1::JobRequest,
+    request: Box<v1::JobRequest>,
     trace_id: &str,
     sender_id: String,
     topic: &str,
