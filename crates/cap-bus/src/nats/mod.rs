@@ -381,7 +381,9 @@ impl Bus for NatsBus {
         check::subject(subject)?;
         check::size(&headers, payload.len(), Some(inner.client.max_payload()))?;
         if let Some(j) = inner.durable(|o| o.is_durable_subject(subject)) {
-            return self.publish_durable(j, subject, headers, payload).await;
+            // Boxed: the JetStream path (publish, then wait for the server's ack) is
+            // several times the size of a core publish, and would grow every publish.
+            return Box::pin(self.publish_durable(j, subject, headers, payload)).await;
         }
         let res = match convert::header_map(&headers) {
             None => {

@@ -287,43 +287,54 @@ impl<B: Bus, S: BlobStore + 'static> Client<B, S> {
     }
 
     /// Submits `input` (as JSON) to `topic` through the scheduler (`sys.job.submit`).
-    pub async fn submit<I: Serialize + ?Sized>(
-        &self,
+    pub fn submit<'a, I: Serialize + ?Sized>(
+        &'a self,
         topic: &str,
         input: &I,
-    ) -> Result<JobHandle<B, S>, Error> {
+    ) -> impl Future<Output = Result<JobHandle<B, S>, Error>> + use<'a, B, S, I> {
         self.submit_with(topic, input, SubmitOptions::default())
-            .await
     }
 
     /// Submits `input` (as JSON) with options.
-    pub async fn submit_with<I: Serialize + ?Sized>(
-        &self,
+    ///
+    /// The input is encoded and the request built when this is called; the returned
+    /// future stores the context and publishes.
+    pub fn submit_with<'a, I: Serialize + ?Sized>(
+        &'a self,
         topic: &str,
         input: &I,
         options: SubmitOptions,
-    ) -> Result<JobHandle<B, S>, Error> {
-        let bytes = serde_json::to_vec(input)
-            .map_err(|e| Error::with_source(ErrorKind::Json, "job input", e))?;
-        self.submit_bytes(topic, Bytes::from(bytes), options).await
+    ) -> impl Future<Output = Result<JobHandle<B, S>, Error>> + use<'a, B, S, I> {
+        let prepared = serde_json::to_vec(input)
+            .map_err(|e| Error::with_source(ErrorKind::Json, "job input", e))
+            .and_then(|bytes| Ok((prepare(topic, options)?, Bytes::from(bytes))));
+        async move {
+            let (prepared, input) = prepared?;
+            self.send(prepared, input).await
+        }
     }
 
     /// Submits an input already encoded (normally JSON).
-    pub async fn submit_bytes(
-        &self,
+    ///
+    /// The request is built when this is called; the returned future stores the
+    /// context and publishes.
+    pub fn submit_bytes<'a>(
+        &'a self,
         topic: &str,
         input: Bytes,
         options: SubmitOptions,
+    ) -> impl Future<Output = Result<JobHandle<B, S>, Error>> + use<'a, B, S> {
+        // Built before the future: the options and the request are large, and held in
+        // an async fn they would enlarge every submit future (which is moved around).
+        let prepared = prepare(topic, options);
+        async move { self.send(prepared?, input).await }
+    }
+
+    async fn send(
+        &self,
+        mut prepared: Box<Prepared>,
+        input: Bytes,
     ) -> Result<JobHandle<B, S>, Error> {
-        let subject_name = if options.direct {
-            Subject::new(topic)
-                .map_err(|e| Error::with_source(ErrorKind::Config, "topic", e))?
-                .into_string()
-        } else {
-            subject::SUBMIT.to_owned()
-        };
-        let job_id = options.job_id.unwrap_or_else(crate::id::new_job_id);
-        let trace_id = options.trace_id.unwrap_or_else(crate::id::new_trace_id);
         let inner = &self.inner;
         let ttl = match inner.config.context_ttl {
             Some(t) => t,
@@ -331,25 +342,22 @@ impl<B: Bus, S: BlobStore + 'static> Client<B, S> {
         };
         let context_ptr = inner
             .store
-            .put_context_with_ttl(&job_id, input, ttl)
+            .put_context_with_ttl(&prepared.request.job_id, input, ttl)
             .await?;
-        let request = v1::JobRequest {
-            job_id: job_id.clone(),
-            topic: topic.to_owned(),
-            priority: options.priority as i32,
-            context_ptr: context_ptr.to_string(),
-            budget: options.budget,
-            labels: options.labels,
-            tenant_id: options.tenant_id,
-            meta: options.meta,
-            parent_job_id: options.parent_job_id,
-            workflow_id: options.workflow_id,
-            step_index: options.step_index,
-            compensation: options.compensation,
-            ..Default::default()
-        };
-        cap_proto::validate::job_request(&request)
+        prepared.request.context_ptr = context_ptr.to_string();
+        cap_proto::validate::job_request(&prepared.request)
             .map_err(|v| Error::with_source(ErrorKind::Config, "job request", v))?;
+        let Prepared {
+            subject,
+            trace_id,
+            direct,
+            request,
+        } = *prepared;
+        let job_id = request.job_id.clone();
+        let bytes = {
+            let mut packet = inner.packets.envelope(&trace_id, request);
+            inner.packets.seal(&mut packet)?
+        };
         // Register before publishing: the result may come back at once.
         let (result_tx, result_rx) = oneshot::channel();
         let (progress_tx, progress_rx) = mpsc::channel(PROGRESS_BUFFER);
@@ -358,7 +366,7 @@ impl<B: Bus, S: BlobStore + 'static> Client<B, S> {
             Waiter {
                 result: result_tx,
                 progress: progress_tx,
-                retryable_is_final: options.direct,
+                retryable_is_final: direct,
             },
         );
         let handle = JobHandle {
@@ -369,8 +377,7 @@ impl<B: Bus, S: BlobStore + 'static> Client<B, S> {
             result: None,
             progress_rx,
         };
-        let packet = inner.packets.envelope(&handle.trace_id, request);
-        inner.packets.publish(&subject_name, packet).await?;
+        inner.packets.publish_bytes(&subject, bytes).await?;
         Ok(handle)
     }
 
@@ -397,6 +404,44 @@ impl<B: Bus, S: BlobStore + 'static> Client<B, S> {
     pub fn close(&self) {
         self.inner.stop.cancel();
     }
+}
+
+/// A submission, ready but for its context pointer.
+struct Prepared {
+    subject: String,
+    trace_id: String,
+    direct: bool,
+    request: v1::JobRequest,
+}
+
+/// Builds the request of a submission (boxed: it is large).
+fn prepare(topic: &str, options: SubmitOptions) -> Result<Box<Prepared>, Error> {
+    let subject = if options.direct {
+        Subject::new(topic)
+            .map_err(|e| Error::with_source(ErrorKind::Config, "topic", e))?
+            .into_string()
+    } else {
+        subject::SUBMIT.to_owned()
+    };
+    Ok(Box::new(Prepared {
+        subject,
+        trace_id: options.trace_id.unwrap_or_else(crate::id::new_trace_id),
+        direct: options.direct,
+        request: v1::JobRequest {
+            job_id: options.job_id.unwrap_or_else(crate::id::new_job_id),
+            topic: topic.to_owned(),
+            priority: options.priority as i32,
+            budget: options.budget,
+            labels: options.labels,
+            tenant_id: options.tenant_id,
+            meta: options.meta,
+            parent_job_id: options.parent_job_id,
+            workflow_id: options.workflow_id,
+            step_index: options.step_index,
+            compensation: options.compensation,
+            ..Default::default()
+        },
+    }))
 }
 
 impl<B: Bus, S: BlobStore + 'static> fmt::Debug for Client<B, S> {

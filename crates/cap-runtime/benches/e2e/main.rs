@@ -3,17 +3,27 @@
 //! 1. in-memory bus and blob store (our worker and client in one process);
 //! 2. NATS + Redis (core NATS, our worker and client in one process);
 //! 3. a cap-sdk-python 2.10.0 `Agent` echo worker (tests/peer/echo_agent.py) on NATS +
-//!    Redis, driven by the same client (needs `CAP_INTEROP_PYTHON`).
+//!    Redis, driven by the same client (needs `CAP_INTEROP_PYTHON`);
+//! 4. the wire floor ([`floor`]): the NATS and Redis operations of a job done with the
+//!    raw async-nats and redis clients and no CAP logic: once with cap-rs's operations
+//!    (our overhead is the gap to it), once with the protocol's minimum (no start
+//!    report), the most any implementation on these client libraries reaches here.
 //!
 //! ```text
 //! CAP_INTEROP_PYTHON=/path/to/python cargo bench -p cap-runtime --bench e2e
 //! ```
 //!
-//! `CAP_E2E_JOBS` (default 20000) jobs per run (the Python row runs a fifth of them,
-//! at least 2000), after a warm-up. Rows whose services are missing are reported as
+//! `CAP_E2E_JOBS` (default 20000) jobs per run (the in-memory row runs five times as
+//! many, the Python row a fifth, at least 2000), after a warm-up. Rows whose services are missing are reported as
 //! skipped. Timing stops when the JobResult arrives (outputs are not read).
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, missing_docs)]
+
+mod floor;
+
+/// The allocator of the `cap` binary, so the rows measure what `cap bench e2e` runs.
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 use cap_blob::{BlobStore, MemoryBlobStore, RedisBlobStore, RedisConfig};
 use cap_bus::{Bus, MemoryBus, NatsBus, NatsOptions};
@@ -109,6 +119,66 @@ async fn python(jobs: u64) -> Result<LoadReport, String> {
     Ok(r)
 }
 
+/// Payload sizes of the real packets of one echo job.
+fn real_sizes() -> floor::Sizes {
+    use cap_proto::v1;
+    let id = cap_runtime::id::new_job_id();
+    let trace = cap_runtime::id::new_trace_id();
+    let encoded = |sender: &str, p: v1::bus_packet::Payload| {
+        let packet = v1::BusPacket::new(&trace, sender, cap_runtime::packets::now(), p);
+        cap_proto::packet::encode(&packet).len()
+    };
+    let client = cap_runtime::id::new_component_id("client");
+    let worker = cap_runtime::id::new_component_id("worker");
+    floor::Sizes {
+        request: encoded(
+            &client,
+            v1::JobRequest {
+                job_id: id.clone(),
+                topic: "job.bench-00000000".into(),
+                context_ptr: format!("redis://ctx:{id}"),
+                ..Default::default()
+            }
+            .into(),
+        ),
+        progress: Some(encoded(
+            &worker,
+            v1::JobProgress {
+                job_id: id.clone(),
+                status: v1::JobStatus::Running as i32,
+                message: "started".into(),
+                ..Default::default()
+            }
+            .into(),
+        )),
+        result: encoded(
+            &worker,
+            v1::JobResult {
+                job_id: id.clone(),
+                status: v1::JobStatus::Succeeded as i32,
+                result_ptr: format!("redis://res:{id}"),
+                worker_id: worker.clone(),
+                execution_ms: 1,
+                ..Default::default()
+            }
+            .into(),
+        ),
+    }
+}
+
+/// The wire floor, with (cap-rs's operations) or without (the protocol's minimum) the
+/// start report.
+async fn wire_floor(jobs: u64, progress: bool) -> Result<LoadReport, String> {
+    let nats = std::env::var("NATS_URL").unwrap_or_else(|_| "nats://127.0.0.1:4222".into());
+    let redis = std::env::var("REDIS_URL").unwrap_or_else(|_| "redis://127.0.0.1:6379/0".into());
+    let mut sizes = real_sizes();
+    if !progress {
+        sizes.progress = None;
+    }
+    floor::run(&nats, &redis, 500, INFLIGHT, sizes).await?;
+    floor::run(&nats, &redis, jobs, INFLIGHT, sizes).await
+}
+
 fn row(name: &str, r: &Result<LoadReport, String>) {
     match r {
         Ok(r) => {
@@ -138,7 +208,7 @@ fn main() {
         let mem = Ok(ours(
             MemoryBus::new(),
             MemoryBlobStore::emulating_redis(Default::default()),
-            n,
+            n * 5,
         )
         .await);
         let real = match services().await {
@@ -150,6 +220,8 @@ fn main() {
             Err(e) => Err(e),
         };
         let py = python((n / 5).max(2000)).await;
+        let wire_same = wire_floor(n, true).await;
+        let wire_min = wire_floor(n, false).await;
         println!("end to end, {INFLIGHT} jobs in flight, submit→result");
         println!(
             "{:<34} {:>10} {:>10} {:>10} {:>10}",
@@ -158,6 +230,8 @@ fn main() {
         row("cap-rs in-memory", &mem);
         row("cap-rs NATS + Redis", &real);
         row("cap-sdk-python Agent, NATS + Redis", &py);
+        row("wire floor, cap-rs's operations", &wire_same);
+        row("wire floor, protocol minimum", &wire_min);
         if let (Ok(r), Ok(p)) = (&real, &py) {
             println!(
                 "NATS+Redis vs Python: {:.1}x jobs/s, p99 {:.2}x",
@@ -165,10 +239,25 @@ fn main() {
                 r.p99.as_secs_f64() / p.p99.as_secs_f64()
             );
         }
+        if let (Ok(w), Ok(p)) = (&wire_min, &py) {
+            println!(
+                "wire floor (protocol minimum) vs Python: {:.1}x jobs/s, p99 {:.2}x: the most any client library pair reaches here",
+                w.jobs_per_sec / p.jobs_per_sec,
+                w.p99.as_secs_f64() / p.p99.as_secs_f64()
+            );
+        }
+        if let (Ok(r), Ok(w)) = (&real, &wire_same) {
+            println!(
+                "NATS+Redis vs the wire floor of the same operations: {:.2}x jobs/s",
+                r.jobs_per_sec / w.jobs_per_sec
+            );
+        }
         for (name, r) in [
             ("memory", &mem),
             ("nats_redis", &real),
             ("python_agent", &py),
+            ("wire_floor_same_ops", &wire_same),
+            ("wire_floor_minimum", &wire_min),
         ] {
             if let Ok(r) = r {
                 let mut v = r.to_json();
