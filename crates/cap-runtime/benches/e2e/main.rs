@@ -14,11 +14,14 @@
 //! ```
 //!
 //! `CAP_E2E_JOBS` (default 20000) jobs per run (the in-memory row runs five times as
-//! many, the Python row a fifth, at least 2000), after a warm-up. Rows whose services are missing are reported as
+//! many, the Python row a fifth, at least 2000), after a warm-up; `CAP_E2E_ROWS` picks
+//! rows by their JSON names (comma-separated). Each row also reports the CPU time per
+//! job of this process, `nats-server` and `redis-server` ([`cpu`]). Rows whose services are missing are reported as
 //! skipped. Timing stops when the JobResult arrives (outputs are not read).
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, missing_docs)]
 
+mod cpu;
 mod floor;
 
 /// The allocator of the `cap` binary, so the rows measure what `cap bench e2e` runs.
@@ -42,6 +45,13 @@ fn jobs() -> u64 {
         .unwrap_or(20_000)
 }
 
+/// Whether the row named `name` runs: all do unless `CAP_E2E_ROWS` lists some
+/// (comma-separated JSON row names: `memory,nats_redis,python_agent,wire_floor_same_ops,
+/// wire_floor_minimum`).
+fn selected(name: &str) -> bool {
+    std::env::var("CAP_E2E_ROWS").map_or(true, |rows| rows.split(',').any(|r| r.trim() == name))
+}
+
 async fn echo(_ctx: Context, v: serde_json::Value) -> Result<serde_json::Value, JobError> {
     Ok(v)
 }
@@ -51,7 +61,7 @@ async fn drive<B: Bus, S: BlobStore + Clone + 'static>(
     store: S,
     topic: &str,
     jobs: u64,
-) -> LoadReport {
+) -> Measured {
     let client = Client::new(bus, store, ClientConfig::default())
         .await
         .unwrap();
@@ -59,10 +69,15 @@ async fn drive<B: Bus, S: BlobStore + Clone + 'static>(
     cfg.read_output = false;
     load::run(&client, &cfg, |_| {}).await.unwrap();
     cfg.jobs = jobs;
-    load::run(&client, &cfg, |_| {}).await.unwrap()
+    let meter = cpu::Meter::start();
+    let report = load::run(&client, &cfg, |_| {}).await.unwrap();
+    (report, meter.per_job(jobs))
 }
 
-async fn ours<B: Bus, S: BlobStore + Clone + 'static>(bus: B, store: S, jobs: u64) -> LoadReport {
+/// A row's report and its CPU per job.
+type Measured = (LoadReport, cpu::PerJob);
+
+async fn ours<B: Bus, S: BlobStore + Clone + 'static>(bus: B, store: S, jobs: u64) -> Measured {
     let topic = format!("job.bench-{}", &cap_runtime::id::new_trace_id()[..8]);
     let w = Worker::builder(bus.clone(), store.clone())
         .max_parallel(INFLIGHT)
@@ -92,7 +107,7 @@ async fn services() -> Result<(NatsBus, RedisBlobStore), String> {
     Ok((bus, store))
 }
 
-async fn python(jobs: u64) -> Result<LoadReport, String> {
+async fn python(jobs: u64) -> Result<Measured, String> {
     let py = std::env::var("CAP_INTEROP_PYTHON")
         .map_err(|_| "CAP_INTEROP_PYTHON not set".to_string())?;
     let (bus, store) = services().await?;
@@ -168,7 +183,7 @@ fn real_sizes() -> floor::Sizes {
 
 /// The wire floor, with (cap-rs's operations) or without (the protocol's minimum) the
 /// start report.
-async fn wire_floor(jobs: u64, progress: bool) -> Result<LoadReport, String> {
+async fn wire_floor(jobs: u64, progress: bool) -> Result<Measured, String> {
     let nats = std::env::var("NATS_URL").unwrap_or_else(|_| "nats://127.0.0.1:4222".into());
     let redis = std::env::var("REDIS_URL").unwrap_or_else(|_| "redis://127.0.0.1:6379/0".into());
     let mut sizes = real_sizes();
@@ -176,18 +191,21 @@ async fn wire_floor(jobs: u64, progress: bool) -> Result<LoadReport, String> {
         sizes.progress = None;
     }
     floor::run(&nats, &redis, 500, INFLIGHT, sizes).await?;
-    floor::run(&nats, &redis, jobs, INFLIGHT, sizes).await
+    let meter = cpu::Meter::start();
+    let report = floor::run(&nats, &redis, jobs, INFLIGHT, sizes).await?;
+    Ok((report, meter.per_job(jobs)))
 }
 
-fn row(name: &str, r: &Result<LoadReport, String>) {
+fn row(name: &str, r: &Result<Measured, String>) {
     match r {
-        Ok(r) => {
+        Ok((r, cpu)) => {
             println!(
-                "{name:<34} {:>10.0} {:>10.3} {:>10.3} {:>10.3}",
+                "{name:<34} {:>10.0} {:>10.3} {:>10.3} {:>10.3}   {}",
                 r.jobs_per_sec,
                 r.p50.as_secs_f64() * 1e3,
                 r.p99.as_secs_f64() * 1e3,
-                r.max.as_secs_f64() * 1e3
+                r.max.as_secs_f64() * 1e3,
+                cpu.describe()
             );
         }
         Err(e) => println!("{name:<34} skipped: {e}"),
@@ -205,26 +223,47 @@ fn main() {
         .unwrap();
     rt.block_on(async {
         let n = jobs();
-        let mem = Ok(ours(
-            MemoryBus::new(),
-            MemoryBlobStore::emulating_redis(Default::default()),
-            n * 5,
-        )
-        .await);
-        let real = match services().await {
-            Ok((bus, store)) => {
-                let r = ours(bus.clone(), store, n).await;
-                bus.close().await.ok();
-                Ok(r)
-            }
-            Err(e) => Err(e),
+        let skipped = || Err("not selected (CAP_E2E_ROWS)".to_string());
+        let mem = if selected("memory") {
+            Ok(ours(
+                MemoryBus::new(),
+                MemoryBlobStore::emulating_redis(Default::default()),
+                n * 5,
+            )
+            .await)
+        } else {
+            skipped()
         };
-        let py = python((n / 5).max(2000)).await;
-        let wire_same = wire_floor(n, true).await;
-        let wire_min = wire_floor(n, false).await;
+        let real = if !selected("nats_redis") {
+            skipped()
+        } else {
+            match services().await {
+                Ok((bus, store)) => {
+                    let r = ours(bus.clone(), store, n).await;
+                    bus.close().await.ok();
+                    Ok(r)
+                }
+                Err(e) => Err(e),
+            }
+        };
+        let py = if selected("python_agent") {
+            python((n / 5).max(2000)).await
+        } else {
+            skipped()
+        };
+        let wire_same = if selected("wire_floor_same_ops") {
+            wire_floor(n, true).await
+        } else {
+            skipped()
+        };
+        let wire_min = if selected("wire_floor_minimum") {
+            wire_floor(n, false).await
+        } else {
+            skipped()
+        };
         println!("end to end, {INFLIGHT} jobs in flight, submit→result");
         println!(
-            "{:<34} {:>10} {:>10} {:>10} {:>10}",
+            "{:<34} {:>10} {:>10} {:>10} {:>10}   CPU µs/job: this process/nats/redis",
             "", "jobs/s", "p50 ms", "p99 ms", "max ms"
         );
         row("cap-rs in-memory", &mem);
@@ -232,21 +271,21 @@ fn main() {
         row("cap-sdk-python Agent, NATS + Redis", &py);
         row("wire floor, cap-rs's operations", &wire_same);
         row("wire floor, protocol minimum", &wire_min);
-        if let (Ok(r), Ok(p)) = (&real, &py) {
+        if let (Ok((r, _)), Ok((p, _))) = (&real, &py) {
             println!(
                 "NATS+Redis vs Python: {:.1}x jobs/s, p99 {:.2}x",
                 r.jobs_per_sec / p.jobs_per_sec,
                 r.p99.as_secs_f64() / p.p99.as_secs_f64()
             );
         }
-        if let (Ok(w), Ok(p)) = (&wire_min, &py) {
+        if let (Ok((w, _)), Ok((p, _))) = (&wire_min, &py) {
             println!(
                 "wire floor (protocol minimum) vs Python: {:.1}x jobs/s, p99 {:.2}x: the most any client library pair reaches here",
                 w.jobs_per_sec / p.jobs_per_sec,
                 w.p99.as_secs_f64() / p.p99.as_secs_f64()
             );
         }
-        if let (Ok(r), Ok(w)) = (&real, &wire_same) {
+        if let (Ok((r, _)), Ok((w, _))) = (&real, &wire_same) {
             println!(
                 "NATS+Redis vs the wire floor of the same operations: {:.2}x jobs/s",
                 r.jobs_per_sec / w.jobs_per_sec
@@ -259,9 +298,14 @@ fn main() {
             ("wire_floor_same_ops", &wire_same),
             ("wire_floor_minimum", &wire_min),
         ] {
-            if let Ok(r) = r {
+            if let Ok((r, cpu)) = r {
                 let mut v = r.to_json();
                 v["row"] = name.into();
+                v["cpu_us_per_job"] = serde_json::json!({
+                    "this_process": cpu.own,
+                    "nats_server": cpu.nats,
+                    "redis_server": cpu.redis,
+                });
                 println!("{v}");
             }
         }
