@@ -156,12 +156,9 @@ impl MemoryBlobStore {
         let expires_at = ttl.and_then(|t| now.checked_add(Duration::from_millis(ttl_millis(t))));
         let entry = Entry { value, expires_at };
         let mut state = self.state();
-        match state.map.get_mut(key) {
-            Some(slot) => *slot = entry,
-            None => {
-                state.map.insert(key.into(), entry);
-            }
-        }
+        // One lookup (keys are usually new): an existing key keeps its allocation and
+        // gets the new entry.
+        state.map.insert(key.into(), entry);
         state.puts_since_sweep += 1;
         if state.puts_since_sweep >= SWEEP_MIN_PUTS.max(state.map.len()) {
             state.map.retain(|_, e| e.live(now));

@@ -75,13 +75,21 @@ impl RecentJobs {
     /// Records the result bytes of a finished job.
     pub(crate) fn finish(&self, job_id: &str, result: Bytes) {
         let mut s = self.lock();
-        s.jobs.insert(job_id.to_owned(), Entry::Finished(result));
+        // One lookup each: the running entry is updated in place, and an evicted id is
+        // looked up once (it may be running again, then it stays).
+        match s.jobs.get_mut(job_id) {
+            Some(entry) => *entry = Entry::Finished(result),
+            None => {
+                s.jobs.insert(job_id.to_owned(), Entry::Finished(result));
+            }
+        }
         s.finished_order.push_back(job_id.to_owned());
         while s.finished_order.len() > self.capacity {
             if let Some(old) = s.finished_order.pop_front()
-                && matches!(s.jobs.get(&old), Some(Entry::Finished(_)))
+                && let std::collections::hash_map::Entry::Occupied(e) = s.jobs.entry(old)
+                && matches!(e.get(), Entry::Finished(_))
             {
-                s.jobs.remove(&old);
+                e.remove();
             }
         }
     }
