@@ -84,25 +84,34 @@ pub async fn run(
                 let (nats, mut redis) = (nats.clone(), redis.clone());
                 let (progress, result) = (progress.clone(), result.clone());
                 tokio::spawn(async move {
-                    let id = msg.payload.slice(..ID_LEN);
-                    let input: Option<Vec<u8>> = redis::cmd("GET")
-                        .arg(key("ctx:", &id))
-                        .query_async(&mut redis)
-                        .await
-                        .ok()
-                        .flatten();
-                    let input = input.unwrap_or_default();
-                    if let Some(len) = sizes.progress {
-                        let _ = nats.publish(progress, payload(&id, len)).await;
+                    // Any failure leaves the job without a result: the client times out
+                    // and the run fails, so a broken floor cannot look fast.
+                    if msg.payload.len() < ID_LEN {
+                        return;
                     }
-                    let _: Result<(), _> = redis::cmd("SET")
+                    let id = msg.payload.slice(..ID_LEN);
+                    let Ok(Some(input)) = redis::cmd("GET")
+                        .arg(key("ctx:", &id))
+                        .query_async::<Option<Vec<u8>>>(&mut redis)
+                        .await
+                    else {
+                        return;
+                    };
+                    if let Some(len) = sizes.progress
+                        && nats.publish(progress, payload(&id, len)).await.is_err()
+                    {
+                        return;
+                    }
+                    let stored: Result<(), _> = redis::cmd("SET")
                         .arg(key("res:", &id))
                         .arg(input)
                         .arg("PX")
                         .arg(3_600_000)
                         .query_async(&mut redis)
                         .await;
-                    let _ = nats.publish(result, payload(&id, sizes.result)).await;
+                    if stored.is_ok() {
+                        let _ = nats.publish(result, payload(&id, sizes.result)).await;
+                    }
                 });
             }
         })
@@ -121,12 +130,13 @@ pub async fn run(
             loop {
                 tokio::select! {
                     Some(p) = progresses.next() => {
-                        let id = p.payload.slice(..ID_LEN);
-                        let _known = waiters.lock().map(|w| w.contains_key(&id)).unwrap_or(false);
+                        // A real client looks the job up, as ours does.
+                        let id = p.payload.get(..ID_LEN).unwrap_or_default();
+                        let _known = waiters.lock().map(|w| w.contains_key(id)).unwrap_or(false);
                     }
                     Some(r) = results.next() => {
-                        let id = r.payload.slice(..ID_LEN);
-                        if let Some(tx) = waiters.lock().ok().and_then(|mut w| w.remove(&id)) {
+                        let id = r.payload.get(..ID_LEN).unwrap_or_default();
+                        if let Some(tx) = waiters.lock().ok().and_then(|mut w| w.remove(id)) {
                             let _ = tx.send(());
                         }
                     }
