@@ -101,6 +101,44 @@ impl Pointer {
 
     /// Parses and checks a pointer.
     pub fn parse(s: &str) -> Result<Self, PointerError> {
+        Ok(match Parts::split(s)? {
+            Parts::Redis(key) => Pointer::Redis {
+                key: key.to_owned(),
+            },
+            Parts::Mem(key) => Pointer::Mem {
+                key: key.to_owned(),
+            },
+            Parts::S3 { bucket, key } => Pointer::S3 {
+                bucket: bucket.to_owned(),
+                key: key.to_owned(),
+            },
+            Parts::File(path) => Pointer::File {
+                path: path.to_owned(),
+            },
+            Parts::Https(url) => Pointer::Https {
+                url: url.to_owned(),
+            },
+        })
+    }
+
+    /// Checks a pointer as [`parse`](Self::parse) does, without building it (no
+    /// allocation unless the scheme is unknown).
+    pub fn check(s: &str) -> Result<(), PointerError> {
+        Parts::split(s).map(|_| ())
+    }
+}
+
+/// A checked pointer, borrowing its parts from the text.
+enum Parts<'a> {
+    Redis(&'a str),
+    Mem(&'a str),
+    S3 { bucket: &'a str, key: &'a str },
+    File(&'a str),
+    Https(&'a str),
+}
+
+impl<'a> Parts<'a> {
+    fn split(s: &'a str) -> Result<Self, PointerError> {
         if s.is_empty() {
             return Err(PointerError::Empty);
         }
@@ -123,11 +161,10 @@ impl Pointer {
                 if authority.contains('@') {
                     return Err(PointerError::Credentials);
                 }
-                let key = rest.to_owned();
                 Ok(if scheme == "redis" {
-                    Pointer::Redis { key }
+                    Parts::Redis(rest)
                 } else {
-                    Pointer::Mem { key }
+                    Parts::Mem(rest)
                 })
             }
             "s3" => {
@@ -138,10 +175,7 @@ impl Pointer {
                 if bucket.contains('@') {
                     return Err(PointerError::Credentials);
                 }
-                Ok(Pointer::S3 {
-                    bucket: bucket.to_owned(),
-                    key: key.to_owned(),
-                })
+                Ok(Parts::S3 { bucket, key })
             }
             "file" => {
                 let path = rest
@@ -157,9 +191,7 @@ impl Pointer {
                 if path == "/" {
                     return Err(PointerError::MissingKey);
                 }
-                Ok(Pointer::File {
-                    path: path.to_owned(),
-                })
+                Ok(Parts::File(path))
             }
             "https" => {
                 if authority.is_empty() {
@@ -168,12 +200,14 @@ impl Pointer {
                 if authority.contains('@') {
                     return Err(PointerError::Credentials);
                 }
-                Ok(Pointer::Https { url: s.to_owned() })
+                Ok(Parts::Https(s))
             }
             other => Err(PointerError::UnsupportedScheme(other.to_owned())),
         }
     }
+}
 
+impl Pointer {
     /// The scheme: `redis`, `mem`, `s3`, `file` or `https`.
     pub fn scheme(&self) -> &'static str {
         match self {

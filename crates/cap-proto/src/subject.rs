@@ -113,6 +113,12 @@ impl TryFrom<&str> for Subject {
     }
 }
 
+/// Checks a concrete subject (no wildcards), as [`Subject::new`] does, without
+/// allocating.
+pub fn check_subject(s: &str) -> Result<(), SubjectError> {
+    check(s, false)
+}
+
 /// Checks a subscription pattern (wildcards allowed where NATS allows them).
 pub fn check_pattern(s: &str) -> Result<(), SubjectError> {
     check(s, true)

@@ -12,7 +12,7 @@
 //! ```
 
 use crate::pointer::Pointer;
-use crate::subject::{self, Subject};
+use crate::subject;
 use crate::v1::{self, bus_packet::Payload};
 use crate::{ErrorCode, PROTOCOL_VERSION};
 use std::collections::BTreeMap;
@@ -188,7 +188,7 @@ impl Checker<'_> {
 
     fn pointer(&mut self, field: &str, value: &str) {
         if !value.is_empty()
-            && let Err(e) = Pointer::parse(value)
+            && let Err(e) = Pointer::check(value)
         {
             self.push(field, e.to_string());
         }
@@ -197,7 +197,7 @@ impl Checker<'_> {
     fn pointers(&mut self, field: &str, values: &[String]) {
         self.list(field, values, crate::pointer::MAX_POINTER_LEN);
         for (i, p) in values.iter().enumerate() {
-            if let Err(e) = Pointer::parse(p) {
+            if let Err(e) = Pointer::check(p) {
                 self.push(&format!("{field}[{i}]"), e.to_string());
             }
         }
@@ -210,7 +210,7 @@ impl Checker<'_> {
             }
             return;
         }
-        if let Err(e) = Subject::new(value) {
+        if let Err(e) = subject::check_subject(value) {
             self.push(field, e.to_string());
         }
     }

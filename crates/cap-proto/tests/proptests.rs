@@ -205,3 +205,54 @@ proptest! {
         prop_assert_eq!(canonical::insert_signature(&unsigned, &sig).unwrap(), expected);
     }
 }
+
+/// Nested message lengths across every varint width of the length prefix (1 to 3
+/// bytes, and the edges between them) encode exactly as prost's bytes canonicalize,
+/// and decode back.
+#[test]
+fn nested_lengths_at_varint_boundaries() {
+    for len in [
+        0usize, 1, 100, 118, 119, 120, 121, 126, 127, 128, 129, 200, 16_370, 16_376, 16_377,
+        16_383, 16_384, 16_385, 70_000, 2_097_150, 2_097_152,
+    ] {
+        let p = v1::BusPacket::new(
+            "trace-1",
+            "sender-1",
+            prost_types::Timestamp {
+                seconds: 1,
+                nanos: 2,
+            },
+            v1::JobProgress {
+                job_id: "job-1".into(),
+                message: "m".repeat(len),
+                ..Default::default()
+            },
+        );
+        let canonical = canonical::to_bytes(&p);
+        assert_eq!(
+            canonical::canonicalize::<v1::BusPacket>(&p.encode_to_vec()).unwrap(),
+            canonical,
+            "message of {len} bytes"
+        );
+        assert_eq!(
+            v1::BusPacket::decode(canonical.as_slice()).unwrap(),
+            p,
+            "message of {len} bytes"
+        );
+    }
+}
+
+proptest! {
+    /// `Pointer::check` accepts and rejects exactly what `Pointer::parse` does, with
+    /// the same error; `subject::check_subject` agrees with `Subject::new`.
+    #[test]
+    fn borrowed_checks_agree_with_parsing(
+        s in proptest::string::string_regex("(redis|mem|s3|file|https|ftp|)(://)?[a-z@/.: \\x00]{0,12}").unwrap()
+    ) {
+        prop_assert_eq!(cap_proto::Pointer::check(&s), cap_proto::Pointer::parse(&s).map(|_| ()));
+        prop_assert_eq!(
+            cap_proto::subject::check_subject(&s),
+            cap_proto::Subject::new(s.as_str()).map(|_| ())
+        );
+    }
+}

@@ -118,9 +118,23 @@ pub fn message<M: CanonicalEncode + ?Sized>(buf: &mut Vec<u8>, number: u32, m: &
     buf.extend_from_slice(&[0; 5]);
     m.encode_canonical(buf);
     let len = buf.len() - start - 5;
-    let mut prefix = Vec::with_capacity(5);
-    put_varint(&mut prefix, len as u64);
-    buf.splice(start..start + 5, prefix);
+    let n = varint_len(len);
+    if n <= 5 {
+        // Shift the body left over the unused part of the slot, then write the length:
+        // no allocation (this runs for every nested message).
+        let mut v = len as u64;
+        buf.copy_within(start + 5.., start + n);
+        buf.truncate(buf.len() - (5 - n));
+        for b in &mut buf[start..start + n] {
+            *b = if v >= 0x80 { (v as u8) | 0x80 } else { v as u8 };
+            v >>= 7;
+        }
+    } else {
+        // Over 32 GiB: only reachable in theory.
+        let mut prefix = Vec::with_capacity(n);
+        put_varint(&mut prefix, len as u64);
+        buf.splice(start..start + 5, prefix);
+    }
 }
 
 /// One `map<string, string>` entry: key and value both written, even when empty.

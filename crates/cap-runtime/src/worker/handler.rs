@@ -66,6 +66,11 @@ where
 
 /// Decodes JSON input into `I`; a mismatch names the field (error 203).
 pub fn decode_input<I: DeserializeOwned>(bytes: &[u8]) -> Result<I, JobError> {
+    // The common case decodes without tracking the path (which allocates per field);
+    // only a failure is decoded again, to name the field.
+    if let Ok(value) = serde_json::from_slice(bytes) {
+        return Ok(value);
+    }
     let mut de = serde_json::Deserializer::from_slice(bytes);
     let value = serde_path_to_error::deserialize(&mut de).map_err(|e| {
         let path = e.path().to_string();
@@ -85,12 +90,16 @@ pub fn decode_input<I: DeserializeOwned>(bytes: &[u8]) -> Result<I, JobError> {
 
 /// Encodes output as JSON.
 pub fn encode_output<O: Serialize>(output: &O) -> Result<Bytes, JobError> {
-    serde_json::to_vec(output).map(Bytes::from).map_err(|e| {
-        JobError::fatal(
-            cap_proto::ErrorCode::UNSPECIFIED,
-            format!("output does not encode as JSON: {e}"),
-        )
-    })
+    // Sized for a typical small output, so it rarely grows.
+    let mut buf = Vec::with_capacity(64);
+    serde_json::to_writer(&mut buf, output)
+        .map(|()| Bytes::from(buf))
+        .map_err(|e| {
+            JobError::fatal(
+                cap_proto::ErrorCode::UNSPECIFIED,
+                format!("output does not encode as JSON: {e}"),
+            )
+        })
 }
 
 /// The service of a typed handler.

@@ -49,6 +49,8 @@ impl State {
 }
 
 struct Shared<B: Bus, S: BlobStore> {
+    /// The worker id, shared by every job's context.
+    worker_id: Arc<str>,
     packets: Packets<B>,
     store: S,
     handlers: BTreeMap<String, HandlerEntry>,
@@ -111,6 +113,7 @@ pub(super) async fn start<B: Bus, S: BlobStore + 'static>(
         intake: std::sync::Mutex::new(Vec::new()),
     });
     let shared = Arc::new(Shared {
+        worker_id: Arc::from(state.config.worker_id.as_str()),
         sink: Arc::new(Sink(packets.clone())),
         packets: packets.clone(),
         store,
@@ -355,7 +358,16 @@ async fn process<B: Bus, S: BlobStore + 'static>(
     shared.metrics.job_received(&request.job_id, &topic);
     let started = Instant::now();
     let job_id = request.job_id.clone();
-    let outcome = execute(shared, entry, request, &trace_id, sender_id, &topic, token).await;
+    let outcome = execute(
+        shared,
+        entry,
+        request,
+        &trace_id,
+        sender_id,
+        topic.clone(),
+        token,
+    )
+    .await;
     let elapsed = started.elapsed();
     let mut result = base_result(
         &job_id,
@@ -458,7 +470,7 @@ async fn execute<B: Bus, S: BlobStore + 'static>(
     request: Box<v1::JobRequest>,
     trace_id: &str,
     sender_id: String,
-    topic: &str,
+    topic: Arc<str>,
     token: CancellationToken,
 ) -> Result<Pointer, JobError> {
     let input = fetch_context(&shared.store, &request.context_ptr).await?;
@@ -470,8 +482,8 @@ async fn execute<B: Bus, S: BlobStore + 'static>(
         request,
         trace_id: trace_id.to_owned(),
         sender_id,
-        worker_id: shared.state.config.worker_id.clone(),
-        topic: topic.to_owned(),
+        worker_id: shared.worker_id.clone(),
+        topic,
         cancel: token.clone(),
         deadline,
         retry: entry.options.retry,
