@@ -39,6 +39,9 @@ fn payload(id: &[u8], len: usize) -> Bytes {
 
 const ID_LEN: usize = 36;
 
+/// The TTL of the floor's blobs, as the other rows' (10 minutes).
+const BLOB_TTL_MS: u64 = 600_000;
+
 fn key(prefix: &str, id: &[u8]) -> Vec<u8> {
     let mut k = prefix.as_bytes().to_vec();
     k.extend_from_slice(id);
@@ -106,7 +109,7 @@ pub async fn run(
                         .arg(key("res:", &id))
                         .arg(input)
                         .arg("PX")
-                        .arg(3_600_000)
+                        .arg(BLOB_TTL_MS)
                         .query_async(&mut redis)
                         .await;
                     if stored.is_ok() {
@@ -161,7 +164,7 @@ pub async fn run(
                 .arg(key("ctx:", &id))
                 .arg(input.as_ref())
                 .arg("PX")
-                .arg(3_600_000)
+                .arg(BLOB_TTL_MS)
                 .query_async::<()>(&mut redis)
                 .await
                 .map_err(|e| e.to_string())?;

@@ -38,6 +38,10 @@ use tokio::io::{AsyncBufReadExt, BufReader};
 
 const INFLIGHT: usize = 64;
 
+/// Lifetime of the contexts and results the rows store, so a real Redis does not keep
+/// every benchmark job for days (a full keyspace slows Redis down for later runs).
+const BLOB_TTL: Duration = Duration::from_secs(10 * 60);
+
 fn jobs() -> u64 {
     std::env::var("CAP_E2E_JOBS")
         .ok()
@@ -62,9 +66,13 @@ async fn drive<B: Bus, S: BlobStore + Clone + 'static>(
     topic: &str,
     jobs: u64,
 ) -> Measured {
-    let client = Client::new(bus, store, ClientConfig::default())
-        .await
-        .unwrap();
+    let client = Client::new(
+        bus,
+        store,
+        ClientConfig::default().context_ttl(Some(BLOB_TTL)),
+    )
+    .await
+    .unwrap();
     let mut cfg = LoadConfig::new(topic, 500, INFLIGHT);
     cfg.read_output = false;
     load::run(&client, &cfg, |_| {}).await.unwrap();
@@ -81,6 +89,7 @@ async fn ours<B: Bus, S: BlobStore + Clone + 'static>(bus: B, store: S, jobs: u6
     let topic = format!("job.bench-{}", &cap_runtime::id::new_trace_id()[..8]);
     let w = Worker::builder(bus.clone(), store.clone())
         .max_parallel(INFLIGHT)
+        .result_ttl(Some(BLOB_TTL))
         .handler(topic.clone(), echo)
         .build()
         .unwrap()
