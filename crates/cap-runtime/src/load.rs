@@ -120,19 +120,38 @@ async fn one<B: Bus, S: BlobStore + 'static>(
 pub async fn run<B: Bus, S: BlobStore + 'static>(
     client: &Client<B, S>,
     cfg: &LoadConfig,
-    mut on_done: impl FnMut(u64),
+    on_done: impl FnMut(u64),
 ) -> Result<LoadReport, Error> {
     if cfg.jobs == 0 {
         return Err(Error::new(ErrorKind::Config, "no jobs to run"));
     }
-    let mut latencies = Vec::with_capacity(usize::try_from(cfg.jobs).unwrap_or(0));
+    run_with(cfg.jobs, cfg.inflight, || one(client, cfg), on_done).await
+}
+
+/// The driver behind [`run`], for any round trip: `jobs` calls of `one`, `inflight` at
+/// a time, each giving its latency or an error. Failed jobs are counted (the first
+/// error is logged); if every job failed, the first error is returned. `on_done` is
+/// called after every finished job with the number done.
+pub async fn run_with<F, Fut, E>(
+    jobs: u64,
+    inflight: usize,
+    mut one: F,
+    mut on_done: impl FnMut(u64),
+) -> Result<LoadReport, E>
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Result<Duration, E>>,
+    E: std::fmt::Display,
+{
+    let inflight = inflight.max(1);
+    let mut latencies = Vec::with_capacity(usize::try_from(jobs).unwrap_or(0));
     let mut failed = 0u64;
-    let mut first_error: Option<Error> = None;
+    let mut first_error: Option<E> = None;
     let mut started = 0u64;
     let mut in_flight = FuturesUnordered::new();
     let t0 = Instant::now();
-    while started < cfg.jobs && in_flight.len() < cfg.inflight {
-        in_flight.push(one(client, cfg));
+    while started < jobs && in_flight.len() < inflight {
+        in_flight.push(one());
         started += 1;
     }
     let mut done = 0u64;
@@ -148,16 +167,16 @@ pub async fn run<B: Bus, S: BlobStore + 'static>(
             }
         }
         on_done(done);
-        if started < cfg.jobs {
-            in_flight.push(one(client, cfg));
+        if started < jobs {
+            in_flight.push(one());
             started += 1;
         }
     }
     let elapsed = t0.elapsed();
-    if latencies.is_empty() {
-        return Err(
-            first_error.unwrap_or_else(|| Error::new(ErrorKind::JobFailed, "every job failed"))
-        );
+    if latencies.is_empty()
+        && let Some(e) = first_error
+    {
+        return Err(e);
     }
     if let Some(e) = &first_error {
         tracing::warn!(failed, error = %e, "some jobs failed");
@@ -198,5 +217,47 @@ mod tests {
         assert_eq!(quantile(&v, 0.99), Duration::from_millis(99));
         assert_eq!(quantile(&v, 1.0), Duration::from_millis(100));
         assert_eq!(quantile(&[], 0.5), Duration::ZERO);
+    }
+
+    #[tokio::test]
+    async fn run_with_bounds_concurrency_and_counts_failures() {
+        use std::sync::atomic::{AtomicUsize, Ordering};
+        let (now, peak, calls) = (
+            AtomicUsize::new(0),
+            AtomicUsize::new(0),
+            AtomicUsize::new(0),
+        );
+        let mut done_seen = 0;
+        let report = run_with(
+            50,
+            4,
+            || async {
+                let n = calls.fetch_add(1, Ordering::SeqCst);
+                let running = now.fetch_add(1, Ordering::SeqCst) + 1;
+                peak.fetch_max(running, Ordering::SeqCst);
+                tokio::task::yield_now().await;
+                now.fetch_sub(1, Ordering::SeqCst);
+                if n % 10 == 0 {
+                    Err(format!("job {n} failed"))
+                } else {
+                    Ok(Duration::from_millis(n as u64))
+                }
+            },
+            |d| done_seen = d,
+        )
+        .await
+        .unwrap();
+        assert_eq!(calls.load(Ordering::SeqCst), 50);
+        assert_eq!(
+            peak.load(Ordering::SeqCst),
+            4,
+            "never more than 4 in flight"
+        );
+        assert_eq!((report.succeeded, report.failed), (45, 5));
+        assert_eq!(done_seen, 50);
+        assert_eq!(report.max, Duration::from_millis(49));
+
+        let all_failed = run_with(3, 2, || async { Err::<Duration, _>("down") }, |_| {}).await;
+        assert_eq!(all_failed.unwrap_err(), "down");
     }
 }

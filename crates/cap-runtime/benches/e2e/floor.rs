@@ -9,9 +9,8 @@
 //! servers, since the servers' own work per job is the same.
 
 use bytes::Bytes;
-use cap_runtime::load::{LoadReport, quantile};
+use cap_runtime::load::{self, LoadReport};
 use futures_util::StreamExt;
-use futures_util::stream::FuturesUnordered;
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -184,32 +183,12 @@ pub async fn run(
         }
     };
 
-    let mut latencies = Vec::with_capacity(jobs as usize);
-    let mut in_flight = FuturesUnordered::new();
-    let mut started = 0u64;
-    let t0 = Instant::now();
-    while started < jobs && in_flight.len() < inflight {
-        in_flight.push(one());
-        started += 1;
-    }
-    while let Some(r) = in_flight.next().await {
-        latencies.push(r?);
-        if started < jobs {
-            in_flight.push(one());
-            started += 1;
-        }
-    }
-    let elapsed = t0.elapsed();
+    let report = load::run_with(jobs, inflight, one, |_| {}).await;
     worker.abort();
     demux.abort();
-    latencies.sort_unstable();
-    let n = latencies.len() as u64;
-    let mut report = LoadReport::default();
-    report.succeeded = n;
-    report.elapsed = elapsed;
-    report.jobs_per_sec = n as f64 / elapsed.as_secs_f64();
-    report.p50 = quantile(&latencies, 0.5);
-    report.p99 = quantile(&latencies, 0.99);
-    report.max = latencies.last().copied().unwrap_or_default();
+    let report = report?;
+    if report.failed > 0 {
+        return Err(format!("{} of {jobs} floor jobs failed", report.failed));
+    }
     Ok(report)
 }
