@@ -53,7 +53,7 @@ pub fn generate(fds: &FileDescriptorSet) -> Result<String> {
 
 fn rust_field(name: &str) -> String {
     match name {
-        "type" => "r#type".to_owned(),
+        "type" | "match" => format!("r#{name}"),
         other => other.to_owned(),
     }
 }
@@ -137,10 +137,11 @@ fn gen_message(
         }
         match f.r#type() {
             Type::Message if repeated && entries.contains_key(f.type_name()) => {
+                // Entries in the peer's key order (not the BTreeMap's).
                 let (k, v) = entries[f.type_name()];
                 writeln!(
                     out,
-                    "        for (k, v) in &self.{field} {{ e::map_entry_{}_{}(buf, {n}, k, v); }}",
+                    "        e::map_{}_{}(buf, {n}, &self.{field});",
                     scalar_fn(k)?,
                     scalar_fn(v)?
                 )?;

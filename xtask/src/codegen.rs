@@ -14,6 +14,7 @@ const PROTO_FILES: &[&str] = &[
     "cordum/agent/v1/handshake.proto",
     "cordum/agent/v1/buspacket.proto",
     "cordum/agent/v1/safety.proto",
+    "cordum/agent/v1/policy.proto",
 ];
 
 /// Generated files, relative to the output directory.

@@ -58,6 +58,22 @@ cap_messages!(
     PolicyRemediation,
     ListSnapshotsRequest,
     ListSnapshotsResponse,
+    SignatureMetadata,
+    IdentityBinding,
+    DispatchIdentity,
+    ResourceRef,
+    RuleScope,
+    AuditMetadata,
+    Rule,
+    TraceStep,
+    Decision,
+    BundleMetadata,
+    BundleVersion,
+    Bundle,
+    JobEvaluationContext,
+    EdgeEvaluationContext,
+    PolicyEvaluateRequest,
+    PolicyEvaluateResponse,
 );
 
 /// Finds a message name by its short or full name (`JobRequest` or

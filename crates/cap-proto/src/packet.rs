@@ -218,11 +218,22 @@ pub fn decode_message<M: CapMessage>(bytes: &[u8], limit: usize) -> Result<M, Er
 /// It checks structure only; [`crate::validate`] checks the protocol rules, including
 /// `protocol_version`.
 pub fn decode(bytes: &[u8], limit: usize) -> Result<v1::BusPacket, Error> {
+    let packet = decode_lenient(bytes, limit)?;
+    canonical::check_strict::<v1::BusPacket>(bytes)?;
+    Ok(packet)
+}
+
+/// Like [`decode`], without the strictness checks ([`canonical::check_strict`]): it
+/// accepts non-minimal varints and several payload members (the last one wins), as a
+/// plain protobuf parser does. For tools that show what arrived (`cap decode`); never
+/// for packets that are acted upon.
+pub fn decode_lenient(bytes: &[u8], limit: usize) -> Result<v1::BusPacket, Error> {
     let packet: v1::BusPacket = decode_message(bytes, limit)?;
     if packet.payload.is_none() {
         let unknown = canonical::unknown_fields::<v1::BusPacket>(bytes)?;
-        // Fields 1-4, 14 and 18 are the envelope; anything else unknown is a payload.
-        return Err(match unknown.into_iter().find(|n| !matches!(n, 5 | 6)) {
+        // Every envelope field is known; an unknown field is a payload this version
+        // does not model.
+        return Err(match unknown.into_iter().next() {
             Some(field) => Error::UnknownPayload { field },
             None => Error::MissingPayload,
         });

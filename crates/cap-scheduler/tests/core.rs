@@ -431,6 +431,7 @@ fn cancel_running_after_terminal_and_unknown() {
         job_id: "c".into(),
         reason: "user".into(),
         requested_by: "alice".into(),
+        ..Default::default()
     };
     let a = c.handle(
         Event::Cancel {

@@ -56,15 +56,37 @@ pub fn verify_decoded(
             sender: packet.sender_id.clone(),
         });
     }
-    let unsigned = canonical::signing_bytes(raw)?;
-    verifier
-        .verify(&unsigned, &packet.signature)
-        .map_err(|e| match e {
-            Error::Mismatch { .. } => Error::Mismatch {
-                sender: packet.sender_id.clone(),
-            },
-            other => other,
-        })
+    let mismatch = || Error::Mismatch {
+        sender: packet.sender_id.clone(),
+    };
+    // The reference peer's canonical form first: what cap-rs and every cap-sdk-python
+    // release sign, so almost every packet verifies on the first try.
+    let peer = canonical::signing_bytes(raw)?;
+    match verifier.verify(&peer, &packet.signature) {
+        Ok(()) => return Ok(()),
+        Err(Error::Mismatch { .. }) => {}
+        Err(other) => return Err(other),
+    }
+    // Then the forms other signers produce: the bytes as received without field 14 (a
+    // signer that signs its own wire encoding), and bytewise map order (Go). Each is
+    // tried only when it differs from the forms already tried.
+    let as_received = canonical::without_signature(raw)?;
+    if as_received != peer {
+        match verifier.verify(&as_received, &packet.signature) {
+            Ok(()) => return Ok(()),
+            Err(Error::Mismatch { .. }) => {}
+            Err(other) => return Err(other),
+        }
+    }
+    let bytewise = canonical::signing_bytes_in(raw, canonical::MapOrder::Bytewise)?;
+    if bytewise != peer && bytewise != as_received {
+        match verifier.verify(&bytewise, &packet.signature) {
+            Ok(()) => return Ok(()),
+            Err(Error::Mismatch { .. }) => {}
+            Err(other) => return Err(other),
+        }
+    }
+    Err(mismatch())
 }
 
 #[cfg(test)]
@@ -139,10 +161,10 @@ mod tests {
     fn unknown_fields_are_signed_and_verified_as_received() {
         let key = PrivateKey::generate();
         let mut raw = packet::encode(&job());
-        // A newer peer's fields: BusPacket 5 (string) and 6 (varint).
-        raw.extend_from_slice(&[0x2a, 0x02, b'i', b'd', 0x30, 0x07]);
+        // A newer peer's fields: BusPacket 7 (string) and 8 (varint), unknown here.
+        raw.extend_from_slice(&[0x3a, 0x02, b'i', b'd', 0x40, 0x07]);
         let signed = sign_bytes(&raw, &key).unwrap();
-        assert!(signed.ends_with(&[0x2a, 0x02, b'i', b'd', 0x30, 0x07]));
+        assert!(signed.ends_with(&[0x3a, 0x02, b'i', b'd', 0x40, 0x07]));
         verify_bytes(&signed, &key.public_key()).unwrap();
         // Dropping the unknown fields (what a decode/re-encode would do) breaks it.
         let decoded = BusPacket::decode(signed.as_slice()).unwrap();
@@ -151,6 +173,45 @@ mod tests {
             verify_bytes(&reencoded, &key.public_key()),
             Err(Error::Mismatch { .. })
         ));
+    }
+
+    #[test]
+    fn signatures_over_other_signers_forms_verify() {
+        use cap_proto::canonical::{self, MapOrder};
+        let key = PrivateKey::generate();
+        let mut p = job();
+        if let Some(v1::bus_packet::Payload::JobRequest(r)) = &mut p.payload {
+            r.labels = [("team", "a"), ("team_id", "b"), ("", "c"), ("x", "d")]
+                .into_iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect();
+        }
+        let peer = packet::encode(&p);
+        let bytewise = canonical::canonicalize_in::<BusPacket>(&peer, MapOrder::Bytewise).unwrap();
+        assert_ne!(peer, bytewise, "prefix keys order differently");
+        // A Go signer: signs the bytewise form and sends it.
+        let sig = crate::Signer::sign(&key, &bytewise).unwrap();
+        let sent = canonical::insert_signature(&bytewise, &sig).unwrap();
+        verify_bytes(&sent, &key.public_key()).unwrap();
+        // The same signature on the peer-ordered bytes verifies too (the bytewise form is
+        // tried), while a signature over neither form does not.
+        let resent = canonical::insert_signature(&peer, &sig).unwrap();
+        verify_bytes(&resent, &key.public_key()).unwrap();
+        let other = crate::Signer::sign(&key, b"something else").unwrap();
+        let bad = canonical::insert_signature(&peer, &other).unwrap();
+        assert!(matches!(
+            verify_bytes(&bad, &key.public_key()),
+            Err(Error::Mismatch { .. })
+        ));
+        // A signer that signs its own (non-canonical) wire order: the bytes as received.
+        let mut reordered = bytewise.clone();
+        let first_len = 2 + reordered[1] as usize;
+        reordered.rotate_left(first_len);
+        let sig = crate::Signer::sign(&key, &reordered).unwrap();
+        let mut sent = reordered.clone();
+        sent.extend_from_slice(&[0x72, sig.len() as u8]);
+        sent.extend_from_slice(&sig);
+        verify_bytes(&sent, &key.public_key()).unwrap();
     }
 
     #[test]

@@ -135,7 +135,7 @@ mod tests {
         let mut p = challenge();
         sign_handshake(&mut p, &key).unwrap();
         let mut raw = cap_proto::packet::encode(&p);
-        raw.extend_from_slice(&[0x30, 0x01]); // unknown field 6
+        raw.extend_from_slice(&[0x38, 0x01]); // unknown field 7
         assert_eq!(
             verify_handshake(&raw, &key.public_key()),
             Err(Error::UnknownFields)

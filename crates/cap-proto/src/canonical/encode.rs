@@ -3,6 +3,7 @@
 
 use super::CanonicalEncode;
 use super::wire::{I32, I64, LEN, VARINT, put_tag, put_varint};
+use std::cmp::Ordering;
 use std::collections::BTreeMap;
 
 #[inline]
@@ -174,6 +175,107 @@ impl CanonicalEncode for prost_types::Timestamp {
     }
 }
 
-/// Maps in the generated types are `BTreeMap`s: iteration is already in key order.
-#[allow(dead_code)]
-fn _maps_are_sorted(_: &BTreeMap<String, String>) {}
+/// The order in which the reference peer (upb, in every cap-sdk-python release) writes
+/// map entries with string keys: bytewise, except that when one key is a prefix of the
+/// other, the longer key comes first (`abc, ab, a, ba, b`; `x, ""`).
+pub fn peer_key_order(a: &[u8], b: &[u8]) -> Ordering {
+    let n = a.len().min(b.len());
+    match a[..n].cmp(&b[..n]) {
+        Ordering::Equal => b.len().cmp(&a.len()),
+        other => other,
+    }
+}
+
+/// Writes the entries of a string-keyed map in the peer's order.
+///
+/// The generated types keep maps in `BTreeMap`s, whose order is plain bytewise order.
+/// The two orders differ only where one key is a prefix of another, and in bytewise
+/// order every key that has a prefix in the map directly follows a key it starts with,
+/// so one pass over neighbours tells whether the `BTreeMap` order can be used as is
+/// (the common case, which allocates nothing).
+fn map_in_peer_order<V>(
+    buf: &mut Vec<u8>,
+    number: u32,
+    m: &BTreeMap<String, V>,
+    entry: impl Fn(&mut Vec<u8>, u32, &str, &V),
+) {
+    let mut prev: Option<&str> = None;
+    let mut reorder = false;
+    for k in m.keys() {
+        if prev.is_some_and(|p| k.starts_with(p)) {
+            reorder = true;
+            break;
+        }
+        prev = Some(k);
+    }
+    if reorder {
+        let mut sorted: Vec<(&String, &V)> = m.iter().collect();
+        sorted.sort_by(|a, b| peer_key_order(a.0.as_bytes(), b.0.as_bytes()));
+        for (k, v) in sorted {
+            entry(buf, number, k, v);
+        }
+    } else {
+        for (k, v) in m {
+            entry(buf, number, k, v);
+        }
+    }
+}
+
+/// A `map<string, string>` field, entries in the peer's order.
+pub fn map_str_str(buf: &mut Vec<u8>, number: u32, m: &BTreeMap<String, String>) {
+    map_in_peer_order(buf, number, m, |b, n, k, v| map_entry_str_str(b, n, k, v));
+}
+
+/// A `map<string, bool>` field, entries in the peer's order.
+pub fn map_str_bool(buf: &mut Vec<u8>, number: u32, m: &BTreeMap<String, bool>) {
+    map_in_peer_order(buf, number, m, |b, n, k, v| map_entry_str_bool(b, n, k, v));
+}
+
+/// A map-entry length prefix and key for a message-valued entry, then the value.
+fn map_entry_str_message<M: CanonicalEncode>(buf: &mut Vec<u8>, number: u32, k: &str, v: &M) {
+    let mut body = Vec::with_capacity(k.len() + 16);
+    str_always(&mut body, 1, k);
+    message(&mut body, 2, v);
+    len_delimited(buf, number, &body);
+}
+
+impl CanonicalEncode for prost_types::Struct {
+    fn encode_canonical(&self, buf: &mut Vec<u8>) {
+        map_in_peer_order(buf, 1, &self.fields, |b, n, k, v| {
+            map_entry_str_message(b, n, k, v)
+        });
+    }
+}
+
+impl CanonicalEncode for prost_types::Value {
+    fn encode_canonical(&self, buf: &mut Vec<u8>) {
+        use prost_types::value::Kind;
+        // A oneof member is written even when it holds its default.
+        match &self.kind {
+            None => {}
+            Some(Kind::NullValue(v)) => {
+                put_tag(buf, 1, VARINT);
+                put_varint(buf, i64::from(*v) as u64);
+            }
+            Some(Kind::NumberValue(v)) => {
+                put_tag(buf, 2, I64);
+                buf.extend_from_slice(&v.to_bits().to_le_bytes());
+            }
+            Some(Kind::StringValue(v)) => str_always(buf, 3, v),
+            Some(Kind::BoolValue(v)) => {
+                put_tag(buf, 4, VARINT);
+                put_varint(buf, u64::from(*v));
+            }
+            Some(Kind::StructValue(v)) => message(buf, 5, v),
+            Some(Kind::ListValue(v)) => message(buf, 6, v),
+        }
+    }
+}
+
+impl CanonicalEncode for prost_types::ListValue {
+    fn encode_canonical(&self, buf: &mut Vec<u8>) {
+        for v in &self.values {
+            message(buf, 1, v);
+        }
+    }
+}

@@ -74,6 +74,29 @@ pub enum WireError {
     /// The message name is not part of the CAP schema.
     #[error("unknown message type {0}")]
     UnknownMessage(String),
+    /// A varint (tag, length or value) in a longer form than needed (strict decoding).
+    #[error("non-minimal varint encoding")]
+    NonMinimalVarint,
+    /// More than one member of a oneof, such as two `BusPacket` payloads (strict
+    /// decoding): the field number of the second one.
+    #[error("more than one member of a oneof (field {0})")]
+    DuplicateOneof(u32),
+}
+
+/// The order of map entries in canonical bytes.
+///
+/// Signers differ here, and a verifier must know both: the reference peer (upb, every
+/// cap-sdk-python release) writes string keys bytewise except that a key comes *after*
+/// the keys it is a prefix of (`abc, ab, a`); Go's deterministic marshalling and most
+/// other encoders write plain bytewise order (`a, ab, abc`). cap-rs signs in the peer's
+/// order and verifies either.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub enum MapOrder {
+    /// The reference peer's order ([`encode::peer_key_order`]); what cap-rs produces.
+    #[default]
+    Peer,
+    /// Plain bytewise key order (Go's deterministic marshalling).
+    Bytewise,
 }
 
 /// Single-pass canonical encoding of a decoded message, implemented for every CAP
@@ -113,20 +136,169 @@ pub fn canonicalize_named(full_name: &str, bytes: &[u8]) -> Result<Vec<u8>, Wire
         .index_of(full_name)
         .ok_or_else(|| WireError::UnknownMessage(full_name.to_owned()))?;
     let mut out = Vec::with_capacity(bytes.len() + 16);
-    transcode(l, idx, bytes, &mut out, 0, None)?;
+    transcode(l, idx, bytes, &mut out, 0, None, MapOrder::Peer)?;
     Ok(out)
 }
 
 /// The bytes a packet signature covers: the canonical encoding of the received
 /// `BusPacket` bytes with field 14 (`signature`) removed, unknown fields kept.
 pub fn signing_bytes(packet: &[u8]) -> Result<Vec<u8>, WireError> {
+    signing_bytes_in(packet, MapOrder::Peer)
+}
+
+/// Like [`signing_bytes`], with map entries in the given order (a verifier tries the
+/// orders of the signers it may meet).
+pub fn signing_bytes_in(packet: &[u8], order: MapOrder) -> Result<Vec<u8>, WireError> {
     let l = layouts();
     let idx = l
         .index_of(crate::v1::BusPacket::FULL_NAME)
         .ok_or_else(|| WireError::UnknownMessage(crate::v1::BusPacket::FULL_NAME.into()))?;
     let mut out = Vec::with_capacity(packet.len());
-    transcode(l, idx, packet, &mut out, 0, Some(SIGNATURE_FIELD))?;
+    transcode(l, idx, packet, &mut out, 0, Some(SIGNATURE_FIELD), order)?;
     Ok(out)
+}
+
+/// The received bytes of a `BusPacket` with every field-14 (`signature`) entry cut out
+/// and nothing else touched: what a signer that signs its own wire bytes covered.
+pub fn without_signature(packet: &[u8]) -> Result<Vec<u8>, WireError> {
+    let mut out = Vec::with_capacity(packet.len());
+    let mut r = Reader::new(packet);
+    while !r.is_empty() {
+        let start = r.pos();
+        let (number, wt) = r.tag()?;
+        r.value(number, wt, 0)?;
+        if number != SIGNATURE_FIELD {
+            out.extend_from_slice(r.slice(start, r.pos()));
+        }
+    }
+    Ok(out)
+}
+
+/// Whether map keys need reordering between [`MapOrder`]s anywhere in `bytes` (an `M`):
+/// true when some map holds a key that is a prefix of another. When false, the peer's
+/// and the bytewise canonical forms are the same bytes.
+pub fn map_orders_differ<M: CapMessage>(bytes: &[u8]) -> Result<bool, WireError> {
+    let peer = canonicalize_in::<M>(bytes, MapOrder::Peer)?;
+    let bytewise = canonicalize_in::<M>(bytes, MapOrder::Bytewise)?;
+    Ok(peer != bytewise)
+}
+
+/// Like [`canonicalize`], with map entries in the given order.
+pub fn canonicalize_in<M: CapMessage>(bytes: &[u8], order: MapOrder) -> Result<Vec<u8>, WireError> {
+    let l = layouts();
+    let idx = l
+        .index_of(M::FULL_NAME)
+        .ok_or_else(|| WireError::UnknownMessage(M::FULL_NAME.to_owned()))?;
+    let mut out = Vec::with_capacity(bytes.len() + 16);
+    transcode(l, idx, bytes, &mut out, 0, None, order)?;
+    Ok(out)
+}
+
+/// Checks that `bytes` (an `M`) are a strict encoding: every varint at every level
+/// (tags, lengths, values, packed elements) minimal, and at most one member of each
+/// oneof (so at most one `BusPacket` payload). Protobuf parsers accept both; no
+/// deterministic serializer produces them, and the CAP conformance kit requires them
+/// to be dropped as malformed. Unknown fields are checked for varint form only.
+pub fn check_strict<M: CapMessage>(bytes: &[u8]) -> Result<(), WireError> {
+    let l = layouts();
+    let idx = l
+        .index_of(M::FULL_NAME)
+        .ok_or_else(|| WireError::UnknownMessage(M::FULL_NAME.to_owned()))?;
+    strict(l, Some(idx), bytes, 0)
+}
+
+fn strict(l: &Layouts, idx: Option<usize>, input: &[u8], depth: u32) -> Result<(), WireError> {
+    if depth >= MAX_DEPTH {
+        return Err(WireError::RecursionLimit);
+    }
+    let msg = idx.map(|i| &l.messages[i]);
+    let mut oneofs_seen: Vec<u16> = Vec::new();
+    let mut r = Reader::new(input);
+    while !r.is_empty() {
+        let key = r.varint_minimal()?;
+        if key > u64::from(u32::MAX) || key >> 3 == 0 {
+            return Err(WireError::InvalidTag);
+        }
+        let number = (key >> 3) as u32;
+        let wt = (key & 7) as u8;
+        let field = msg.and_then(|m| {
+            m.field_index(number)
+                .map(|i| &m.fields[i])
+                .filter(|f| accepts(f, wt))
+        });
+        if let Some(group) = field.and_then(|f| f.oneof) {
+            if oneofs_seen.contains(&group) {
+                return Err(WireError::DuplicateOneof(number));
+            }
+            oneofs_seen.push(group);
+        }
+        match wt {
+            wire::VARINT => {
+                r.varint_minimal()?;
+            }
+            LEN => {
+                let len = r.varint_minimal()?;
+                let start = r.pos();
+                // Re-read through the lenient path to take the bytes, bounds-checked.
+                let mut probe = Reader::new(r.slice(start, input.len()));
+                let body = match probe.take_len(len) {
+                    Some(b) => b,
+                    None => return Err(WireError::Truncated),
+                };
+                r.skip(body.len());
+                if let Some(f) = field {
+                    strict_len(l, f, body, depth)?;
+                }
+            }
+            _ => {
+                // Fixed-width values and groups: no varints to check beyond the tag.
+                r.value(number, wt, depth)?;
+            }
+        }
+    }
+    Ok(())
+}
+
+fn strict_len(l: &Layouts, f: &Field, body: &[u8], depth: u32) -> Result<(), WireError> {
+    match (f.shape, f.scalar) {
+        (Shape::Map { value, .. }, _) => {
+            // A map entry is a message of key (1) and value (2).
+            let mut r = Reader::new(body);
+            while !r.is_empty() {
+                let key = r.varint_minimal()?;
+                let number = (key >> 3) as u32;
+                let wt = (key & 7) as u8;
+                match wt {
+                    wire::VARINT => {
+                        r.varint_minimal()?;
+                    }
+                    LEN => {
+                        let len = r.varint_minimal()?;
+                        let start = r.pos();
+                        let mut probe = Reader::new(r.slice(start, body.len()));
+                        let inner = probe.take_len(len).ok_or(WireError::Truncated)?;
+                        r.skip(inner.len());
+                        if let (2, Scalar::Message(m)) = (number, value) {
+                            strict(l, Some(m), inner, depth + 2)?;
+                        }
+                    }
+                    _ => {
+                        r.value(number, wt, depth + 1)?;
+                    }
+                }
+            }
+            Ok(())
+        }
+        (_, Scalar::Message(m)) => strict(l, Some(m), body, depth + 1),
+        (Shape::Repeated, Scalar::Varint(_)) => {
+            let mut r = Reader::new(body);
+            while !r.is_empty() {
+                r.varint_minimal()?;
+            }
+            Ok(())
+        }
+        _ => Ok(()),
+    }
 }
 
 /// Adds a signature to the canonical unsigned bytes of a `BusPacket` (as produced by
@@ -212,6 +384,7 @@ fn transcode(
     out: &mut Vec<u8>,
     depth: u32,
     skip: Option<u32>,
+    order: MapOrder,
 ) -> Result<(), WireError> {
     if depth >= MAX_DEPTH {
         return Err(WireError::RecursionLimit);
@@ -247,7 +420,7 @@ fn transcode(
         let (group, tail) = rest.split_at(n);
         rest = tail;
         let values: Vec<Value<'_>> = group.iter().map(|(_, v)| *v).collect();
-        emit_field(l, &msg.fields[fi], &values, out, depth)?;
+        emit_field(l, &msg.fields[fi], &values, out, depth, order)?;
     }
     for raw in unknown {
         out.extend_from_slice(raw);
@@ -261,15 +434,16 @@ fn emit_field(
     values: &[Value<'_>],
     out: &mut Vec<u8>,
     depth: u32,
+    order: MapOrder,
 ) -> Result<(), WireError> {
     match f.shape {
-        Shape::Map { key, value } => emit_map(l, f.number, key, value, values, out, depth),
+        Shape::Map { key, value } => emit_map(l, f.number, key, value, values, out, depth, order),
         Shape::Repeated => match f.scalar {
             Scalar::Message(m) => {
                 let mut child = Vec::new();
                 for v in values {
                     child.clear();
-                    transcode(l, m, len_of(v), &mut child, depth + 1, None)?;
+                    transcode(l, m, len_of(v), &mut child, depth + 1, None, order)?;
                     put_len(out, f.number, &child);
                 }
                 Ok(())
@@ -292,13 +466,13 @@ fn emit_field(
                 Scalar::Message(m) => {
                     let mut child = Vec::new();
                     if let [one] = values {
-                        transcode(l, m, len_of(one), &mut child, depth + 1, None)?;
+                        transcode(l, m, len_of(one), &mut child, depth + 1, None, order)?;
                     } else {
                         // Several occurrences of a singular message merge: their
                         // concatenation decodes to exactly the merged message.
                         let joined: Vec<u8> =
                             values.iter().flat_map(|v| len_of(v)).copied().collect();
-                        transcode(l, m, &joined, &mut child, depth + 1, None)?;
+                        transcode(l, m, &joined, &mut child, depth + 1, None, order)?;
                     }
                     put_len(out, f.number, &child);
                 }
@@ -411,6 +585,7 @@ enum MapKey<'a> {
     Bytes(&'a [u8]),
 }
 
+#[allow(clippy::too_many_arguments)]
 fn emit_map(
     l: &Layouts,
     number: u32,
@@ -419,6 +594,7 @@ fn emit_map(
     entries: &[Value<'_>],
     out: &mut Vec<u8>,
     depth: u32,
+    order: MapOrder,
 ) -> Result<(), WireError> {
     let mut parsed: Vec<(MapKey<'_>, Vec<u8>)> = Vec::with_capacity(entries.len());
     for entry in entries {
@@ -455,8 +631,8 @@ fn emit_map(
         };
         // The entry, re-encoded: key and value both present even when default.
         let mut body = Vec::new();
-        emit_entry_part(l, 1, key, k.as_slice(), &mut body, depth)?;
-        emit_entry_part(l, 2, value, &v, &mut body, depth)?;
+        emit_entry_part(l, 1, key, k.as_slice(), &mut body, depth, order)?;
+        emit_entry_part(l, 2, value, &v, &mut body, depth, order)?;
         parsed.push((map_key, body));
     }
     // Last entry for a key wins; then sort by key.
@@ -466,7 +642,10 @@ fn emit_map(
             deduped.push((k, body));
         }
     }
-    deduped.sort_by(|a, b| a.0.cmp(&b.0));
+    deduped.sort_by(|a, b| match (order, &a.0, &b.0) {
+        (MapOrder::Peer, MapKey::Bytes(x), MapKey::Bytes(y)) => encode::peer_key_order(x, y),
+        _ => a.0.cmp(&b.0),
+    });
     for (_, body) in deduped {
         put_len(out, number, &body);
     }
@@ -490,12 +669,13 @@ fn emit_entry_part(
     values: &[Value<'_>],
     out: &mut Vec<u8>,
     depth: u32,
+    order: MapOrder,
 ) -> Result<(), WireError> {
     match scalar {
         Scalar::Message(m) => {
             let joined: Vec<u8> = values.iter().flat_map(|v| len_of(v)).copied().collect();
             let mut child = Vec::new();
-            transcode(l, m, &joined, &mut child, depth + 2, None)?;
+            transcode(l, m, &joined, &mut child, depth + 2, None, order)?;
             put_len(out, number, &child);
         }
         Scalar::Str | Scalar::Bytes => {

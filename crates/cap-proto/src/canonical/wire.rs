@@ -68,6 +68,18 @@ impl<'a> Reader<'a> {
         Err(WireError::VarintOverflow)
     }
 
+    /// Reads a varint and refuses a non-minimal encoding (a longer form than needed,
+    /// such as `81 00` for 1), which no deterministic serializer produces.
+    pub(crate) fn varint_minimal(&mut self) -> Result<u64, WireError> {
+        let start = self.pos;
+        let v = self.varint()?;
+        let len = self.pos - start;
+        if len > 1 && self.buf.get(self.pos - 1) == Some(&0) {
+            return Err(WireError::NonMinimalVarint);
+        }
+        Ok(v)
+    }
+
     /// Reads a tag: (field number, wire type).
     pub(crate) fn tag(&mut self) -> Result<(u32, u8), WireError> {
         let key = self.varint()?;
@@ -80,6 +92,17 @@ impl<'a> Reader<'a> {
             return Err(WireError::InvalidTag);
         }
         Ok((number as u32, wire_type))
+    }
+
+    /// Takes `len` bytes (a decoded length) if that many remain.
+    pub(crate) fn take_len(&mut self, len: u64) -> Option<&'a [u8]> {
+        let n = usize::try_from(len).ok()?;
+        self.take(n).ok()
+    }
+
+    /// Advances past `n` bytes the caller has already bounds-checked.
+    pub(crate) fn skip(&mut self, n: usize) {
+        self.pos = self.pos.saturating_add(n).min(self.buf.len());
     }
 
     fn take(&mut self, n: usize) -> Result<&'a [u8], WireError> {

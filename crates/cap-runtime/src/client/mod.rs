@@ -392,6 +392,7 @@ impl<B: Bus, S: BlobStore + 'static> Client<B, S> {
             job_id: job_id.to_owned(),
             reason: reason.to_owned(),
             requested_by: self.id().to_owned(),
+            ..Default::default()
         };
         let packets = &self.inner.packets;
         packets

@@ -133,6 +133,7 @@ impl<'p> Verdict<'p> {
                 String::new()
             },
             remediations: self.remediations.to_vec(),
+            ..Default::default()
         }
     }
 }

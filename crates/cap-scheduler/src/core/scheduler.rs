@@ -822,6 +822,7 @@ impl SchedulerCore {
                 job_id: child,
                 reason: format!("parent {id} cancelled"),
                 requested_by: cancel.requested_by.clone(),
+                ..Default::default()
             };
             self.cancel(c, now, out);
         }
@@ -994,6 +995,7 @@ impl SchedulerCore {
             job_id: id.to_owned(),
             reason: format!("timeout: {why}"),
             requested_by: self.id.clone(),
+            ..Default::default()
         };
         out.push(Action::ForwardCancel {
             cancel: Box::new(cancel),
@@ -1020,6 +1022,8 @@ pub fn policy_request(r: &v1::JobRequest) -> v1::PolicyCheckRequest {
         labels: r.labels.clone(),
         memory_id: r.memory_id.clone(),
         meta: r.meta.clone(),
+        identity: r.identity.clone(),
+        input_ref: r.context_ref.clone(),
         ..Default::default()
     }
 }
@@ -1047,6 +1051,10 @@ fn compensation_request(step: &JobRecord) -> Option<v1::JobRequest> {
         labels: c.labels.clone(),
         meta: Some(meta),
         compensation: None,
+        identity: c.identity.clone(),
+        // The scheduler assigns every dispatch itself.
+        dispatch: None,
+        context_ref: c.context_ref.clone(),
     })
 }
 
