@@ -1,6 +1,6 @@
 //! [`Bus`]: the transport contract — bytes moved by subject.
 
-use crate::{Error, Headers, Message};
+use crate::{Error, Headers, Message, Receipt};
 use bytes::Bytes;
 use futures_core::Stream;
 use std::{future::Future, time::Duration};
@@ -102,6 +102,28 @@ pub trait Bus: Clone + Send + Sync + 'static {
         timeout: Duration,
     ) -> impl Future<Output = Result<Message, Error>> + Send {
         self.request_with_headers(subject, Headers::new(), payload, timeout)
+    }
+
+    /// Publishes like [`publish_with_headers`](Bus::publish_with_headers) and, when the
+    /// bus stored the message durably, returns where ([`Receipt`]), so that it can be
+    /// [withdrawn](Bus::withdraw) before anyone consumes it. Buses without durable
+    /// storage return `None` (the default).
+    fn publish_receipted(
+        &self,
+        subject: &str,
+        headers: Headers,
+        payload: Bytes,
+    ) -> impl Future<Output = Result<Option<Receipt>, Error>> + Send {
+        let publish = self.publish_with_headers(subject, headers, payload);
+        async move { publish.await.map(|()| None) }
+    }
+
+    /// Removes a durably stored message that no consumer has taken yet. `Ok(true)`: it
+    /// was removed; `Ok(false)`: it was already gone (consumed, expired) or this bus
+    /// stores nothing (the default).
+    fn withdraw(&self, receipt: &Receipt) -> impl Future<Output = Result<bool, Error>> + Send {
+        let _ = receipt;
+        async { Ok(false) }
     }
 
     /// Waits until everything published so far has been handed to the transport (for

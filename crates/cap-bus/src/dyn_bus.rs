@@ -1,7 +1,7 @@
 //! [`DynBus`]: the object-safe companion of [`Bus`], for applications that hold
 //! `Arc<dyn DynBus>`.
 
-use crate::{Bus, Error, Headers, Message};
+use crate::{Bus, Error, Headers, Message, Receipt};
 use bytes::Bytes;
 use futures_core::{Stream, future::BoxFuture};
 use std::{pin::Pin, sync::Arc, time::Duration};
@@ -60,6 +60,17 @@ pub trait DynBus: Send + Sync + 'static {
         timeout: Duration,
     ) -> BoxFuture<'a, Result<Message, Error>>;
 
+    /// [`Bus::publish_receipted`].
+    fn dyn_publish_receipted<'a>(
+        &'a self,
+        subject: &'a str,
+        headers: Headers,
+        payload: Bytes,
+    ) -> BoxFuture<'a, Result<Option<Receipt>, Error>>;
+
+    /// [`Bus::withdraw`].
+    fn dyn_withdraw<'a>(&'a self, receipt: &'a Receipt) -> BoxFuture<'a, Result<bool, Error>>;
+
     /// [`Bus::flush`].
     fn dyn_flush(&self) -> BoxFuture<'_, Result<(), Error>>;
 
@@ -114,6 +125,19 @@ impl<B: Bus> DynBus for B {
         Box::pin(self.request_with_headers(subject, headers, payload, timeout))
     }
 
+    fn dyn_publish_receipted<'a>(
+        &'a self,
+        subject: &'a str,
+        headers: Headers,
+        payload: Bytes,
+    ) -> BoxFuture<'a, Result<Option<Receipt>, Error>> {
+        Box::pin(self.publish_receipted(subject, headers, payload))
+    }
+
+    fn dyn_withdraw<'a>(&'a self, receipt: &'a Receipt) -> BoxFuture<'a, Result<bool, Error>> {
+        Box::pin(self.withdraw(receipt))
+    }
+
     fn dyn_flush(&self) -> BoxFuture<'_, Result<(), Error>> {
         Box::pin(self.flush())
     }
@@ -161,6 +185,21 @@ impl Bus for Arc<dyn DynBus> {
         (**self)
             .dyn_request(subject, headers, payload, timeout)
             .await
+    }
+
+    async fn publish_receipted(
+        &self,
+        subject: &str,
+        headers: Headers,
+        payload: Bytes,
+    ) -> Result<Option<Receipt>, Error> {
+        (**self)
+            .dyn_publish_receipted(subject, headers, payload)
+            .await
+    }
+
+    async fn withdraw(&self, receipt: &Receipt) -> Result<bool, Error> {
+        (**self).dyn_withdraw(receipt).await
     }
 
     async fn flush(&self) -> Result<(), Error> {

@@ -28,4 +28,4 @@ pub mod shell;
 
 #[cfg(feature = "redis")]
 pub use shell::RedisJobStore;
-pub use shell::{JobStore, MemoryJobStore, Observed, Scheduler, SchedulerOptions};
+pub use shell::{JobStore, MemoryJobStore, Observed, Scheduler, SchedulerOptions, SchedulerStats};

@@ -2,7 +2,7 @@
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, missing_docs)]
 
 use cap_proto::{ErrorCode, JobState, v1};
-use cap_scheduler::core::{Action, Config, Event, Hold, Pools, SchedulerCore};
+use cap_scheduler::core::{Action, Config, Event, Fence, Hold, Pools, SchedulerCore};
 use std::time::Duration;
 
 fn core() -> SchedulerCore {
@@ -310,6 +310,7 @@ fn policy_constraints_set_retries_and_deadline() {
                 percent: 1,
                 ..Default::default()
             },
+            sender: "w1".into(),
         },
         10,
     );
@@ -367,6 +368,7 @@ fn reconciler_times_out_unstarted_and_overrunning_jobs() {
                 status: 4,
                 ..Default::default()
             },
+            sender: "w1".into(),
         },
         50,
     );
@@ -397,9 +399,12 @@ fn reconciler_times_out_unstarted_and_overrunning_jobs() {
     assert_eq!(state(&c, "r"), JobState::Running);
     c.handle(Event::Tick, 1050);
     assert_eq!(state(&c, "r"), JobState::Timeout);
-    // A late result after the timeout is a second terminal state: ignored.
+    // A late result after the timeout belongs to a fenced attempt: dropped.
     let a = result(&mut c, "r", JobState::Succeeded, 2000);
-    assert!(a.iter().any(|x| matches!(x, Action::Ignored { .. })));
+    assert!(a.iter().any(|x| matches!(
+        x,
+        Action::Fenced { what: "result", fence: Fence::Inactive, .. }
+    )));
     assert_eq!(state(&c, "r"), JobState::Timeout);
 }
 
@@ -530,14 +535,23 @@ fn idempotency_keys_share_one_run_and_its_outcome() {
         },
         3,
     );
+    assert!(published(&a).is_empty(), "the leader's result is the worker's");
+    // The follower looks at its leader on its next deadline and takes the outcome.
+    let a = c.handle(Event::Tick, 1 + cap_scheduler::core::timers::FOLLOW_POLL_MS);
     let copies = published(&a);
     assert_eq!(copies.len(), 1);
     assert_eq!(copies[0].job_id, "second");
     assert_eq!(copies[0].result_ptr, "redis://res:first");
+    assert_eq!(
+        copies[0].worker_id, "sched",
+        "published by the scheduler, as itself"
+    );
+    assert_eq!(state(&c, "second"), JobState::Succeeded);
     // Later submitters get the outcome at once.
-    let a = submit(&mut c, keyed("third"), 4);
+    let a = submit(&mut c, keyed("third"), 400);
     assert_eq!(published(&a)[0].job_id, "third");
     res.job_id = "third".into();
+    res.worker_id = "sched".into();
     assert_eq!(published(&a)[0], res);
 }
 
@@ -687,10 +701,18 @@ fn backwards_moves_and_second_terminals_are_ignored() {
     submit(&mut c, req("b", "job.x"), 0);
     decide(&mut c, "b", ALLOW, 0);
     result(&mut c, "b", JobState::Succeeded, 1);
+    // After the end, the attempt is fenced: a second terminal or a backwards move from
+    // it is dropped.
     let a = result(&mut c, "b", JobState::Failed, 2);
-    assert!(matches!(&a[..], [Action::Ignored { .. }]));
+    assert!(matches!(&a[..], [Action::Fenced { fence: Fence::Inactive, .. }]));
     let a = result(&mut c, "b", JobState::Running, 3);
+    assert!(matches!(&a[..], [Action::Fenced { fence: Fence::Inactive, .. }]));
+    // While the attempt is in flight, a backwards move is refused by the state machine.
+    submit(&mut c, req("d", "job.x"), 0);
+    decide(&mut c, "d", ALLOW, 0);
+    let a = result(&mut c, "d", JobState::Scheduled, 1);
     assert!(matches!(&a[..], [Action::Ignored { .. }]));
+    assert_eq!(state(&c, "d"), JobState::Dispatched);
     assert_eq!(state(&c, "b"), JobState::Succeeded);
     assert!(result(&mut c, "unknown", JobState::Succeeded, 3).is_empty());
 }
@@ -871,6 +893,7 @@ fn the_reconciler_keeps_one_deadline_per_job() {
                     status: 4,
                     ..Default::default()
                 },
+                sender: "w1".into(),
             },
             2,
         );

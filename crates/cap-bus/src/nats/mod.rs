@@ -23,7 +23,7 @@ pub use jetstream::{JetStreamOptions, Retention, Storage, durable_name};
 pub use options::{Auth, DEFAULT_URL, NatsOptions, ReconnectOptions, TlsOptions};
 pub use subscription::NatsSubscription;
 
-use crate::{Bus, Error, ErrorKind, Headers, Message, check};
+use crate::{Bus, Error, ErrorKind, Headers, Message, Receipt, check};
 use async_nats::jetstream as js;
 use bytes::Bytes;
 use options::config;
@@ -297,7 +297,7 @@ impl NatsBus {
         subject: &str,
         mut headers: Headers,
         payload: Bytes,
-    ) -> Result<(), Error> {
+    ) -> Result<Receipt, Error> {
         if headers.get(MSG_ID_HEADER).is_none() {
             headers.insert(MSG_ID_HEADER, self.next_msg_id())?;
         }
@@ -315,7 +315,7 @@ impl NatsBus {
             }
             .await;
             match attempt {
-                Ok(_) => return Ok(()),
+                Ok(ack) => return Ok(Receipt::new(ack.stream, ack.sequence)),
                 Err((e, retry)) => {
                     if !retry || self.inner.is_closed() || Instant::now() + delay > deadline {
                         return Err(e);
@@ -383,7 +383,9 @@ impl Bus for NatsBus {
         if let Some(j) = inner.durable(|o| o.is_durable_subject(subject)) {
             // Boxed: the JetStream path (publish, then wait for the server's ack) is
             // several times the size of a core publish, and would grow every publish.
-            return Box::pin(self.publish_durable(j, subject, headers, payload)).await;
+            return Box::pin(self.publish_durable(j, subject, headers, payload))
+                .await
+                .map(|_| ());
         }
         let res = match convert::header_map(&headers) {
             None => {
@@ -400,6 +402,47 @@ impl Bus for NatsBus {
             }
         };
         res.map_err(|e| convert::publish_error(e, inner.is_closed()))
+    }
+
+    async fn publish_receipted(
+        &self,
+        subject: &str,
+        headers: Headers,
+        payload: Bytes,
+    ) -> Result<Option<Receipt>, Error> {
+        let inner = &*self.inner;
+        inner.ensure_open()?;
+        check::subject(subject)?;
+        check::size(&headers, payload.len(), Some(inner.client.max_payload()))?;
+        match inner.durable(|o| o.is_durable_subject(subject)) {
+            Some(j) => Box::pin(self.publish_durable(j, subject, headers, payload))
+                .await
+                .map(Some),
+            None => self
+                .publish_with_headers(subject, headers, payload)
+                .await
+                .map(|()| None),
+        }
+    }
+
+    async fn withdraw(&self, receipt: &Receipt) -> Result<bool, Error> {
+        let inner = &*self.inner;
+        inner.ensure_open()?;
+        let Some(j) = inner.js.as_ref() else {
+            return Ok(false);
+        };
+        let stream = j
+            .ctx
+            .get_stream(receipt.stream())
+            .await
+            .map_err(|e| Error::with_source(ErrorKind::Config, "get stream", e))?;
+        match stream.delete_message(receipt.sequence()).await {
+            Ok(_) => Ok(true),
+            // Already consumed (work-queue retention removes acknowledged messages),
+            // expired, or deleted before.
+            Err(e) if e.to_string().to_ascii_lowercase().contains("no message found") => Ok(false),
+            Err(e) => Err(Error::with_source(ErrorKind::Publish, "withdraw", e)),
+        }
     }
 
     async fn subscribe(&self, pattern: &str) -> Result<NatsSubscription, Error> {

@@ -329,6 +329,16 @@ async fn scenarios<B: Bus, S: BlobStore + 'static>(
                         t0.elapsed().as_secs_f64() * 1e3
                     );
                 }
+                Observed::Fenced {
+                    job_id,
+                    what,
+                    fence,
+                } => {
+                    println!(
+                        "{:>8.1} ms  {job_id:<24} {what} of a {fence} attempt refused",
+                        t0.elapsed().as_secs_f64() * 1e3
+                    );
+                }
             }
         }
     });

@@ -224,6 +224,21 @@ impl<B: Bus> Packets<B> {
         Ok(())
     }
 
+    /// Publishes already sealed bytes and returns where a durable bus stored them (see
+    /// [`Bus::publish_receipted`]), so that the publisher can withdraw them later.
+    pub async fn publish_bytes_receipted(
+        &self,
+        subject: &str,
+        bytes: Bytes,
+    ) -> Result<Option<cap_bus::Receipt>, Error> {
+        let receipt = self
+            .bus
+            .publish_receipted(subject, cap_bus::Headers::new(), bytes)
+            .await?;
+        bump(&self.shared.counters.published);
+        Ok(receipt)
+    }
+
     /// Decodes, trust-checks and validates `raw` (no IO, nothing reported).
     pub fn open(&self, raw: &[u8]) -> Result<BusPacket, Box<Rejection>> {
         let c = &self.shared.config;

@@ -33,6 +33,39 @@ pub enum Hold {
         /// When to dispatch again.
         at: Millis,
     },
+    /// Submitted with the idempotency key of `leader`, which is still running: this job
+    /// gets the leader's outcome when it ends.
+    Follow {
+        /// The job that runs for both.
+        leader: String,
+    },
+}
+
+/// One physical dispatch of a job (CAP-PRODUCTION fencing): persisted before the
+/// dispatch is published, compared with every result, progress report and cancel.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Attempt {
+    /// Unpredictable id of this dispatch.
+    pub dispatch_id: String,
+    /// 1 for the first dispatch, previous + 1 after that.
+    pub attempt: u64,
+    /// The worker it was sent to directly; empty for a pool dispatch (any worker of
+    /// the pool may take it).
+    pub assigned: String,
+    /// The worker that reported on this attempt first (for a pool dispatch, the one that
+    /// took it); later reports from another worker are foreign.
+    pub runner: String,
+}
+
+impl Attempt {
+    /// The wire form carried by the JobRequest.
+    pub fn identity(&self) -> v1::DispatchIdentity {
+        v1::DispatchIdentity {
+            dispatch_id: self.dispatch_id.clone(),
+            attempt: self.attempt,
+            assigned_worker_id: self.assigned.clone(),
+        }
+    }
 }
 
 /// One job.
@@ -71,10 +104,24 @@ pub struct JobRecord {
     /// The final result, once terminal.
     #[serde(with = "opt_proto_bytes")]
     pub result: Option<v1::JobResult>,
-    /// Jobs submitted with the same idempotency key while this one ran: they get its outcome.
-    pub followers: Vec<String>,
-    /// Child jobs (workflow).
-    pub children: Vec<String>,
+    /// The attempt in flight, while DISPATCHED or RUNNING. Any other time it is `None`:
+    /// the last attempt is fenced, and nothing it reports is applied.
+    #[serde(default)]
+    pub dispatch: Option<Attempt>,
+    /// The envelope identity (BusPacket.identity) the job was submitted with; relayed on
+    /// every dispatch.
+    #[serde(default, with = "opt_identity")]
+    pub identity: Option<v1::IdentityBinding>,
+    /// Workflow compensations still to run after this one (compensation jobs only),
+    /// most recent step first.
+    #[serde(default, with = "requests")]
+    pub chain: Vec<v1::JobRequest>,
+    /// Once terminal: whether what the end of the job sets off for other jobs (a
+    /// compensation, children's cancels) is known to be under way. An unsettled
+    /// terminal job is looked at again shortly after, and repeats that work (every part
+    /// of it is idempotent), so a scheduler that dies between the two loses nothing.
+    #[serde(default)]
+    pub settled: bool,
 }
 
 impl JobRecord {
@@ -96,8 +143,10 @@ impl JobRecord {
             worker_id: String::new(),
             since: now,
             result: None,
-            followers: Vec::new(),
-            children: Vec::new(),
+            dispatch: None,
+            identity: None,
+            chain: Vec::new(),
+            settled: false,
         }
     }
 
@@ -113,6 +162,11 @@ impl JobRecord {
             .as_ref()
             .map(|m| m.idempotency_key.as_str())
             .filter(|k| !k.is_empty())
+    }
+
+    /// The workflow parent, if any.
+    pub fn parent(&self) -> Option<&str> {
+        Some(self.request.parent_job_id.as_str()).filter(|p| !p.is_empty())
     }
 
     /// Records a state change (the caller has checked it is legal).
@@ -191,6 +245,65 @@ mod opt_proto_bytes {
     }
 }
 
+mod opt_identity {
+    use prost::Message;
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    pub fn serialize<S: Serializer>(
+        m: &Option<cap_proto::v1::IdentityBinding>,
+        s: S,
+    ) -> Result<S::Ok, S::Error> {
+        match m {
+            Some(r) => {
+                s.serialize_some(&super::proto_bytes::hex(&cap_proto::canonical::to_bytes(r)))
+            }
+            None => s.serialize_none(),
+        }
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(
+        d: D,
+    ) -> Result<Option<cap_proto::v1::IdentityBinding>, D::Error> {
+        let text = Option::<String>::deserialize(d)?;
+        text.map(|t| {
+            let bytes = super::proto_bytes::unhex(&t).map_err(serde::de::Error::custom)?;
+            cap_proto::v1::IdentityBinding::decode(bytes.as_slice())
+                .map_err(serde::de::Error::custom)
+        })
+        .transpose()
+    }
+}
+
+mod requests {
+    use prost::Message;
+    use serde::{Deserialize, Deserializer, Serializer, ser::SerializeSeq};
+
+    pub fn serialize<S: Serializer>(
+        m: &[cap_proto::v1::JobRequest],
+        s: S,
+    ) -> Result<S::Ok, S::Error> {
+        let mut seq = s.serialize_seq(Some(m.len()))?;
+        for r in m {
+            seq.serialize_element(&super::proto_bytes::hex(&cap_proto::canonical::to_bytes(r)))?;
+        }
+        seq.end()
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(
+        d: D,
+    ) -> Result<Vec<cap_proto::v1::JobRequest>, D::Error> {
+        let texts = Vec::<String>::deserialize(d)?;
+        texts
+            .iter()
+            .map(|t| {
+                let bytes = super::proto_bytes::unhex(t).map_err(serde::de::Error::custom)?;
+                cap_proto::v1::JobRequest::decode(bytes.as_slice())
+                    .map_err(serde::de::Error::custom)
+            })
+            .collect()
+    }
+}
+
 mod state_name {
     use cap_proto::state::JobState;
     use serde::{Deserialize, Deserializer, Serializer};
@@ -227,6 +340,20 @@ mod tests {
             status: 5,
             ..Default::default()
         });
+        r.dispatch = Some(Attempt {
+            dispatch_id: "d1".into(),
+            attempt: 2,
+            assigned: "w1".into(),
+            runner: "w1".into(),
+        });
+        r.identity = Some(v1::IdentityBinding {
+            tenant_id: "acme".into(),
+            ..Default::default()
+        });
+        r.chain = vec![v1::JobRequest {
+            job_id: "c".into(),
+            ..Default::default()
+        }];
         let text = serde_json::to_string(&r).unwrap();
         let back: JobRecord = serde_json::from_str(&text).unwrap();
         assert_eq!(back, r);

@@ -1,15 +1,37 @@
-//! The sans-IO core: (state, event, now) → new state + actions. See [`SchedulerCore`].
+//! The sans-IO core: the per-job state machine ([`step`]: (record, event, env) → new
+//! record + actions + follow-ups) and [`SchedulerCore`], its in-memory driver.
+//!
+//! One file per concern: [`submit`] (idempotency, admission), [`safety`] (decisions,
+//! re-checks), [`dispatch`] (routing, fenced attempts), [`fence`] (is a report for the
+//! attempt in flight?), [`outcome`] (results, progress, retries, dead letters),
+//! [`cancel`] (cancels, timeouts), [`workflow`] (compensations), [`timers`] (deadlines),
+//! [`workers`] (handshakes, lost workers).
 
+mod cancel;
 mod config;
+mod dispatch;
+mod env;
 mod event;
+pub mod fence;
 mod job;
+mod machine;
+mod messages;
+mod outcome;
 mod pools;
 mod registry;
+mod safety;
 mod scheduler;
+mod submit;
+pub mod timers;
+pub mod workers;
+mod workflow;
 
 pub use config::{Config, backoff};
-pub use event::{Action, Event};
-pub use job::{Hold, JobRecord, Millis};
+pub use env::{CHILDREN, Env, JobView, Lookup, MapView};
+pub use event::{Action, Claim, Event, Fence, FollowUp, JobEvent};
+pub use job::{Attempt, Hold, JobRecord, Millis};
+pub use machine::{Step, step};
+pub use messages::{alert, policy_request};
 pub use pools::{Pools, PoolsError, Route};
 pub use registry::{Registry, WorkerInfo};
-pub use scheduler::{SchedulerCore, alert, policy_request};
+pub use scheduler::SchedulerCore;

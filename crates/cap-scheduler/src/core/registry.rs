@@ -92,6 +92,11 @@ impl Registry {
             .collect()
     }
 
+    /// Forgets a worker (it handshook with no protocol version in common).
+    pub fn forget(&mut self, id: &str) {
+        self.workers.remove(id);
+    }
+
     /// A worker by id.
     pub fn get(&self, id: &str) -> Option<&WorkerInfo> {
         self.workers.get(id)

@@ -1,12 +1,19 @@
-//! The async shell: the [`Scheduler`] service and its [`JobStore`]s.
+//! The async shell: the [`Scheduler`] service, the [`Engine`] that applies events
+//! against the shared [`JobStore`], and the stores (memory and Redis).
 
+mod engine;
+mod feed;
+#[cfg(feature = "redis")]
+mod redis_store;
 mod scheduler;
 mod send;
 mod store;
 
-pub use scheduler::{
-    APPROVAL_SUBJECT, Error, Observed, QUEUE_GROUP, Scheduler, SchedulerOptions, in_state, now_ms,
-};
+pub use engine::{Engine, EngineStats, Outcome};
 #[cfg(feature = "redis")]
-pub use store::RedisJobStore;
-pub use store::{JobStore, MemoryJobStore, StoreError};
+pub use redis_store::{BUCKETS, RedisJobStore};
+pub use scheduler::{
+    APPROVAL_SUBJECT, Error, Observed, QUEUE_GROUP, Scheduler, SchedulerOptions, SchedulerStats,
+    in_state, now_ms,
+};
+pub use store::{Commit, Committed, JobStore, MemoryJobStore, StoreError, Stored, WorkerEntry};

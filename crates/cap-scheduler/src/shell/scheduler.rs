@@ -1,18 +1,21 @@
-//! [`Scheduler`]: the async shell around [`SchedulerCore`]. Subscription tasks turn bus
-//! packets into events; one loop owns the core, applies each event, carries out the
-//! actions (publish, persist, ask the safety kernel) and only then acknowledges the
-//! message, so a crash between receipt and persistence means redelivery, not loss.
+//! [`Scheduler`]: the async shell. Subscription tasks turn bus packets into inputs; one
+//! loop batches them, applies them through the [`Engine`] against the shared job store
+//! (compare-and-set per job), carries out what was committed (publish, ask the safety
+//! kernel, alert) and only then acknowledges the messages, so a crash between receipt
+//! and commit means redelivery, not loss. Deadlines are claimed from the store, so any
+//! number of instances can run side by side and survive each other's death.
 
-use crate::core::{Action, Config, Event, Hold, JobRecord, Millis, Pools, SchedulerCore};
-use crate::shell::send;
-use crate::shell::store::{JobStore, StoreError};
+use super::engine::{Engine, EngineStats};
+use super::feed::{self, Item};
+use super::send::{self, Outgoing};
+use super::store::JobStore;
+use crate::core::{Action, Config, Event, Fence, Hold, JobEvent, JobRecord, Millis, Pools, workers};
 use bytes::Bytes;
-use cap_bus::{Bus, Message};
-use cap_proto::v1::bus_packet::Payload;
+use cap_bus::{AckHandle, Bus, Message};
 use cap_proto::{JobState, subject, v1};
 use cap_runtime::packets::Packets;
 use cap_safety::SafetyClient;
-use futures_util::StreamExt;
+use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use tokio::sync::{Semaphore, broadcast, mpsc};
@@ -23,7 +26,7 @@ use tokio_util::sync::CancellationToken;
 /// `{"ok": bool, "message": "…"}`. Restrict who may publish here with NATS permissions.
 pub const APPROVAL_SUBJECT: &str = "sys.scheduler.approval";
 
-/// Most events applied together before their records are written and their messages
+/// Most inputs applied together before their records are committed and their messages
 /// acknowledged.
 const MAX_BATCH: usize = 256;
 
@@ -31,25 +34,32 @@ const MAX_BATCH: usize = 256;
 /// is this far ahead.
 const SEND_QUEUE: usize = 64;
 
-/// Default queue group prefix of schedulers: they share `sys.job.submit` as
-/// `cap-scheduler-submit` and `sys.job.result` as `cap-scheduler-result`.
+/// Default queue group prefix of schedulers: instances share `sys.job.submit` as
+/// `cap-scheduler-submit`, `sys.job.result` as `cap-scheduler-result`, and so on.
 pub const QUEUE_GROUP: &str = "cap-scheduler";
 
 /// Settings of a scheduler service.
 #[derive(Clone, Debug)]
 pub struct SchedulerOptions {
-    /// Timeouts, retries, back-off.
+    /// Timeouts, retries, back-off, retention.
     pub config: Config,
     /// Topic → pool routing.
     pub pools: Pools,
     /// Queue group shared by scheduler instances.
     pub queue_group: String,
-    /// How often timers and the reconciler run.
+    /// How often deadlines are claimed and workers checked.
     pub tick: Duration,
     /// Safety checks in flight at most.
     pub max_safety_in_flight: usize,
     /// Time allowed for one safety check before it counts as unreachable.
     pub safety_timeout: Duration,
+    /// How long a claimed deadline is leased: if the instance that claimed it dies, the
+    /// job is looked at again after this long.
+    pub lease: Duration,
+    /// Due jobs claimed per tick at most.
+    pub claim_batch: usize,
+    /// Records cached at most (jobs in flight; dropping the cache is always safe).
+    pub cache_cap: usize,
 }
 
 impl Default for SchedulerOptions {
@@ -61,6 +71,9 @@ impl Default for SchedulerOptions {
             tick: Duration::from_millis(100),
             max_safety_in_flight: 256,
             safety_timeout: Duration::from_secs(2),
+            lease: Duration::from_secs(10),
+            claim_batch: 1024,
+            cache_cap: 100_000,
         }
     }
 }
@@ -86,6 +99,15 @@ pub enum Observed {
         /// Why.
         reason: String,
     },
+    /// A report that did not belong to the attempt in flight was dropped.
+    Fenced {
+        /// The job.
+        job_id: String,
+        /// `result`, `progress` or `cancel`.
+        what: &'static str,
+        /// How it was out of step.
+        fence: Fence,
+    },
     /// An alert the scheduler published.
     Alert(v1::SystemAlert),
 }
@@ -104,7 +126,7 @@ pub enum Error {
     },
     /// The job store failed at start-up.
     #[error(transparent)]
-    Store(#[from] StoreError),
+    Store(#[from] super::store::StoreError),
 }
 
 /// The scheduler's clock: wall-clock milliseconds.
@@ -115,24 +137,25 @@ pub fn now_ms() -> Millis {
         .unwrap_or(0)
 }
 
-/// What one batch of actions leaves to do: events settled at once, jobs to persist,
-/// packets to publish. One is kept for the scheduler's life and emptied after each
-/// batch, so the loop does not grow fresh buffers every time.
-#[derive(Default)]
-struct Batch {
-    follow_ups: Vec<Event>,
-    dirty: Vec<String>,
-    outgoing: Vec<(String, cap_proto::v1::BusPacket)>,
-}
-
-enum Input {
-    Event(Box<Event>, Option<Message>),
+pub(crate) enum Input {
+    Item(Box<Item>, Option<Message>),
     Approval {
         job_id: String,
         approve: bool,
         reason: String,
         msg: Message,
     },
+}
+
+/// Counters of a running scheduler.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct SchedulerStats {
+    /// What the engine did (commits, conflicts, unknown jobs, events given back).
+    pub engine: EngineStats,
+    /// Reports dropped by fencing, by kind.
+    pub fenced: HashMap<Fence, u64>,
+    /// Dispatches withdrawn from the durable bus after their attempt was ended.
+    pub withdrawn: u64,
 }
 
 /// The scheduler service over a bus, a safety client and a job store.
@@ -142,11 +165,12 @@ pub struct Scheduler<B: Bus, K: SafetyClient + 'static, S: JobStore> {
     store: Arc<S>,
     options: SchedulerOptions,
     observers: broadcast::Sender<Observed>,
+    stats: Arc<std::sync::Mutex<SchedulerStats>>,
 }
 
 impl<B: Bus, K: SafetyClient + 'static, S: JobStore> Scheduler<B, K, S> {
     /// A scheduler publishing and receiving through `packets` (its sender id is the
-    /// scheduler id).
+    /// scheduler id; instances of one scheduler share it, and the store).
     pub fn new(packets: Packets<B>, safety: Arc<K>, store: S, options: SchedulerOptions) -> Self {
         let (observers, _) = broadcast::channel(4096);
         Scheduler {
@@ -155,6 +179,7 @@ impl<B: Bus, K: SafetyClient + 'static, S: JobStore> Scheduler<B, K, S> {
             store: Arc::new(store),
             options,
             observers,
+            stats: Arc::default(),
         }
     }
 
@@ -163,36 +188,54 @@ impl<B: Bus, K: SafetyClient + 'static, S: JobStore> Scheduler<B, K, S> {
         self.observers.subscribe()
     }
 
+    /// A handle on the counters, readable while the scheduler runs.
+    pub fn stats_handle(&self) -> Arc<std::sync::Mutex<SchedulerStats>> {
+        self.stats.clone()
+    }
+
     /// Runs until `shutdown` is cancelled.
     pub async fn run(self, shutdown: CancellationToken) -> Result<(), Error> {
         let id = self.packets.sender_id().to_owned();
-        let mut core = SchedulerCore::new(
+        let mut engine = Engine::new(
+            self.store.clone(),
             id.clone(),
             self.options.config.clone(),
             self.options.pools.clone(),
+            self.options.cache_cap,
+            Box::new(cap_runtime::id::new_trace_id),
         );
-        let records = self.store.load_all().await?;
-        let restored = records.len();
-        core.restore(records, now_ms());
-        tracing::info!(scheduler = %id, restored, "scheduler starting");
+        // Workers other instances (or this one before a restart) have seen.
+        let now = now_ms();
+        for w in self.store.workers().await? {
+            let hs = v1::Handshake {
+                component_id: w.worker_id.clone(),
+                role: v1::ComponentRole::Worker as i32,
+                supported_versions: self.options.config.supported_versions.clone(),
+                capabilities: w.capabilities.iter().map(|c| (c.clone(), true)).collect(),
+                ready_topics: w.ready_topics.clone(),
+                ..Default::default()
+            };
+            engine.registry.handshake(&hs, now);
+        }
+        tracing::info!(scheduler = %id, workers = engine.registry.len(), "scheduler starting");
 
         let (tx, mut rx) = mpsc::channel::<Input>(1024);
         let bus = self.packets.bus().clone();
+        let group = |what: &str| format!("{}-{what}", self.options.queue_group);
         // One group per subject: durable (JetStream) consumers are named after the group,
-        // and one durable cannot serve two filters.
-        let q_submit = format!("{}-submit", self.options.queue_group);
-        let q_result = format!("{}-result", self.options.queue_group);
+        // and one durable cannot serve two filters. Heartbeats and handshakes reach every
+        // instance (each keeps a registry); the rest is shared out.
         let subs = [
-            (subject::SUBMIT, Some(q_submit.as_str())),
-            (subject::RESULT, Some(q_result.as_str())),
-            (subject::PROGRESS, None),
-            (subject::CANCEL, None),
+            (subject::SUBMIT, Some(group("submit"))),
+            (subject::RESULT, Some(group("result"))),
+            (subject::PROGRESS, Some(group("progress"))),
+            (subject::CANCEL, Some(group("cancel"))),
             (subject::HEARTBEAT, None),
             (subject::HANDSHAKE, None),
         ];
         let mut tasks = Vec::new();
         for (subj, queue) in subs {
-            let stream = match queue {
+            let stream = match &queue {
                 Some(g) => bus.queue_subscribe(subj, g).await,
                 None => bus.subscribe(subj).await,
             }
@@ -200,21 +243,21 @@ impl<B: Bus, K: SafetyClient + 'static, S: JobStore> Scheduler<B, K, S> {
                 subject: subj.to_owned(),
                 source,
             })?;
-            tasks.push(tokio::spawn(feed(
+            tasks.push(tokio::spawn(feed::packets(
                 stream,
                 self.packets.clone(),
                 tx.clone(),
                 shutdown.clone(),
             )));
         }
-        let approvals =
-            bus.subscribe(APPROVAL_SUBJECT)
-                .await
-                .map_err(|source| Error::Subscribe {
-                    subject: APPROVAL_SUBJECT.to_owned(),
-                    source,
-                })?;
-        tasks.push(tokio::spawn(feed_approvals(
+        let approvals = bus
+            .queue_subscribe(APPROVAL_SUBJECT, &group("approval"))
+            .await
+            .map_err(|source| Error::Subscribe {
+                subject: APPROVAL_SUBJECT.to_owned(),
+                source,
+            })?;
+        tasks.push(tokio::spawn(feed::approvals(
             approvals,
             tx.clone(),
             shutdown.clone(),
@@ -223,29 +266,42 @@ impl<B: Bus, K: SafetyClient + 'static, S: JobStore> Scheduler<B, K, S> {
         let limiter = Arc::new(Semaphore::new(self.options.max_safety_in_flight.max(1)));
         let mut ticker = tokio::time::interval(self.options.tick);
         ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-        // Sends and acknowledgements that wait for the server are finished by a task of
-        // their own, batch after batch (see `send`). Each batch is persisted first.
         let (send_tx, send_rx) = mpsc::channel::<send::Unfinished>(SEND_QUEUE);
         let sender = tokio::spawn(send::run(send_rx));
-        // Buffers reused by every batch.
-        let mut work = Batch::default();
-        let mut batch = Vec::with_capacity(MAX_BATCH);
-        let mut actions = Vec::new();
-        let mut acks = Vec::new();
+        let mut batch: Vec<Input> = Vec::with_capacity(MAX_BATCH);
+        let sink = receipt_sink(self.store.clone(), &self.options.config);
+        let mut last_refresh = now_ms();
         loop {
             tokio::select! {
                 _ = shutdown.cancelled() => break,
                 _ = ticker.tick() => {
-                    actions.extend(core.handle(Event::Tick, now_ms()));
-                    let packets = self.carry_out(&mut core, &mut actions, &mut work, &tx, &limiter).await;
-                    if let Some(rest) = send::start(&self.packets, packets, Vec::new()).await {
+                    let now = now_ms();
+                    let mut events = Vec::new();
+                    let lease_until = now.saturating_add(crate::core::timers::ms(self.options.lease));
+                    match self.store.claim_due(now, lease_until, self.options.claim_batch).await {
+                        Ok(ids) => events.extend(ids.into_iter().map(|id| (id, JobEvent::Due))),
+                        Err(e) => tracing::warn!(error = %e, "claiming deadlines failed"),
+                    }
+                    let (lost, mut actions) = workers::expire(&mut engine.registry, &self.options.config, &id, now);
+                    for w in lost {
+                        for job in engine.sent_to(&w) {
+                            events.push((job, JobEvent::WorkerLost { worker_id: w.clone() }));
+                        }
+                    }
+                    if now.saturating_sub(last_refresh) > 5_000 {
+                        last_refresh = now;
+                        self.refresh_workers(&mut engine, now).await;
+                    }
+                    let outcome = engine.apply(events, now).await;
+                    actions.extend(outcome.actions);
+                    let out = self.carry_out(&mut engine, actions, &tx, &limiter).await;
+                    if let Some(rest) = send::start(&self.packets, out, Vec::new(), Vec::new(), &sink).await {
                         let _ = send_tx.send(rest).await;
                     }
+                    self.record_stats(&engine);
                 }
                 input = rx.recv() => {
                     let Some(first) = input else { break };
-                    // Take every event already waiting (up to a bound): they are applied
-                    // together, their records written in one go, then acknowledged.
                     batch.push(first);
                     while batch.len() < MAX_BATCH {
                         match rx.try_recv() {
@@ -253,41 +309,55 @@ impl<B: Bus, K: SafetyClient + 'static, S: JobStore> Scheduler<B, K, S> {
                             Err(_) => break,
                         }
                     }
+                    let now = now_ms();
+                    let mut events: Vec<(String, JobEvent)> = Vec::with_capacity(batch.len());
+                    // The message of each job event (same index), and the messages that are
+                    // acknowledged whatever happens (heartbeats, handshakes).
+                    let mut handles: Vec<Option<AckHandle>> = Vec::with_capacity(batch.len());
+                    let mut acks = Vec::new();
+                    let mut actions = Vec::new();
                     for input in batch.drain(..) {
                         match input {
-                            Input::Event(event, msg) => {
-                                let event = *event;
-                                self.load_if_needed(&mut core, &event).await;
-                                actions.extend(core.handle(event, now_ms()));
-                                // Only durable deliveries need acknowledging (see `send`).
-                                acks.extend(msg.map(|m| m.ack_handle()).filter(cap_bus::AckHandle::is_durable));
+                            Input::Item(item, msg) => {
+                                let handle = msg.map(|m| m.ack_handle()).filter(AckHandle::is_durable);
+                                match *item {
+                                    Item::Job(job_id, ev) => {
+                                        events.push((job_id, ev));
+                                        handles.push(handle);
+                                    }
+                                    Item::Worker(ev) => {
+                                        actions.extend(self.worker_event(&mut engine, ev, now).await);
+                                        acks.extend(handle);
+                                    }
+                                }
                             }
                             Input::Approval { job_id, approve, reason, msg } => {
-                                let event = Event::Approved { job_id: job_id.clone() };
-                                self.load_if_needed(&mut core, &event).await;
-                                let held = matches!(core.job(&job_id).and_then(|j| j.hold.as_ref()), Some(Hold::Approval { .. }));
-                                let reply = if held {
-                                    let event = if approve { event } else { Event::Rejected { job_id: job_id.clone(), reason } };
-                                    actions.extend(core.handle(event, now_ms()));
-                                    serde_json::json!({"ok": true, "message": format!("job {job_id} {}", if approve { "approved" } else { "rejected" })})
-                                } else {
-                                    serde_json::json!({"ok": false, "message": format!("job {job_id} is not waiting for approval")})
-                                };
+                                let reply = self.approval(&mut engine, &job_id, approve, reason, now, &mut actions).await;
                                 if let Some(r) = msg.reply() {
                                     let _ = bus.publish(r, Bytes::from(reply.to_string())).await;
                                 }
                             }
                         }
                     }
-                    let packets = self.carry_out(&mut core, &mut actions, &mut work, &tx, &limiter).await;
-                    // Persisted: now the packets, then the acknowledgements, may go.
-                    let acks = std::mem::take(&mut acks);
-                    if let Some(rest) = send::start(&self.packets, packets, acks).await
+                    let outcome = engine.apply(events, now).await;
+                    actions.extend(outcome.actions);
+                    let out = self.carry_out(&mut engine, actions, &tx, &limiter).await;
+                    // Committed: now the packets, then the acknowledgements, may go. Events
+                    // the store did not take are given back for redelivery.
+                    let failed: std::collections::HashSet<usize> = outcome.failed.into_iter().collect();
+                    let mut naks = Vec::new();
+                    for (i, h) in handles.into_iter().enumerate() {
+                        if let Some(h) = h {
+                            if failed.contains(&i) { naks.push(h) } else { acks.push(h) }
+                        }
+                    }
+                    if let Some(rest) = send::start(&self.packets, out, acks, naks, &sink).await
                         && send_tx.send(rest).await.is_err()
                     {
                         tracing::error!("the sending task is gone; stopping");
                         break;
                     }
+                    self.record_stats(&engine);
                 }
             }
         }
@@ -301,272 +371,316 @@ impl<B: Bus, K: SafetyClient + 'static, S: JobStore> Scheduler<B, K, S> {
         Ok(())
     }
 
-    /// Another instance (or this one before a restart) may hold the job: load it.
-    async fn load_if_needed(&self, core: &mut SchedulerCore, event: &Event) {
-        let id = match event {
-            Event::Result { result } => &result.job_id,
-            Event::Progress { progress } => &progress.job_id,
-            Event::Cancel { cancel } => &cancel.job_id,
-            Event::Approved { job_id } | Event::Rejected { job_id, .. } => job_id,
-            Event::SafetyDecided { job_id, .. } | Event::SafetyUnavailable { job_id, .. } => job_id,
-            Event::Submitted { request, .. } => &request.job_id,
-            _ => return,
-        };
-        if core.job(id).is_some() {
-            return;
-        }
-        match self.store.get(id).await {
-            Ok(Some(record)) => core.restore([record], now_ms()),
-            Ok(None) => {}
-            Err(e) => tracing::warn!(job_id = %id, error = %e, "job store lookup failed"),
+    /// A heartbeat or a handshake: the registry (and, for a handshake, the shared copy).
+    async fn worker_event(&self, engine: &mut Engine<S>, ev: Event, now: Millis) -> Vec<Action> {
+        match ev {
+            Event::Heartbeat { heartbeat } => {
+                engine.registry.heartbeat(&heartbeat, now);
+                Vec::new()
+            }
+            Event::Handshake { handshake } => {
+                let id = engine.id().to_owned();
+                let actions = workers::handshake(
+                    &mut engine.registry,
+                    &self.options.config,
+                    &id,
+                    &handshake,
+                    now,
+                );
+                if let Some(w) = engine.registry.get(&handshake.component_id) {
+                    let ttl = self.options.config.heartbeat_interval * 3;
+                    if let Err(e) = self.store.put_worker(w, ttl.max(Duration::from_secs(15))).await {
+                        tracing::warn!(error = %e, "sharing a worker's handshake failed");
+                    }
+                }
+                actions
+            }
+            _ => Vec::new(),
         }
     }
 
-    /// Carries out `actions` (leaving it empty), and the actions of any event they
-    /// settle at once (an in-process safety decision), until nothing is left; persists
-    /// the changed records and returns the sealed packets to send. `batch` comes back
-    /// empty.
+    /// Learns handshakes other instances have seen (ready topics are only sent once).
+    async fn refresh_workers(&self, engine: &mut Engine<S>, now: Millis) {
+        match self.store.workers().await {
+            Ok(ws) => {
+                for w in ws {
+                    if engine.registry.get(&w.worker_id).is_none() {
+                        let hs = v1::Handshake {
+                            component_id: w.worker_id.clone(),
+                            role: v1::ComponentRole::Worker as i32,
+                            supported_versions: self.options.config.supported_versions.clone(),
+                            capabilities: w.capabilities.iter().map(|c| (c.clone(), true)).collect(),
+                            ready_topics: w.ready_topics.clone(),
+                            ..Default::default()
+                        };
+                        engine.registry.handshake(&hs, now);
+                    }
+                }
+            }
+            Err(e) => tracing::debug!(error = %e, "reading shared workers failed"),
+        }
+    }
+
+    /// Applies an approval command; returns the reply.
+    async fn approval(
+        &self,
+        engine: &mut Engine<S>,
+        job_id: &str,
+        approve: bool,
+        reason: String,
+        now: Millis,
+        actions: &mut Vec<Action>,
+    ) -> serde_json::Value {
+        engine.forget(job_id);
+        let record: Option<JobRecord> = match self.store.load(&[job_id.to_owned()]).await {
+            Ok(mut r) => r.pop().flatten().map(|s| s.record),
+            Err(e) => {
+                return serde_json::json!({"ok": false, "message": format!("job store unavailable: {e}")});
+            }
+        };
+        let held = matches!(record.and_then(|r| r.hold), Some(Hold::Approval { .. }));
+        if !held {
+            return serde_json::json!({"ok": false, "message": format!("job {job_id} is not waiting for approval")});
+        }
+        let ev = if approve {
+            JobEvent::Approved
+        } else {
+            JobEvent::Rejected(reason)
+        };
+        let outcome = engine.apply(vec![(job_id.to_owned(), ev)], now).await;
+        let ok = outcome.failed.is_empty();
+        actions.extend(outcome.actions);
+        if ok {
+            serde_json::json!({"ok": true, "message": format!("job {job_id} {}", if approve { "approved" } else { "rejected" })})
+        } else {
+            serde_json::json!({"ok": false, "message": format!("job {job_id}: the job store did not take the decision; try again")})
+        }
+    }
+
+    fn record_stats(&self, engine: &Engine<S>) {
+        if let Ok(mut s) = self.stats.lock() {
+            s.engine = engine.stats();
+        }
+    }
+
+    /// Carries out actions; packets come back sealed, in order, for the sending step.
     async fn carry_out(
         &self,
-        core: &mut SchedulerCore,
-        actions: &mut Vec<Action>,
-        batch: &mut Batch,
+        engine: &mut Engine<S>,
+        actions: Vec<Action>,
         tx: &mpsc::Sender<Input>,
         limiter: &Arc<Semaphore>,
-    ) -> Vec<(String, Bytes)> {
+    ) -> Vec<Outgoing> {
+        let mut out: Vec<Outgoing> = Vec::new();
+        let mut decided: Vec<(String, JobEvent)> = Vec::new();
+        let mut queue = actions;
         loop {
-            self.carry_out_once(core, actions, tx, limiter, batch).await;
-            if batch.follow_ups.is_empty() {
+            for action in queue.drain(..) {
+                self.carry_out_one(engine, action, tx, limiter, &mut out, &mut decided);
+            }
+            if decided.is_empty() {
                 break;
             }
-            let now = now_ms();
-            for event in batch.follow_ups.drain(..) {
-                actions.extend(core.handle(event, now));
-            }
+            // In-process safety decisions: applied now, their actions carried out too.
+            let outcome = engine.apply(std::mem::take(&mut decided), now_ms()).await;
+            queue = outcome.actions;
         }
-        // Evicted meanwhile: nothing to write.
-        let records: Vec<&JobRecord> = batch.dirty.iter().filter_map(|id| core.job(id)).collect();
-        if let Err(e) = self.store.put_many(&records).await {
-            tracing::error!(jobs = records.len(), error = %e, "persisting jobs failed");
-        }
-        batch.dirty.clear();
-        // Write-ahead: the records first, then what they decided. A crash in between
-        // leaves a job recorded as dispatched but never sent, which the reconciler times
-        // out; never one sent twice.
-        self.seal_all(batch)
+        out
     }
 
-    async fn carry_out_once(
+    fn carry_out_one(
         &self,
-        core: &mut SchedulerCore,
-        actions: &mut Vec<Action>,
+        engine: &mut Engine<S>,
+        action: Action,
         tx: &mpsc::Sender<Input>,
         limiter: &Arc<Semaphore>,
-        batch: &mut Batch,
+        out: &mut Vec<Outgoing>,
+        decided: &mut Vec<(String, JobEvent)>,
     ) {
-        for action in actions.drain(..) {
-            match action {
-                Action::CheckSafety { job_id, request } => {
-                    let safety = self.safety.clone();
-                    let timeout = self.options.safety_timeout;
-                    let mut check = Box::pin(async move {
-                        match tokio::time::timeout(timeout, safety.check(&request)).await {
-                            Ok(Ok(response)) => Event::SafetyDecided { job_id, response },
-                            Ok(Err(e)) => Event::SafetyUnavailable {
-                                job_id,
-                                error: e.to_string(),
-                            },
-                            Err(_) => Event::SafetyUnavailable {
-                                job_id,
-                                error: "safety check timed out".into(),
-                            },
-                        }
-                    });
-                    // An in-process kernel answers at once: apply the decision now. A
-                    // remote one is awaited in its own task so the loop keeps going.
-                    match futures_util::FutureExt::now_or_never(&mut check) {
-                        Some(event) => batch.follow_ups.push(event),
-                        None => {
-                            let tx = tx.clone();
-                            let limiter = limiter.clone();
-                            tokio::spawn(async move {
-                                let _permit = limiter.acquire_owned().await;
-                                let event = check.await;
-                                let _ = tx.send(Input::Event(Box::new(event), None)).await;
-                            });
-                        }
+        match action {
+            Action::CheckSafety { job_id, request } => {
+                let safety = self.safety.clone();
+                let timeout = self.options.safety_timeout;
+                let id = job_id.clone();
+                let mut check = Box::pin(async move {
+                    match tokio::time::timeout(timeout, safety.check(&request)).await {
+                        Ok(Ok(response)) => JobEvent::SafetyDecided(response),
+                        Ok(Err(e)) => JobEvent::SafetyUnavailable(e.to_string()),
+                        Err(_) => JobEvent::SafetyUnavailable("safety check timed out".into()),
                     }
-                }
-                Action::Dispatch {
-                    subject,
-                    request,
-                    trace_id,
-                } => {
-                    // A dispatch that never arrives is timed out by the reconciler.
-                    batch
-                        .outgoing
-                        .push((subject, self.packets.envelope(&trace_id, *request)));
-                }
-                Action::PublishResult { result, trace_id } => {
-                    batch.outgoing.push((
-                        subject::RESULT.to_owned(),
-                        self.packets.envelope(&trace_id, *result),
-                    ));
-                }
-                Action::DeadLetter { result, trace_id } => {
-                    batch.outgoing.push((
-                        subject::DLQ.to_owned(),
-                        self.packets.envelope(&trace_id, *result),
-                    ));
-                }
-                Action::ForwardCancel { cancel, trace_id } => {
-                    let trace = if trace_id.is_empty() {
-                        cap_runtime::id::new_trace_id()
-                    } else {
-                        trace_id
-                    };
-                    batch.outgoing.push((
-                        subject::CANCEL.to_owned(),
-                        self.packets.envelope(&trace, *cancel),
-                    ));
-                }
-                Action::Alert { alert } => {
-                    let trace = if alert.trace_id.is_empty() {
-                        cap_runtime::id::new_trace_id()
-                    } else {
-                        alert.trace_id.clone()
-                    };
-                    let _ = self.observers.send(Observed::Alert((*alert).clone()));
-                    batch.outgoing.push((
-                        subject::ALERT.to_owned(),
-                        self.packets.envelope(&trace, *alert),
-                    ));
-                }
-                Action::Persist { job_id } => {
-                    if !batch.dirty.contains(&job_id) {
-                        batch.dirty.push(job_id);
-                    }
-                }
-                Action::Evict { job_id } => {
-                    if let Err(e) = self.store.delete(&job_id).await {
-                        tracing::warn!(job_id = %job_id, error = %e, "evicting job failed");
-                    }
-                }
-                Action::Transition { job_id, state, at } => {
-                    let topic = core
-                        .job(&job_id)
-                        .map(|j| j.request.topic.as_str())
-                        .unwrap_or_default();
-                    tracing::info!(job_id = %job_id, topic = %topic, state = %state, "job state");
-                    // Observers are optional: build the event only for someone.
-                    if self.observers.receiver_count() > 0 {
-                        let topic = topic.to_owned();
-                        let _ = self.observers.send(Observed::Transition {
-                            job_id,
-                            topic,
-                            state,
-                            at,
+                });
+                // An in-process kernel answers at once: apply the decision now. A remote
+                // one is awaited in its own task so the loop keeps going.
+                match futures_util::FutureExt::now_or_never(&mut check) {
+                    Some(event) => decided.push((id, event)),
+                    None => {
+                        let tx = tx.clone();
+                        let limiter = limiter.clone();
+                        tokio::spawn(async move {
+                            let _permit = limiter.acquire_owned().await;
+                            let event = check.await;
+                            let item = Item::Job(id, event);
+                            let _ = tx.send(Input::Item(Box::new(item), None)).await;
                         });
                     }
                 }
-                Action::Ignored { job_id, reason } => {
-                    tracing::info!(job_id = %job_id, reason = %reason, "event ignored");
-                    let _ = self.observers.send(Observed::Ignored { job_id, reason });
-                }
             }
-        }
-    }
-
-    /// Seals the batch's packets, in order.
-    fn seal_all(&self, batch: &mut Batch) -> Vec<(String, Bytes)> {
-        let mut sealed = Vec::with_capacity(batch.outgoing.len());
-        for (subj, mut pkt) in batch.outgoing.drain(..) {
-            match self.packets.seal(&mut pkt) {
-                Ok(bytes) => sealed.push((subj, bytes)),
-                Err(e) => tracing::error!(subject = %subj, error = %e, "cannot seal a packet"),
-            }
-        }
-        sealed
-    }
-}
-
-/// Packets from one subscription → events.
-async fn feed<B: Bus, St>(
-    mut stream: St,
-    packets: Packets<B>,
-    tx: mpsc::Sender<Input>,
-    shutdown: CancellationToken,
-) where
-    St: futures_util::Stream<Item = Message> + Unpin,
-{
-    loop {
-        let msg = tokio::select! {
-            _ = shutdown.cancelled() => return,
-            m = stream.next() => match m { Some(m) => m, None => return },
-        };
-        let Some(pkt) = packets.receive(&msg).await else {
-            continue;
-        };
-        let trace_id = pkt.trace_id.clone();
-        let sender = pkt.sender_id.clone();
-        let event = match pkt.payload {
-            Some(Payload::JobRequest(request)) => Event::Submitted {
+            Action::Dispatch {
+                subject,
                 request,
                 trace_id,
-                sender,
-            },
-            Some(Payload::JobResult(result)) => Event::Result { result },
-            Some(Payload::JobProgress(progress)) => Event::Progress { progress },
-            Some(Payload::JobCancel(cancel)) => Event::Cancel { cancel },
-            Some(Payload::Heartbeat(heartbeat)) => Event::Heartbeat { heartbeat },
-            Some(Payload::Handshake(handshake)) => Event::Handshake { handshake },
-            _ => {
-                tracing::warn!(subject = %msg.subject(), "unexpected payload on this subject; ignored");
-                let _ = msg.ack().await;
-                continue;
+                identity,
+            } => {
+                let job_id = request.job_id.clone();
+                let dispatch_id = request
+                    .dispatch
+                    .as_ref()
+                    .map(|d| d.dispatch_id.clone())
+                    .unwrap_or_default();
+                let mut pkt = self.packets.envelope(&trace_id, *request);
+                pkt.identity = identity.map(|b| *b);
+                self.seal(out, subject, pkt, Some((job_id, dispatch_id)));
             }
-        };
-        if tx
-            .send(Input::Event(Box::new(event), Some(msg)))
-            .await
-            .is_err()
-        {
-            return;
+            Action::PublishResult { result, trace_id } => {
+                let pkt = self.packets.envelope(&trace_id, *result);
+                self.seal(out, subject::RESULT.to_owned(), pkt, None);
+            }
+            Action::DeadLetter { result, trace_id } => {
+                let pkt = self.packets.envelope(&trace_id, *result);
+                self.seal(out, subject::DLQ.to_owned(), pkt, None);
+            }
+            Action::ForwardCancel { cancel, trace_id } => {
+                let trace = if trace_id.is_empty() {
+                    cancel.job_id.clone()
+                } else {
+                    trace_id
+                };
+                let pkt = self.packets.envelope(&trace, *cancel);
+                self.seal(out, subject::CANCEL.to_owned(), pkt, None);
+            }
+            Action::Withdraw {
+                job_id,
+                dispatch_id,
+            } => {
+                let store = self.store.clone();
+                let bus = self.packets.bus().clone();
+                let stats = self.stats.clone();
+                tokio::spawn(async move {
+                    let receipt = match store.take_receipt(&job_id, &dispatch_id).await {
+                        Ok(Some(r)) => r,
+                        Ok(None) => return,
+                        Err(e) => {
+                            tracing::warn!(job_id = %job_id, error = %e, "reading a dispatch receipt failed");
+                            return;
+                        }
+                    };
+                    let Ok(receipt) = receipt.parse::<cap_bus::Receipt>() else {
+                        return;
+                    };
+                    match bus.withdraw(&receipt).await {
+                        Ok(true) => {
+                            tracing::info!(job_id = %job_id, dispatch_id = %dispatch_id, "dispatch withdrawn");
+                            if let Ok(mut s) = stats.lock() {
+                                s.withdrawn += 1;
+                            }
+                        }
+                        Ok(false) => {}
+                        Err(e) => tracing::warn!(job_id = %job_id, error = %e, "withdrawing a dispatch failed"),
+                    }
+                });
+            }
+            Action::Alert { alert } => {
+                let trace = if alert.trace_id.is_empty() {
+                    cap_runtime::id::new_trace_id()
+                } else {
+                    alert.trace_id.clone()
+                };
+                let _ = self.observers.send(Observed::Alert((*alert).clone()));
+                let pkt = self.packets.envelope(&trace, *alert);
+                self.seal(out, subject::ALERT.to_owned(), pkt, None);
+            }
+            Action::Fenced {
+                job_id,
+                what,
+                fence,
+                sender,
+            } => {
+                if let Ok(mut s) = self.stats.lock() {
+                    *s.fenced.entry(fence).or_default() += 1;
+                }
+                tracing::warn!(job_id = %job_id, what, fence = %fence, sender = %sender, "report outside the attempt in flight dropped");
+                let _ = self.observers.send(Observed::Fenced {
+                    job_id: job_id.clone(),
+                    what,
+                    fence,
+                });
+                let alert = crate::core::alert(
+                    v1::AlertSeverity::Warning,
+                    cap_proto::ErrorCode::JOB_DUPLICATE,
+                    engine.id(),
+                    &format!("{what} for job {job_id} dropped: {fence} attempt"),
+                    &job_id,
+                );
+                let _ = self.observers.send(Observed::Alert((*alert).clone()));
+                let pkt = self.packets.envelope(&job_id, *alert);
+                self.seal(out, subject::ALERT.to_owned(), pkt, None);
+            }
+            Action::Transition { job_id, state, at } => {
+                tracing::info!(job_id = %job_id, state = %state, "job state");
+                // Observers are optional: build the event only for someone.
+                if self.observers.receiver_count() > 0 {
+                    let topic = engine
+                        .cached_record(&job_id)
+                        .map(|j| j.request.topic.clone())
+                        .unwrap_or_default();
+                    let _ = self.observers.send(Observed::Transition {
+                        job_id,
+                        topic,
+                        state,
+                        at,
+                    });
+                }
+            }
+            Action::Ignored { job_id, reason } => {
+                tracing::info!(job_id = %job_id, reason = %reason, "event ignored");
+                let _ = self.observers.send(Observed::Ignored { job_id, reason });
+            }
+            Action::LinkChild { .. } | Action::Evict { .. } => {}
+        }
+    }
+
+    fn seal(
+        &self,
+        out: &mut Vec<Outgoing>,
+        subject: String,
+        mut pkt: v1::BusPacket,
+        receipt_for: Option<(String, String)>,
+    ) {
+        match self.packets.seal(&mut pkt) {
+            Ok(bytes) => out.push(Outgoing {
+                subject,
+                bytes,
+                receipt_for,
+            }),
+            Err(e) => tracing::error!(subject = %subject, error = %e, "cannot seal a packet"),
         }
     }
 }
 
-async fn feed_approvals<St>(mut stream: St, tx: mpsc::Sender<Input>, shutdown: CancellationToken)
-where
-    St: futures_util::Stream<Item = Message> + Unpin,
-{
-    #[derive(serde::Deserialize)]
-    struct Command {
-        job_id: String,
-        approve: bool,
-        #[serde(default)]
-        reason: String,
-    }
-    loop {
-        let msg = tokio::select! {
-            _ = shutdown.cancelled() => return,
-            m = stream.next() => match m { Some(m) => m, None => return },
-        };
-        match serde_json::from_slice::<Command>(msg.payload()) {
-            Ok(c) => {
-                let input = Input::Approval {
-                    job_id: c.job_id,
-                    approve: c.approve,
-                    reason: c.reason,
-                    msg,
-                };
-                if tx.send(input).await.is_err() {
-                    return;
-                }
+/// Where dispatch receipts go: into the store, for as long as a dispatch can live.
+fn receipt_sink<S: JobStore>(store: Arc<S>, config: &Config) -> send::ReceiptSink {
+    let ttl = config.dispatch_timeout + config.run_timeout + Duration::from_secs(60);
+    Arc::new(move |job_id: String, dispatch_id: String, receipt: cap_bus::Receipt| {
+        let store = store.clone();
+        Box::pin(async move {
+            if let Err(e) = store
+                .put_receipt(&job_id, &dispatch_id, &receipt.to_string(), ttl)
+                .await
+            {
+                tracing::warn!(job_id = %job_id, error = %e, "keeping a dispatch receipt failed");
             }
-            Err(e) => tracing::warn!(error = %e, "malformed approval command ignored"),
-        }
-    }
+        })
+    })
 }
 
 /// Records of jobs in a given state (for tests and tools).

@@ -19,13 +19,32 @@ use futures_util::StreamExt;
 use futures_util::stream::FuturesUnordered;
 use tokio::sync::mpsc;
 
-type Pending = Pin<Box<dyn Future<Output = ()> + Send>>;
+pub(crate) type Pending = Pin<Box<dyn Future<Output = ()> + Send>>;
+
+/// Keeps the receipt of a durable dispatch: (job id, dispatch id, receipt).
+pub(crate) type ReceiptSink =
+    std::sync::Arc<dyn Fn(String, String, cap_bus::Receipt) -> Pending + Send + Sync>;
+
+/// A sealed packet to send.
+pub(crate) struct Outgoing {
+    /// Where.
+    pub subject: String,
+    /// The wire bytes.
+    pub bytes: Bytes,
+    /// For a dispatch: (job id, dispatch id), whose receipt is kept to withdraw it later.
+    pub receipt_for: Option<(String, String)>,
+}
+
+/// How long a message given back waits before it is delivered again.
+const REDELIVER_AFTER: std::time::Duration = std::time::Duration::from_millis(500);
 
 /// The part of a batch still waiting for the server.
 pub(crate) struct Unfinished {
     sends: Vec<Pending>,
     /// Not started before `sends` are done.
     acks: Vec<AckHandle>,
+    /// Given back (negative acknowledgement), after `sends`.
+    naks: Vec<AckHandle>,
     started_acks: Vec<Pending>,
 }
 
@@ -35,8 +54,9 @@ async fn poll_once(mut fut: Pending) -> Option<Pending> {
     first.is_pending().then_some(fut)
 }
 
-/// Starts the acknowledgements of `acks`, in order; returns those still waiting.
-async fn start_acks(acks: Vec<AckHandle>) -> Vec<Pending> {
+/// Starts the acknowledgements of `acks` and the negative ones of `naks`, in order;
+/// returns those still waiting.
+async fn start_acks(acks: Vec<AckHandle>, naks: Vec<AckHandle>) -> Vec<Pending> {
     let mut waiting = Vec::new();
     for handle in acks {
         let ack: Pending = Box::pin(async move {
@@ -45,6 +65,14 @@ async fn start_acks(acks: Vec<AckHandle>) -> Vec<Pending> {
             }
         });
         waiting.extend(poll_once(ack).await);
+    }
+    for handle in naks {
+        let nak: Pending = Box::pin(async move {
+            if let Err(e) = handle.nak(Some(REDELIVER_AFTER)).await {
+                tracing::warn!(error = %e, "nak failed; the message is redelivered after the ack wait");
+            }
+        });
+        waiting.extend(poll_once(nak).await);
     }
     waiting
 }
@@ -63,30 +91,51 @@ async fn wait_all(pending: Vec<Pending>) {
 /// nothing here beyond the sends themselves.
 pub(crate) async fn start<B: Bus>(
     packets: &Packets<B>,
-    sealed: Vec<(String, Bytes)>,
+    sealed: Vec<Outgoing>,
     acks: Vec<AckHandle>,
+    naks: Vec<AckHandle>,
+    receipts: &ReceiptSink,
 ) -> Option<Unfinished> {
     let mut sends = Vec::new();
-    for (subject, bytes) in sealed {
+    for Outgoing {
+        subject,
+        bytes,
+        receipt_for,
+    } in sealed
+    {
         let packets = packets.clone();
-        let send: Pending = Box::pin(async move {
-            if let Err(e) = packets.publish_bytes(&subject, bytes).await {
-                tracing::error!(subject = %subject, error = %e, "publish failed");
+        let send: Pending = match receipt_for {
+            None => Box::pin(async move {
+                if let Err(e) = packets.publish_bytes(&subject, bytes).await {
+                    tracing::error!(subject = %subject, error = %e, "publish failed");
+                }
+            }),
+            Some((job_id, dispatch_id)) => {
+                let receipts = receipts.clone();
+                Box::pin(async move {
+                    match packets.publish_bytes_receipted(&subject, bytes).await {
+                        Ok(Some(receipt)) => receipts(job_id, dispatch_id, receipt).await,
+                        Ok(None) => {}
+                        Err(e) => tracing::error!(subject = %subject, error = %e, "publish failed"),
+                    }
+                })
             }
-        });
+        };
         sends.extend(poll_once(send).await);
     }
     if !sends.is_empty() {
         return Some(Unfinished {
             sends,
             acks,
+            naks,
             started_acks: Vec::new(),
         });
     }
-    let started_acks = start_acks(acks).await;
+    let started_acks = start_acks(acks, naks).await;
     (!started_acks.is_empty()).then(|| Unfinished {
         sends: Vec::new(),
         acks: Vec::new(),
+        naks: Vec::new(),
         started_acks,
     })
 }
@@ -96,7 +145,7 @@ impl Unfinished {
     async fn finish(self) {
         wait_all(self.sends).await;
         let mut acks = self.started_acks;
-        acks.extend(start_acks(self.acks).await);
+        acks.extend(start_acks(self.acks, self.naks).await);
         wait_all(acks).await;
     }
 }
@@ -216,11 +265,19 @@ mod tests {
         (Packets::new(bus, PacketConfig::new("s")), gate, log)
     }
 
-    fn packets(subjects: &[&str]) -> Vec<(String, Bytes)> {
+    fn packets(subjects: &[&str]) -> Vec<Outgoing> {
         subjects
             .iter()
-            .map(|s| (s.to_string(), Bytes::from_static(b"x")))
+            .map(|s| Outgoing {
+                subject: s.to_string(),
+                bytes: Bytes::from_static(b"x"),
+                receipt_for: None,
+            })
             .collect()
+    }
+
+    fn no_receipts() -> ReceiptSink {
+        Arc::new(|_, _, _| Box::pin(async {}))
     }
 
     #[tokio::test]
@@ -232,6 +289,8 @@ mod tests {
             &p,
             packets(&["fast.a", "fast.b"]),
             vec![AckHandle::noop(), ack],
+            Vec::new(),
+            &no_receipts(),
         )
         .await;
         assert!(rest.is_none(), "nothing should be left over");
@@ -253,9 +312,15 @@ mod tests {
     async fn waiting_sends_are_finished_later_and_acknowledged_after_them() {
         let (p, gate, log) = setup();
         let ack = AckHandle::new(Arc::new(LoggedAck(log.clone())));
-        let rest = start(&p, packets(&["slow.a", "fast.b"]), vec![ack])
-            .await
-            .expect("slow.a waits");
+        let rest = start(
+            &p,
+            packets(&["slow.a", "fast.b"]),
+            vec![ack],
+            Vec::new(),
+            &no_receipts(),
+        )
+        .await
+        .expect("slow.a waits");
         // Both sends started, in order; the fast one is out; nothing acknowledged yet.
         assert_eq!(
             *log.lock().unwrap(),
@@ -285,9 +350,15 @@ mod tests {
     async fn without_durable_messages_nothing_is_left_to_acknowledge() {
         let (p, _gate, _log) = setup();
         assert!(
-            start(&p, Vec::new(), vec![AckHandle::noop()])
-                .await
-                .is_none()
+            start(
+                &p,
+                Vec::new(),
+                vec![AckHandle::noop()],
+                Vec::new(),
+                &no_receipts()
+            )
+            .await
+            .is_none()
         );
     }
 }

@@ -1,0 +1,109 @@
+//! Bus subscriptions → scheduler inputs.
+
+use super::scheduler::Input;
+use crate::core::{Event, JobEvent};
+use cap_bus::{Bus, Message};
+use cap_proto::v1::bus_packet::Payload;
+use cap_runtime::packets::Packets;
+use futures_util::StreamExt;
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+
+/// An input about one job, or about the workers.
+pub(crate) enum Item {
+    /// For the job named.
+    Job(String, JobEvent),
+    /// Heartbeats, handshakes.
+    Worker(Event),
+}
+
+/// Packets from one subscription → inputs.
+pub(crate) async fn packets<B: Bus, St>(
+    mut stream: St,
+    packets: Packets<B>,
+    tx: mpsc::Sender<Input>,
+    shutdown: CancellationToken,
+) where
+    St: futures_util::Stream<Item = Message> + Unpin,
+{
+    loop {
+        let msg = tokio::select! {
+            _ = shutdown.cancelled() => return,
+            m = stream.next() => match m { Some(m) => m, None => return },
+        };
+        let Some(pkt) = packets.receive(&msg).await else {
+            continue;
+        };
+        let trace_id = pkt.trace_id;
+        let sender = pkt.sender_id;
+        let identity = pkt.identity;
+        let item = match pkt.payload {
+            Some(Payload::JobRequest(request)) => Item::Job(
+                request.job_id.clone(),
+                JobEvent::Submitted {
+                    request,
+                    trace_id,
+                    sender,
+                    identity,
+                    claim: None,
+                    internal: false,
+                    chain: Vec::new(),
+                },
+            ),
+            Some(Payload::JobResult(result)) => {
+                Item::Job(result.job_id.clone(), JobEvent::Result(result))
+            }
+            Some(Payload::JobProgress(progress)) => Item::Job(
+                progress.job_id.clone(),
+                JobEvent::Progress { progress, sender },
+            ),
+            Some(Payload::JobCancel(cancel)) => {
+                Item::Job(cancel.job_id.clone(), JobEvent::Cancel(cancel))
+            }
+            Some(Payload::Heartbeat(heartbeat)) => Item::Worker(Event::Heartbeat { heartbeat }),
+            Some(Payload::Handshake(handshake)) => Item::Worker(Event::Handshake { handshake }),
+            _ => {
+                tracing::warn!(subject = %msg.subject(), "unexpected payload on this subject; ignored");
+                let _ = msg.ack().await;
+                continue;
+            }
+        };
+        if tx.send(Input::Item(Box::new(item), Some(msg))).await.is_err() {
+            return;
+        }
+    }
+}
+
+/// The approval command (`{"job_id", "approve", "reason"}`) → inputs.
+pub(crate) async fn approvals<St>(mut stream: St, tx: mpsc::Sender<Input>, shutdown: CancellationToken)
+where
+    St: futures_util::Stream<Item = Message> + Unpin,
+{
+    #[derive(serde::Deserialize)]
+    struct Command {
+        job_id: String,
+        approve: bool,
+        #[serde(default)]
+        reason: String,
+    }
+    loop {
+        let msg = tokio::select! {
+            _ = shutdown.cancelled() => return,
+            m = stream.next() => match m { Some(m) => m, None => return },
+        };
+        match serde_json::from_slice::<Command>(msg.payload()) {
+            Ok(c) => {
+                let input = Input::Approval {
+                    job_id: c.job_id,
+                    approve: c.approve,
+                    reason: c.reason,
+                    msg,
+                };
+                if tx.send(input).await.is_err() {
+                    return;
+                }
+            }
+            Err(e) => tracing::warn!(error = %e, "malformed approval command ignored"),
+        }
+    }
+}
