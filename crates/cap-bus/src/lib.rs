@@ -65,9 +65,9 @@ mod error;
 mod headers;
 pub mod memory;
 mod message;
-mod receipt;
 #[cfg(feature = "nats")]
 pub mod nats;
+mod receipt;
 
 pub use bus::Bus;
 pub use dyn_bus::{BoxSubscription, DynBus, SharedBus};
@@ -75,6 +75,6 @@ pub use error::{Error, ErrorKind};
 pub use headers::{Headers, MAX_HEADER_NAME_LEN, MAX_HEADER_VALUE_LEN};
 pub use memory::{MemoryBus, MemoryOptions, MemoryStats, MemorySubscription, OverflowPolicy};
 pub use message::{AckHandle, Acknowledge, Message};
-pub use receipt::{ParseReceiptError, Receipt};
 #[cfg(feature = "nats")]
 pub use nats::{NatsBus, NatsOptions};
+pub use receipt::{ParseReceiptError, Receipt};

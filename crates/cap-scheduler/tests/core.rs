@@ -403,7 +403,11 @@ fn reconciler_times_out_unstarted_and_overrunning_jobs() {
     let a = result(&mut c, "r", JobState::Succeeded, 2000);
     assert!(a.iter().any(|x| matches!(
         x,
-        Action::Fenced { what: "result", fence: Fence::Inactive, .. }
+        Action::Fenced {
+            what: "result",
+            fence: Fence::Inactive,
+            ..
+        }
     )));
     assert_eq!(state(&c, "r"), JobState::Timeout);
 }
@@ -535,7 +539,10 @@ fn idempotency_keys_share_one_run_and_its_outcome() {
         },
         3,
     );
-    assert!(published(&a).is_empty(), "the leader's result is the worker's");
+    assert!(
+        published(&a).is_empty(),
+        "the leader's result is the worker's"
+    );
     // The follower looks at its leader on its next deadline and takes the outcome.
     let a = c.handle(Event::Tick, 1 + cap_scheduler::core::timers::FOLLOW_POLL_MS);
     let copies = published(&a);
@@ -704,9 +711,21 @@ fn backwards_moves_and_second_terminals_are_ignored() {
     // After the end, the attempt is fenced: a second terminal or a backwards move from
     // it is dropped.
     let a = result(&mut c, "b", JobState::Failed, 2);
-    assert!(matches!(&a[..], [Action::Fenced { fence: Fence::Inactive, .. }]));
+    assert!(matches!(
+        &a[..],
+        [Action::Fenced {
+            fence: Fence::Inactive,
+            ..
+        }]
+    ));
     let a = result(&mut c, "b", JobState::Running, 3);
-    assert!(matches!(&a[..], [Action::Fenced { fence: Fence::Inactive, .. }]));
+    assert!(matches!(
+        &a[..],
+        [Action::Fenced {
+            fence: Fence::Inactive,
+            ..
+        }]
+    ));
     // While the attempt is in flight, a backwards move is refused by the state machine.
     submit(&mut c, req("d", "job.x"), 0);
     decide(&mut c, "d", ALLOW, 0);

@@ -440,7 +440,13 @@ impl Bus for NatsBus {
             Ok(_) => Ok(true),
             // Already consumed (work-queue retention removes acknowledged messages),
             // expired, or deleted before.
-            Err(e) if e.to_string().to_ascii_lowercase().contains("no message found") => Ok(false),
+            Err(e)
+                if e.to_string()
+                    .to_ascii_lowercase()
+                    .contains("no message found") =>
+            {
+                Ok(false)
+            }
             Err(e) => Err(Error::with_source(ErrorKind::Publish, "withdraw", e)),
         }
     }

@@ -73,7 +73,11 @@ impl Work<'_, '_> {
         // The verdict goes out before the cancel, so that clients hear TIMEOUT first and
         // the worker's CANCELLED answer is a late second terminal, ignored.
         let attempt = self.job.as_ref().and_then(|j| j.dispatch.clone());
-        self.finish(JobState::Timeout, ErrorCode::JOB_TIMEOUT, &format!("job {why}"));
+        self.finish(
+            JobState::Timeout,
+            ErrorCode::JOB_TIMEOUT,
+            &format!("job {why}"),
+        );
         let id = self.env.id.to_owned();
         self.stop_attempt(attempt, &format!("timeout: {why}"), &id, false);
     }

@@ -99,7 +99,10 @@ mod tests {
         let w2 = Reporter::Worker("w2");
         assert_eq!(check(&j, Some(&id("d2", 2, "w1")), w2), Err(Fence::Foreign));
         // A cancel is compared by identity only.
-        assert_eq!(check(&j, Some(&id("d2", 2, "w1")), Reporter::Anyone), Ok(()));
+        assert_eq!(
+            check(&j, Some(&id("d2", 2, "w1")), Reporter::Anyone),
+            Ok(())
+        );
         assert_eq!(
             check(&j, Some(&id("d1", 1, "w1")), Reporter::Anyone),
             Err(Fence::Stale)
@@ -118,7 +121,10 @@ mod tests {
         // Nothing in flight.
         let mut done = job("w1", "w1");
         done.dispatch = None;
-        assert_eq!(check(&done, None, Reporter::Worker("w1")), Err(Fence::Inactive));
+        assert_eq!(
+            check(&done, None, Reporter::Worker("w1")),
+            Err(Fence::Inactive)
+        );
         assert_eq!(
             check(&done, Some(&id("d1", 1, "w1")), Reporter::Worker("w1")),
             Err(Fence::Stale)

@@ -151,7 +151,12 @@ impl Work<'_, '_> {
     /// A result the scheduler publishes itself. Its `worker_id` is the scheduler's own
     /// sender id (receivers check that it equals the packet's sender); the worker that
     /// ran the job, if any, is named in the message.
-    pub(crate) fn own_result(&self, status: JobState, code: ErrorCode, message: &str) -> v1::JobResult {
+    pub(crate) fn own_result(
+        &self,
+        status: JobState,
+        code: ErrorCode,
+        message: &str,
+    ) -> v1::JobResult {
         let job = self.job.as_deref();
         let runner = job
             .map(|j| j.worker_id.as_str())
@@ -175,7 +180,9 @@ impl Work<'_, '_> {
     /// Ends the job with a result the scheduler decides (DENIED, TIMEOUT, CANCELLED,
     /// FAILED for no worker) and publishes it.
     pub(crate) fn finish(&mut self, status: JobState, code: ErrorCode, message: &str) {
-        let Some(state_now) = self.state() else { return };
+        let Some(state_now) = self.state() else {
+            return;
+        };
         let result = self.own_result(status, code, message);
         let moved = if state_now == JobState::Scheduled && status == JobState::Failed {
             // A job that never found a worker: the scheduler ends it itself (206).
@@ -187,7 +194,11 @@ impl Work<'_, '_> {
         if !moved {
             return;
         }
-        let trace_id = self.job.as_ref().map(|j| j.trace_id.clone()).unwrap_or_default();
+        let trace_id = self
+            .job
+            .as_ref()
+            .map(|j| j.trace_id.clone())
+            .unwrap_or_default();
         if let Some(job) = self.job_mut() {
             job.hold = None;
             job.result = Some(result.clone());
@@ -201,7 +212,11 @@ impl Work<'_, '_> {
 
     /// A SystemAlert from the scheduler about this job.
     pub(crate) fn alert(&mut self, severity: v1::AlertSeverity, code: ErrorCode, message: &str) {
-        let trace = self.job.as_ref().map(|j| j.trace_id.clone()).unwrap_or_default();
+        let trace = self
+            .job
+            .as_ref()
+            .map(|j| j.trace_id.clone())
+            .unwrap_or_default();
         self.actions.push(Action::Alert {
             alert: alert(severity, code, self.env.id, message, &trace),
         });

@@ -73,7 +73,10 @@ impl Work<'_, '_> {
         }
         let running_successor = matches!(
             to,
-            JobState::Succeeded | JobState::Failed | JobState::FailedRetryable | JobState::FailedFatal
+            JobState::Succeeded
+                | JobState::Failed
+                | JobState::FailedRetryable
+                | JobState::FailedFatal
         );
         if self.state() == Some(JobState::Dispatched) && running_successor {
             // The worker did not report a start: it did start.
@@ -121,7 +124,9 @@ impl Work<'_, '_> {
             }
             let delay = backoff(base, max, retries_used, &id);
             if let Some(job) = self.job_mut() {
-                job.hold = Some(Hold::Retry { at: now + ms(delay) });
+                job.hold = Some(Hold::Retry {
+                    at: now + ms(delay),
+                });
             }
             return;
         }
@@ -151,7 +156,10 @@ impl Work<'_, '_> {
         let mut own = self.own_result(
             JobState::Failed,
             ErrorCode::UNSPECIFIED,
-            &format!("retries exhausted ({attempts} attempts): {}", last.error_message),
+            &format!(
+                "retries exhausted ({attempts} attempts): {}",
+                last.error_message
+            ),
         );
         own.error_code = dead.error_code;
         own.error_code_enum = dead.error_code_enum;
@@ -197,7 +205,10 @@ impl Work<'_, '_> {
         let Some(job) = self.job.as_deref() else {
             return;
         };
-        let direct_to_lost = job.dispatch.as_ref().is_some_and(|a| a.assigned == worker_id);
+        let direct_to_lost = job
+            .dispatch
+            .as_ref()
+            .is_some_and(|a| a.assigned == worker_id);
         if !direct_to_lost || !matches!(job.state, JobState::Dispatched | JobState::Running) {
             return;
         }

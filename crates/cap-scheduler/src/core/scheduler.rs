@@ -163,18 +163,24 @@ impl SchedulerCore {
             Event::Rejected { job_id, reason } => {
                 self.apply(job_id, JobEvent::Rejected(reason), now, &mut out)
             }
-            Event::Result { result } => {
-                self.apply(result.job_id.clone(), JobEvent::Result(result), now, &mut out)
-            }
+            Event::Result { result } => self.apply(
+                result.job_id.clone(),
+                JobEvent::Result(result),
+                now,
+                &mut out,
+            ),
             Event::Progress { progress, sender } => self.apply(
                 progress.job_id.clone(),
                 JobEvent::Progress { progress, sender },
                 now,
                 &mut out,
             ),
-            Event::Cancel { cancel } => {
-                self.apply(cancel.job_id.clone(), JobEvent::Cancel(cancel), now, &mut out)
-            }
+            Event::Cancel { cancel } => self.apply(
+                cancel.job_id.clone(),
+                JobEvent::Cancel(cancel),
+                now,
+                &mut out,
+            ),
         }
         out
     }

@@ -103,7 +103,11 @@ impl Work<'_, '_> {
                 result.job_id.clone_from(&id);
                 // Published by the scheduler: its own sender id.
                 result.worker_id = self.env.id.to_owned();
-                let trace_id = self.job.as_ref().map(|j| j.trace_id.clone()).unwrap_or_default();
+                let trace_id = self
+                    .job
+                    .as_ref()
+                    .map(|j| j.trace_id.clone())
+                    .unwrap_or_default();
                 self.force_state(leader.state);
                 if let Some(job) = self.job_mut() {
                     job.hold = None;

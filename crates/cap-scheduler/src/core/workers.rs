@@ -58,7 +58,10 @@ pub fn expire(
                 v1::AlertSeverity::Warning,
                 ErrorCode::JOB_WORKER_UNAVAILABLE,
                 scheduler_id,
-                &format!("worker {} lost (no heartbeat for three intervals)", w.worker_id),
+                &format!(
+                    "worker {} lost (no heartbeat for three intervals)",
+                    w.worker_id
+                ),
                 "",
             ),
         });

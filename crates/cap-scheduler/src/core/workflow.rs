@@ -20,7 +20,8 @@ impl Work<'_, '_> {
         if job.state == JobState::FailedFatal
             && let Some(parent) = job.parent()
         {
-            let (failed, parent, trace) = (job.id().to_owned(), parent.to_owned(), job.trace_id.clone());
+            let (failed, parent, trace) =
+                (job.id().to_owned(), parent.to_owned(), job.trace_id.clone());
             if let Some(f) = self.compensation_of_siblings(&failed, &parent, &trace) {
                 follow_ups.push(f);
             }

@@ -114,7 +114,12 @@ impl<S: JobStore> Engine<S> {
         let mut ids: Vec<String> = self
             .cache
             .iter()
-            .filter(|(_, c)| c.record.dispatch.as_ref().is_some_and(|a| a.assigned == worker))
+            .filter(|(_, c)| {
+                c.record
+                    .dispatch
+                    .as_ref()
+                    .is_some_and(|a| a.assigned == worker)
+            })
             .map(|(id, _)| id.clone())
             .collect();
         ids.sort();
@@ -140,11 +145,16 @@ impl<S: JobStore> Engine<S> {
             if pending.is_empty() {
                 break;
             }
-            let follow_ups = self.round(std::mem::take(&mut pending), now, &mut out).await;
+            let follow_ups = self
+                .round(std::mem::take(&mut pending), now, &mut out)
+                .await;
             pending = follow_ups;
         }
         if !pending.is_empty() {
-            tracing::error!(left = pending.len(), "follow-ups did not settle; they are retried by the settle timer");
+            tracing::error!(
+                left = pending.len(),
+                "follow-ups did not settle; they are retried by the settle timer"
+            );
         }
         out
     }
@@ -171,7 +181,10 @@ impl<S: JobStore> Engine<S> {
             if todo.is_empty() {
                 break;
             }
-            match self.decide_and_commit(&todo, &mut groups, now, out, &mut follow_ups).await {
+            match self
+                .decide_and_commit(&todo, &mut groups, now, out, &mut follow_ups)
+                .await
+            {
                 Ok(conflicted) => todo = conflicted,
                 Err(e) => {
                     tracing::error!(error = %e, jobs = todo.len(), "job store failed; events given back");

@@ -68,15 +68,22 @@ pub(crate) async fn packets<B: Bus, St>(
                 continue;
             }
         };
-        if tx.send(Input::Item(Box::new(item), Some(msg))).await.is_err() {
+        if tx
+            .send(Input::Item(Box::new(item), Some(msg)))
+            .await
+            .is_err()
+        {
             return;
         }
     }
 }
 
 /// The approval command (`{"job_id", "approve", "reason"}`) → inputs.
-pub(crate) async fn approvals<St>(mut stream: St, tx: mpsc::Sender<Input>, shutdown: CancellationToken)
-where
+pub(crate) async fn approvals<St>(
+    mut stream: St,
+    tx: mpsc::Sender<Input>,
+    shutdown: CancellationToken,
+) where
     St: futures_util::Stream<Item = Message> + Unpin,
 {
     #[derive(serde::Deserialize)]

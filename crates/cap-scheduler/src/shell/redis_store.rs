@@ -132,7 +132,10 @@ impl RedisJobStore<redis::aio::ConnectionManager> {
             .await
             .map_err(|_| StoreError(format!("connecting to redis: no answer within {timeout:?}")))?
             .map_err(|e| StoreError(format!("connecting to redis: {e}")))?;
-        let _: String = redis::cmd("PING").query_async(&mut conn).await.map_err(err)?;
+        let _: String = redis::cmd("PING")
+            .query_async(&mut conn)
+            .await
+            .map_err(err)?;
         Ok(Self::with_connection(conn, prefix, false))
     }
 }
@@ -215,7 +218,13 @@ where
                     pipe.add_command(c.clone());
                 }
                 let replies: Vec<Value> = pipe.query_async(&mut conn).await.map_err(err)?;
-                Ok::<_, StoreError>(group.into_iter().map(|(i, _)| i).zip(replies).collect::<Vec<_>>())
+                Ok::<_, StoreError>(
+                    group
+                        .into_iter()
+                        .map(|(i, _)| i)
+                        .zip(replies)
+                        .collect::<Vec<_>>(),
+                )
             }
         });
         let mut out = vec![Value::Nil; n];
@@ -356,16 +365,30 @@ where
         Ok(replies.iter().flat_map(as_strings).collect())
     }
 
-    async fn rearm(&self, id: &str, version: u64, deadline: Option<Millis>) -> Result<(), StoreError> {
+    async fn rearm(
+        &self,
+        id: &str,
+        version: u64,
+        deadline: Option<Millis>,
+    ) -> Result<(), StoreError> {
         let cmd = eval(
             REARM,
             &[&self.job_key(id), &self.due_key(id)],
-            &[version.to_string().as_bytes(), id.as_bytes(), &opt_ms(deadline)],
+            &[
+                version.to_string().as_bytes(),
+                id.as_bytes(),
+                &opt_ms(deadline),
+            ],
         );
         self.run(vec![(self.bucket(id), cmd)]).await.map(|_| ())
     }
 
-    async fn claim_key(&self, key: &str, job_id: &str, ttl: Duration) -> Result<String, StoreError> {
+    async fn claim_key(
+        &self,
+        key: &str,
+        job_id: &str,
+        ttl: Duration,
+    ) -> Result<String, StoreError> {
         let k = self.idem_key(key);
         let bucket = fnv(key) % BUCKETS;
         let mut set = redis::cmd("SET");
@@ -406,7 +429,9 @@ where
         let text = serde_json::to_string(&WorkerJson::from(worker)).map_err(err)?;
         let until = crate::shell::now_ms().saturating_add(crate::core::timers::ms(ttl));
         let mut seen = redis::cmd("ZADD");
-        seen.arg(self.workers_key("seen")).arg(until).arg(&worker.worker_id);
+        seen.arg(self.workers_key("seen"))
+            .arg(until)
+            .arg(&worker.worker_id);
         let mut info = redis::cmd("HSET");
         info.arg(self.workers_key("info"))
             .arg(&worker.worker_id)
@@ -456,7 +481,11 @@ where
         self.run(vec![(self.bucket(job_id), c)]).await.map(|_| ())
     }
 
-    async fn take_receipt(&self, job_id: &str, dispatch_id: &str) -> Result<Option<String>, StoreError> {
+    async fn take_receipt(
+        &self,
+        job_id: &str,
+        dispatch_id: &str,
+    ) -> Result<Option<String>, StoreError> {
         let cmd = eval(
             TAKE_RECEIPT,
             &[&self.receipt_key(job_id)],
@@ -479,7 +508,13 @@ where
                 .map(as_strings)
                 .unwrap_or_default();
             for chunk in ids.chunks(500) {
-                out.extend(self.load(chunk).await?.into_iter().flatten().map(|s| s.record));
+                out.extend(
+                    self.load(chunk)
+                        .await?
+                        .into_iter()
+                        .flatten()
+                        .map(|s| s.record),
+                );
             }
         }
         Ok(out)

@@ -9,7 +9,9 @@ use super::engine::{Engine, EngineStats};
 use super::feed::{self, Item};
 use super::send::{self, Outgoing};
 use super::store::JobStore;
-use crate::core::{Action, Config, Event, Fence, Hold, JobEvent, JobRecord, Millis, Pools, workers};
+use crate::core::{
+    Action, Config, Event, Fence, Hold, JobEvent, JobRecord, Millis, Pools, workers,
+};
 use bytes::Bytes;
 use cap_bus::{AckHandle, Bus, Message};
 use cap_proto::{JobState, subject, v1};
@@ -389,7 +391,11 @@ impl<B: Bus, K: SafetyClient + 'static, S: JobStore> Scheduler<B, K, S> {
                 );
                 if let Some(w) = engine.registry.get(&handshake.component_id) {
                     let ttl = self.options.config.heartbeat_interval * 3;
-                    if let Err(e) = self.store.put_worker(w, ttl.max(Duration::from_secs(15))).await {
+                    if let Err(e) = self
+                        .store
+                        .put_worker(w, ttl.max(Duration::from_secs(15)))
+                        .await
+                    {
                         tracing::warn!(error = %e, "sharing a worker's handshake failed");
                     }
                 }
@@ -409,7 +415,11 @@ impl<B: Bus, K: SafetyClient + 'static, S: JobStore> Scheduler<B, K, S> {
                             component_id: w.worker_id.clone(),
                             role: v1::ComponentRole::Worker as i32,
                             supported_versions: self.options.config.supported_versions.clone(),
-                            capabilities: w.capabilities.iter().map(|c| (c.clone(), true)).collect(),
+                            capabilities: w
+                                .capabilities
+                                .iter()
+                                .map(|c| (c.clone(), true))
+                                .collect(),
                             ready_topics: w.ready_topics.clone(),
                             ..Default::default()
                         };
@@ -585,7 +595,9 @@ impl<B: Bus, K: SafetyClient + 'static, S: JobStore> Scheduler<B, K, S> {
                             }
                         }
                         Ok(false) => {}
-                        Err(e) => tracing::warn!(job_id = %job_id, error = %e, "withdrawing a dispatch failed"),
+                        Err(e) => {
+                            tracing::warn!(job_id = %job_id, error = %e, "withdrawing a dispatch failed")
+                        }
                     }
                 });
             }
@@ -670,17 +682,19 @@ impl<B: Bus, K: SafetyClient + 'static, S: JobStore> Scheduler<B, K, S> {
 /// Where dispatch receipts go: into the store, for as long as a dispatch can live.
 fn receipt_sink<S: JobStore>(store: Arc<S>, config: &Config) -> send::ReceiptSink {
     let ttl = config.dispatch_timeout + config.run_timeout + Duration::from_secs(60);
-    Arc::new(move |job_id: String, dispatch_id: String, receipt: cap_bus::Receipt| {
-        let store = store.clone();
-        Box::pin(async move {
-            if let Err(e) = store
-                .put_receipt(&job_id, &dispatch_id, &receipt.to_string(), ttl)
-                .await
-            {
-                tracing::warn!(job_id = %job_id, error = %e, "keeping a dispatch receipt failed");
-            }
-        })
-    })
+    Arc::new(
+        move |job_id: String, dispatch_id: String, receipt: cap_bus::Receipt| {
+            let store = store.clone();
+            Box::pin(async move {
+                if let Err(e) = store
+                    .put_receipt(&job_id, &dispatch_id, &receipt.to_string(), ttl)
+                    .await
+                {
+                    tracing::warn!(job_id = %job_id, error = %e, "keeping a dispatch receipt failed");
+                }
+            })
+        },
+    )
 }
 
 /// Records of jobs in a given state (for tests and tools).

@@ -246,7 +246,9 @@ impl JobStore for MemoryJobStore {
                 continue;
             }
             let version = current + 1;
-            let expires = c.ttl.map(|t| now.saturating_add(crate::core::timers::ms(t)));
+            let expires = c
+                .ttl
+                .map(|t| now.saturating_add(crate::core::timers::ms(t)));
             m.records
                 .insert(id.clone(), (version, Box::new(c.record.clone()), expires));
             m.set_deadline(&id, c.deadline);
@@ -275,7 +277,12 @@ impl JobStore for MemoryJobStore {
         Ok(due)
     }
 
-    async fn rearm(&self, id: &str, version: u64, deadline: Option<Millis>) -> Result<(), StoreError> {
+    async fn rearm(
+        &self,
+        id: &str,
+        version: u64,
+        deadline: Option<Millis>,
+    ) -> Result<(), StoreError> {
         let now = now();
         let mut m = self.lock();
         if m.version(id, now) == version {
@@ -285,7 +292,12 @@ impl JobStore for MemoryJobStore {
         Ok(())
     }
 
-    async fn claim_key(&self, key: &str, job_id: &str, ttl: Duration) -> Result<String, StoreError> {
+    async fn claim_key(
+        &self,
+        key: &str,
+        job_id: &str,
+        ttl: Duration,
+    ) -> Result<String, StoreError> {
         let now = now();
         let mut m = self.lock();
         match m.keys.get(key) {
@@ -349,7 +361,11 @@ impl JobStore for MemoryJobStore {
         Ok(())
     }
 
-    async fn take_receipt(&self, job_id: &str, dispatch_id: &str) -> Result<Option<String>, StoreError> {
+    async fn take_receipt(
+        &self,
+        job_id: &str,
+        dispatch_id: &str,
+    ) -> Result<Option<String>, StoreError> {
         let now = now();
         let mut m = self.lock();
         match m.receipts.get(job_id) {
