@@ -155,9 +155,14 @@ pub(crate) fn reject_unknown_nested(
     unsigned: &[u8],
     decoded: &BusPacket,
 ) -> Result<(), ProductionError> {
+    let known = canonical::to_bytes(decoded);
+    // Fast path: bytes already in canonical form are exactly the known fields.
+    if known == unsigned {
+        return Ok(());
+    }
     let received = canonical::canonicalize::<BusPacket>(unsigned)
         .map_err(|e| ProductionError::Malformed(e.to_string()))?;
-    if received != canonical::to_bytes(decoded) {
+    if received != known {
         return Err(ProductionError::UnknownNestedField);
     }
     Ok(())
