@@ -226,6 +226,11 @@ fn structural_negatives_with_valid_signatures() {
         u.splice(ts_at + 8..ts_at + 8, [0x18, 0x01]);
     });
     assert_eq!(check(&b), Err(E::UnknownNestedField));
+    // created_at.seconds (a varint) as a length-delimited value: unknown to the peer.
+    let b = resigned(&raw, &key, |u| {
+        u.splice(ts_at + 2..ts_at + 8, [0x0a, 0x04, b'a', b'b', b'c', b'd']);
+    });
+    assert_eq!(check(&b), Err(E::UnknownNestedField));
     // Invalid UTF-8 in trace_id (the structure is fine; decoding fails).
     let b = resigned(&raw, &key, |u| u[2] = 0xff);
     assert!(matches!(check(&b), Err(E::Malformed(_))));

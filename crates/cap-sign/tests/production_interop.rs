@@ -504,6 +504,22 @@ fn negatives_are_rejected_by_both_for_the_same_reason() {
             }),
         ),
         ours(
+            "job_id as a varint in the job request",
+            resign(&|u| {
+                let mut q = v1::BusPacket::decode(u.as_slice()).unwrap();
+                let Some(v1::bus_packet::Payload::JobRequest(req)) = q.payload.take() else {
+                    unreachable!()
+                };
+                let mut inner = vec![0x08, 0x01]; // field 1 (a string) as varint 1
+                inner.extend_from_slice(&canonical::to_bytes(&req));
+                let mut bytes = canonical::to_bytes(&q);
+                bytes.push(0x52);
+                bytes.extend_from_slice(&varint(inner.len() as u64));
+                bytes.extend_from_slice(&inner);
+                *u = bytes;
+            }),
+        ),
+        ours(
             "version as 0x81 0x00",
             resign(&|u| {
                 u.splice(version_at + 1..version_at + 2, [0x81, 0x00]);

@@ -8,7 +8,7 @@
 //! field 14, after the unsigned bytes.
 
 use super::metadata::{self, Bounds};
-use super::verify::reject_unknown_nested;
+use super::verify::{decode, reject_unknown_nested};
 use super::wire::{append_signature, check_unsigned};
 use super::{
     ALGORITHM, DOMAIN, MAX_LIFETIME, MAX_PACKET_BYTES, MESSAGE_ID_LEN, PROFILE_VERSION,
@@ -182,8 +182,7 @@ pub fn sign_unsigned(
     now: SystemTime,
 ) -> Result<Vec<u8>, ProductionError> {
     check_unsigned(unsigned)?;
-    let decoded =
-        BusPacket::decode(unsigned).map_err(|e| ProductionError::Malformed(e.to_string()))?;
+    let decoded = decode(unsigned)?;
     reject_unknown_nested(unsigned, &decoded)?;
     metadata::check(
         &decoded,

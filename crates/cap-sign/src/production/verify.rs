@@ -93,8 +93,7 @@ pub fn verify(
 ) -> Result<Verified, ProductionError> {
     let extracted = extract_signature(raw)?;
     let unsigned = extracted.unsigned();
-    let mut packet =
-        BusPacket::decode(unsigned).map_err(|e| ProductionError::Malformed(e.to_string()))?;
+    let mut packet = decode(unsigned)?;
     reject_unknown_nested(unsigned, &packet)?;
     let bounds = Bounds::new(now, trust.clock_skew(), trust.max_lifetime());
     let (meta, expires_at) = metadata::check(&packet, Some(trust.audience()), bounds)?;
@@ -146,6 +145,20 @@ pub fn preimage_digest(unsigned: &[u8]) -> [u8; 32] {
     h.update(super::DOMAIN);
     h.update(unsigned);
     h.finalize().into()
+}
+
+/// Decodes unsigned bytes. A known field with another wire type is an unknown field to
+/// the peer's parser (and so an unknown nested field), but a decoding error to prost:
+/// when the bytes are otherwise well-formed (the canonicaliser, which treats such an
+/// occurrence as unknown, reads them), report it as the peer does.
+pub(crate) fn decode(unsigned: &[u8]) -> Result<BusPacket, ProductionError> {
+    BusPacket::decode(unsigned).map_err(|e| {
+        if canonical::canonicalize::<BusPacket>(unsigned).is_ok() {
+            ProductionError::UnknownNestedField
+        } else {
+            ProductionError::Malformed(e.to_string())
+        }
+    })
 }
 
 /// Refuses unsigned bytes carrying a field the schema does not know at any level: their
