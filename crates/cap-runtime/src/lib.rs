@@ -63,6 +63,7 @@
 //! - [`testing`]: run handlers on the in-memory backends.
 //! - [`load`]: the end-to-end load generator behind `cap bench e2e`.
 //! - [`reconnect`]: re-announce a worker when its NATS connection comes back.
+//! - [`replay`]: CAP-PRODUCTION replay admission in Redis ([`replay::RedisReplayStore`]).
 //!
 //! ## Generic and `dyn`
 //! `Worker<B, S>` and `Client<B, S>` are generic over the bus and the blob store. For
@@ -79,6 +80,7 @@ pub mod job;
 pub mod load;
 pub mod packets;
 pub mod reconnect;
+pub mod replay;
 pub mod testing;
 pub mod worker;
 

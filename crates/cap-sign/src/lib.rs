@@ -31,6 +31,8 @@
 //!   `off` / `verify-if-signed` / `require` modes.
 //! - [`ReplayGuard`]: freshness window and replay detection in bounded memory.
 //! - [`transcript`]: domain-separated transcripts for the worker trust handshake.
+//! - [`production`]: the CAP-PRODUCTION profile — exact-wire signatures bound to an
+//!   audience, an expiry and a message id; identity binding; replay admission.
 
 #[doc(hidden)]
 pub mod bench_support;
@@ -38,6 +40,7 @@ mod error;
 mod key;
 mod keyring;
 pub mod packet;
+pub mod production;
 mod replay;
 mod signer;
 pub mod transcript;

@@ -1,10 +1,11 @@
-//! `cap keygen`, `cap sign`, `cap verify`.
+//! `cap keygen`, `cap sign`, `cap verify`. The `legacy` signature profile (the default)
+//! is handled here; `--profile production` (CAP-PRODUCTION) in [`super::prodsign`].
 
 use super::{read_input, write_stdout};
 use anyhow::{Context, Result, bail};
 use cap_proto::{packet, v1};
 use cap_sign::{KeyRing, PrivateKey, PublicKey, Verifier};
-use clap::Args;
+use clap::{Args, ValueEnum};
 use std::path::PathBuf;
 use std::process::ExitCode;
 
@@ -19,30 +20,85 @@ pub struct KeygenArgs {
     name: String,
 }
 
+/// The signature profile of `cap sign` / `cap verify`.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, ValueEnum)]
+pub enum Profile {
+    /// The packet signature of CAP v1 and cap-sdk-python 2.10.0: canonical bytes without
+    /// field 14, the key chosen by sender id.
+    #[default]
+    Legacy,
+    /// CAP-PRODUCTION: the exact wire bytes under a domain, bound to an audience, an
+    /// expiry, a message id, a tenant and a sender; the key chosen by key id.
+    Production,
+}
+
 /// Arguments of `cap sign`.
 #[derive(Args)]
 pub struct SignArgs {
+    /// Signature profile.
+    #[arg(long, value_enum, default_value_t = Profile::Legacy)]
+    pub(crate) profile: Profile,
     /// Private key (PKCS#8 or SEC1 PEM).
     #[arg(long)]
-    key: PathBuf,
+    pub(crate) key: PathBuf,
     /// Set `created_at` to now before signing (re-encodes the packet).
     #[arg(long)]
-    now: bool,
+    pub(crate) now: bool,
+    /// Production: the key id receivers know the key by.
+    #[arg(long, required_if_eq("profile", "production"))]
+    pub(crate) key_id: Option<String>,
+    /// Production: the subject the packet will be published on.
+    #[arg(long, required_if_eq("profile", "production"))]
+    pub(crate) audience: Option<String>,
+    /// Production: seconds until the signature expires (1-300).
+    #[arg(long, default_value_t = 300)]
+    pub(crate) lifetime: u64,
+    /// Production: the message id as 32 hex digits (default: fresh random). Reusing one
+    /// makes receivers drop the packet as a replay: for fixtures only.
+    #[arg(long)]
+    pub(crate) message_id: Option<String>,
+    /// Production: sign as of this instant (RFC 3339) instead of the clock (fixtures).
+    #[arg(long)]
+    pub(crate) issued_at: Option<String>,
     /// Binary BusPacket (`-` or nothing: stdin).
-    input: Option<PathBuf>,
+    pub(crate) input: Option<PathBuf>,
 }
 
 /// Arguments of `cap verify`.
 #[derive(Args)]
 pub struct VerifyArgs {
-    /// A trusted public key (SubjectPublicKeyInfo PEM), for any sender; repeatable.
+    /// Signature profile.
+    #[arg(long, value_enum, default_value_t = Profile::Legacy)]
+    pub(crate) profile: Profile,
+    /// Legacy: a trusted public key (SubjectPublicKeyInfo PEM) for any sender. Production:
+    /// `ID=PEM`, a key and the key id packets name it by. Repeatable.
     #[arg(long = "key")]
-    keys: Vec<PathBuf>,
-    /// Directory of `<sender_id>.pem` public keys.
+    pub(crate) keys: Vec<String>,
+    /// Legacy: directory of `<sender_id>.pem` public keys.
     #[arg(long)]
-    trust: Option<PathBuf>,
+    pub(crate) trust: Option<PathBuf>,
+    /// Production: the subject this receiver listens on (the packet's audience).
+    #[arg(long, required_if_eq("profile", "production"))]
+    pub(crate) audience: Option<String>,
+    /// Production: check expiry and lifetime at this instant (RFC 3339) instead of the
+    /// clock (fixtures, audits).
+    #[arg(long)]
+    pub(crate) now: Option<String>,
+    /// Production: the tenant the packet must be bound to (`identity.tenant_id`).
+    #[arg(long)]
+    pub(crate) tenant: Option<String>,
+    /// Production: the sender the packet must come from (`sender_id`).
+    #[arg(long)]
+    pub(crate) sender: Option<String>,
+    /// Production: accept the tenant and sender the packet claims instead of
+    /// `--tenant`/`--sender` (checks signature, key, audience and expiry only; says so).
+    #[arg(long, conflicts_with_all = ["tenant", "sender"])]
+    pub(crate) accept_packet_identity: bool,
+    /// Production: clock skew tolerated, in seconds (0-60).
+    #[arg(long, default_value_t = 0)]
+    pub(crate) skew: u64,
     /// Binary BusPacket (`-` or nothing: stdin).
-    input: Option<PathBuf>,
+    pub(crate) input: Option<PathBuf>,
 }
 
 /// `cap keygen`.
@@ -83,9 +139,18 @@ fn write_private(path: &std::path::Path, bytes: &[u8]) -> Result<()> {
 
 /// `cap sign`.
 pub fn sign(a: SignArgs) -> Result<ExitCode> {
+    if a.profile == Profile::Legacy
+        && let Some(flag) = super::prodsign::production_only_sign_flag(&a)
+    {
+        eprintln!("cap: {flag} needs --profile production");
+        return Ok(ExitCode::from(2));
+    }
     let pem =
         std::fs::read_to_string(&a.key).with_context(|| format!("reading {}", a.key.display()))?;
     let key = PrivateKey::from_pem(&pem).with_context(|| format!("{}", a.key.display()))?;
+    if a.profile == Profile::Production {
+        return super::prodsign::sign(&a, &key);
+    }
     let mut raw = read_input(a.input.as_deref())?;
     if a.now {
         let mut pkt: v1::BusPacket = packet::decode(&raw, packet::DEFAULT_MAX_PACKET_BYTES)
@@ -108,6 +173,12 @@ pub fn verify(a: VerifyArgs) -> Result<ExitCode> {
         eprintln!("cap: {msg}");
         Ok(ExitCode::from(2))
     };
+    if a.profile == Profile::Production {
+        return super::prodsign::verify(&a);
+    }
+    if let Some(flag) = super::prodsign::production_only_verify_flag(&a) {
+        return usage(format!("{flag} needs --profile production"));
+    }
     let mut any_sender = Vec::new();
     for path in &a.keys {
         let key = std::fs::read_to_string(path)
@@ -115,7 +186,7 @@ pub fn verify(a: VerifyArgs) -> Result<ExitCode> {
             .and_then(|pem| PublicKey::from_pem(&pem).map_err(|e| e.to_string()));
         match key {
             Ok(k) => any_sender.push(k),
-            Err(e) => return usage(format!("{}: {e}", path.display())),
+            Err(e) => return usage(format!("{path}: {e}")),
         }
     }
     let ring = match &a.trust {
