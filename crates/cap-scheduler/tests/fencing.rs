@@ -227,7 +227,7 @@ fn a_cancel_aimed_at_the_attempt_in_flight_cancels_it() {
             _ => None,
         })
         .collect();
-    assert_eq!(forwarded, [second.clone()]);
+    assert_eq!(forwarded, std::slice::from_ref(&second));
     assert!(a.iter().any(
         |x| matches!(x, Action::Withdraw { dispatch_id, .. } if *dispatch_id == second.dispatch_id)
     ));

@@ -323,14 +323,21 @@ impl<S: JobStore> Engine<S> {
                         due_unchanged: due_only && !changed,
                     };
                 }
+                let mut ids = Vec::new();
                 for m in missing {
-                    if let Some(parent) = m.strip_prefix(CHILDREN) {
-                        let kids = self.store.children(parent).await?;
-                        fetched_children.insert(parent.to_owned(), kids);
-                    } else if !fetched.contains_key(&m) {
-                        let got = self.store.load(std::slice::from_ref(&m)).await?;
-                        let record = got.into_iter().next().flatten().map(|s| s.record);
-                        fetched.insert(m, record);
+                    match m.strip_prefix(CHILDREN) {
+                        Some(parent) => {
+                            let kids = self.store.children(parent).await?;
+                            fetched_children.insert(parent.to_owned(), kids);
+                        }
+                        None if !fetched.contains_key(&m) && !ids.contains(&m) => ids.push(m),
+                        None => {}
+                    }
+                }
+                if !ids.is_empty() {
+                    let got = self.store.load(&ids).await?;
+                    for (id, stored) in ids.into_iter().zip(got) {
+                        fetched.insert(id, stored.map(|s| s.record));
                     }
                 }
             };
