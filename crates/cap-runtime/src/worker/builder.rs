@@ -1,6 +1,7 @@
 //! [`WorkerBuilder`]: handlers, middleware and settings of a [`Worker`].
 
 use super::handler::{Handler, HandlerInfo, RawHandler, RawService, TypedService, schema_of};
+use super::keepalive::DEFAULT_KEEPALIVE;
 use super::layers::{RetryLayer, RetryPolicy, TimeoutLayer, TraceLayer};
 use super::metrics::{MetricsHook, NoopMetrics};
 use super::recent::DEFAULT_RECENT_CAPACITY;
@@ -86,6 +87,7 @@ impl<B: Bus, S: BlobStore + 'static> WorkerBuilder<B, S> {
                 worker_id: id.clone(),
                 pool: String::new(),
                 max_parallel: DEFAULT_MAX_PARALLEL,
+                keepalive: DEFAULT_KEEPALIVE,
                 heartbeat_interval: DEFAULT_HEARTBEAT_INTERVAL,
                 result_ttl: None,
                 recent_capacity: DEFAULT_RECENT_CAPACITY,
@@ -123,9 +125,25 @@ impl<B: Bus, S: BlobStore + 'static> WorkerBuilder<B, S> {
         self
     }
 
-    /// Jobs run at once at most (default 64, at least 1). Jobs beyond it wait on the bus.
+    /// Jobs run at once at most (default 64). Jobs beyond it wait on the bus (each
+    /// subscription holds at most one of them in hand, kept alive with in-progress
+    /// acknowledgements, see [`keepalive`](Self::keepalive)). 0 makes
+    /// [`build`](Self::build) fail with [`ErrorKind::Config`].
     pub fn max_parallel(mut self, n: usize) -> Self {
+        if n == 0 {
+            self.errors
+                .push("max_parallel must be at least 1 (0 would never run a job)".into());
+        }
         self.config.max_parallel = n.max(1);
+        self
+    }
+
+    /// How often a durable delivery the worker holds (waiting for a free slot, or
+    /// running) is reported in progress to the bus (default [`DEFAULT_KEEPALIVE`], at
+    /// least 10 ms). Keep it well under the bus's ack wait (a third of it), so live jobs
+    /// are not redelivered while a killed worker's jobs are, after one ack wait.
+    pub fn keepalive(mut self, every: Duration) -> Self {
+        self.config.keepalive = every.max(Duration::from_millis(10));
         self
     }
 

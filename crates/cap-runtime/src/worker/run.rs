@@ -1,6 +1,7 @@
 //! The running worker: intake, job execution, cancellation, heartbeats, shutdown.
 
 use super::announce::{self, HeartbeatInfo};
+use super::keepalive;
 use super::load::LoadSampler;
 use super::metrics::MetricsHook;
 use super::recent::{Admission, RecentJobs};
@@ -265,20 +266,28 @@ async fn intake_loop<B: Bus, S: BlobStore + 'static>(
     route: Route,
 ) {
     let state = shared.state.clone();
+    let keepalive = state.config.keepalive;
     loop {
-        // A permit first: beyond max_parallel, messages wait on the bus, not here.
-        let permit = tokio::select! {
-            _ = state.stop_intake.cancelled() => return,
-            p = state.permits.clone().acquire_owned() => match p { Ok(p) => p, Err(_) => return },
-        };
+        // The message first, then a slot: a slot is only ever taken for a job in hand,
+        // so exactly max_parallel jobs run when that many wait. Beyond it, one message
+        // per subscription waits here (kept alive on the bus), the rest on the bus.
         let msg = tokio::select! {
             _ = state.stop_intake.cancelled() => return,
             m = sub.next() => match m { Some(m) => m, None => return },
         };
+        let slot = tokio::select! {
+            _ = state.stop_intake.cancelled() => None,
+            p = keepalive::while_in_hand(&msg, keepalive, state.permits.clone().acquire_owned()) => p.ok(),
+        };
+        let Some(permit) = slot else {
+            // Stopping: hand the job back to the bus for another worker at once.
+            let _ = msg.nak(None).await;
+            return;
+        };
         let shared = shared.clone();
         let route = route.clone();
         tokio::spawn(async move {
-            process(&shared, msg, route).await;
+            keepalive::while_in_hand(&msg, keepalive, process(&shared, &msg, route)).await;
             drop(permit);
         });
     }
@@ -307,10 +316,10 @@ impl Incoming {
 
 async fn process<B: Bus, S: BlobStore + 'static>(
     shared: &Arc<Shared<B, S>>,
-    msg: Message,
+    msg: &Message,
     route: Route,
 ) {
-    let Some(packet) = shared.packets.receive(&msg).await else {
+    let Some(packet) = shared.packets.receive(msg).await else {
         return;
     };
     let Some(Incoming {
@@ -337,7 +346,7 @@ async fn process<B: Bus, S: BlobStore + 'static>(
             "this worker has no handler for the job's topic",
         )
         .apply_to(&mut result);
-        Box::pin(publish_result(shared, &trace_id, result, &msg, None)).await;
+        Box::pin(publish_result(shared, &trace_id, result, msg, None)).await;
         return;
     };
     let state = &shared.state;
@@ -350,7 +359,7 @@ async fn process<B: Bus, S: BlobStore + 'static>(
         }
         Admission::Finished(bytes) => {
             tracing::info!(job_id = %request.job_id, "duplicate delivery: re-publishing the recorded result");
-            Box::pin(republish(shared, bytes, &msg)).await;
+            Box::pin(republish(shared, bytes, msg)).await;
             return;
         }
     };
@@ -388,7 +397,7 @@ async fn process<B: Bus, S: BlobStore + 'static>(
         }
     }
     drop(outcome);
-    publish_result(shared, &trace_id, result, &msg, Some(&job_id)).await;
+    publish_result(shared, &trace_id, result, msg, Some(&job_id)).await;
     state.active.fetch_sub(1, Ordering::Relaxed);
     state.completed.fetch_add(1, Ordering::Relaxed);
 }
