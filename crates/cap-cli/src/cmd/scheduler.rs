@@ -7,7 +7,7 @@ use bytes::Bytes;
 use cap_bus::{Bus, NatsBus, NatsOptions};
 use cap_runtime::packets::{PacketConfig, Packets};
 use cap_safety::{DynSafetyClient, GrpcClientOptions, GrpcSafetyClient, Kernel, KernelOptions};
-use cap_scheduler::core::{Config, Pools};
+use cap_scheduler::core::{Admission, Config, DEFAULT_POINTER_SCHEMES, Pools};
 use cap_scheduler::shell::APPROVAL_SUBJECT;
 use cap_scheduler::{RedisJobStore, Scheduler, SchedulerOptions};
 use clap::Args;
@@ -42,6 +42,9 @@ pub struct SchedulerArgs {
     /// Require signatures from the senders in this directory of `<sender_id>.pem`.
     #[arg(long)]
     trust: Option<PathBuf>,
+    /// Pointer schemes accepted in `context_ptr` at submit (others: FAILED 203).
+    #[arg(long, value_delimiter = ',', default_values_t = DEFAULT_POINTER_SCHEMES.map(String::from))]
+    pointer_schemes: Vec<String>,
 }
 
 /// `cap scheduler`: runs against `NATS_URL` until Ctrl-C or SIGTERM.
@@ -72,7 +75,10 @@ pub fn scheduler(a: SchedulerArgs) -> Result<ExitCode> {
             config = config.signer(Arc::new(load_key(k)?));
         }
         let options = SchedulerOptions {
-            config: Config::default(),
+            config: Config {
+                admission: Admission::with_schemes(a.pointer_schemes.clone()),
+                ..Config::default()
+            },
             pools,
             ..Default::default()
         };

@@ -1,7 +1,8 @@
 //! `cap worker echo`: a real echo worker against NATS (`NATS_URL`) and Redis (`REDIS_URL`).
 
 use anyhow::{Context as _, Result};
-use cap_blob::{RedisBlobStore, RedisConfig};
+use cap_blob::scope::PREFIXES_ENV;
+use cap_blob::{PointerScope, RedisBlobStore, RedisConfig};
 use cap_bus::{NatsBus, NatsOptions};
 use cap_runtime::{Context, JobError, Worker};
 use cap_sign::{KeyRing, PrivateKey, TrustMode, TrustPolicy};
@@ -172,6 +173,7 @@ pub async fn echo_until(
         .pool(a.pool.clone())
         .max_parallel(a.max_parallel)
         .keepalive(keepalive)
+        .pointer_scope(PointerScope::from_env().context(PREFIXES_ENV)?)
         .trust(trust)
         .handshake_on(cap_runtime::reconnect::nats_reconnects(
             bus.clone(),

@@ -10,7 +10,7 @@ use crate::job::{HandlerService, Job, JobError};
 use crate::packets::{AlertRate, PacketConfig};
 use crate::{Error, ErrorKind};
 use bytes::Bytes;
-use cap_blob::BlobStore;
+use cap_blob::{BlobStore, PointerScope};
 use cap_bus::Bus;
 use cap_sign::{Signer, TrustPolicy};
 use futures_core::Stream;
@@ -74,6 +74,7 @@ pub struct WorkerBuilder<B: Bus, S: BlobStore> {
     retry: RetryPolicy,
     metrics: Arc<dyn MetricsHook>,
     handshake_triggers: Vec<BoxStream<'static, ()>>,
+    scope: PointerScope,
     errors: Vec<String>,
 }
 
@@ -101,6 +102,7 @@ impl<B: Bus, S: BlobStore + 'static> WorkerBuilder<B, S> {
             retry: RetryPolicy::none(),
             metrics: Arc::new(NoopMetrics),
             handshake_triggers: Vec::new(),
+            scope: PointerScope::default(),
             errors: Vec::new(),
         }
     }
@@ -174,6 +176,14 @@ impl<B: Bus, S: BlobStore + 'static> WorkerBuilder<B, S> {
     /// Finished jobs remembered to answer re-deliveries (default 10 000).
     pub fn recent_capacity(mut self, n: usize) -> Self {
         self.config.recent_capacity = n.max(1);
+        self
+    }
+
+    /// What the pointers of jobs may name (default: each job's own `ctx:`/`res:`/`art:`
+    /// keys only; [`PointerScope::from_env`] reads `CAP_POINTER_PREFIXES`). Keys under
+    /// `cap:` and private network targets are refused whatever the scope.
+    pub fn pointer_scope(mut self, scope: PointerScope) -> Self {
+        self.scope = scope;
         self
     }
 
@@ -383,6 +393,7 @@ impl<B: Bus, S: BlobStore + 'static> WorkerBuilder<B, S> {
             handlers,
             metrics: self.metrics,
             handshake_triggers: self.handshake_triggers,
+            scope: self.scope,
         })
     }
 }

@@ -48,7 +48,7 @@ pub use recent::{DEFAULT_RECENT_CAPACITY, RecentJobs};
 use crate::Error;
 use crate::job::HandlerService;
 use crate::packets::{PacketConfig, PacketStats, Packets};
-use cap_blob::BlobStore;
+use cap_blob::{BlobStore, PointerScope};
 use cap_bus::Bus;
 use futures_core::stream::BoxStream;
 use std::collections::BTreeMap;
@@ -103,6 +103,7 @@ pub struct Worker<B: Bus, S: BlobStore> {
     pub(crate) handlers: BTreeMap<String, HandlerEntry>,
     pub(crate) metrics: Arc<dyn MetricsHook>,
     pub(crate) handshake_triggers: Vec<BoxStream<'static, ()>>,
+    pub(crate) scope: PointerScope,
 }
 
 impl<B: Bus, S: BlobStore + 'static> Worker<B, S> {

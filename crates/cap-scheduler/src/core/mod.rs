@@ -1,5 +1,6 @@
 //! The sans-IO core: (state, event, now) → new state + actions. See [`SchedulerCore`].
 
+mod admission;
 mod config;
 mod event;
 mod job;
@@ -7,6 +8,7 @@ mod pools;
 mod registry;
 mod scheduler;
 
+pub use admission::{Admission, DEFAULT_POINTER_SCHEMES, Refusal, Rule};
 pub use config::{Config, backoff};
 pub use event::{Action, Event};
 pub use job::{Hold, JobRecord, Millis};

@@ -368,6 +368,23 @@ impl SchedulerCore {
         let check = policy_request(&record.request);
         self.jobs.insert(id.clone(), Box::new(record));
         self.move_to(&id, JobState::Scheduled, now, out);
+        // Refused pointers (scheme, reserved keys, private targets): FAILED 203 at once.
+        if let Some(Err(refused)) = self
+            .jobs
+            .get(&id)
+            .map(|j| self.config.admission.admit(&j.request))
+        {
+            let reason = refused.to_string();
+            self.finish(
+                &id,
+                JobState::Failed,
+                ErrorCode::JOB_INVALID_INPUT,
+                &reason,
+                now,
+                out,
+            );
+            return;
+        }
         if let Some(job) = self.jobs.get_mut(&id) {
             job.hold = Some(Hold::Safety);
         }
