@@ -2,11 +2,13 @@
 
 mod scheduler;
 mod send;
+mod stats;
 mod store;
 
 pub use scheduler::{
     APPROVAL_SUBJECT, Error, Observed, QUEUE_GROUP, Scheduler, SchedulerOptions, in_state, now_ms,
 };
+pub use stats::SchedulerStats;
 #[cfg(feature = "redis")]
 pub use store::RedisJobStore;
 pub use store::{JobStore, MemoryJobStore, StoreError};

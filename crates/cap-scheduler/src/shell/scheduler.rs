@@ -5,6 +5,7 @@
 
 use crate::core::{Action, Config, Event, Hold, JobRecord, Millis, Pools, SchedulerCore};
 use crate::shell::send;
+use crate::shell::stats::SchedulerStats;
 use crate::shell::store::{JobStore, StoreError};
 use bytes::Bytes;
 use cap_bus::{Bus, Message};
@@ -142,6 +143,7 @@ pub struct Scheduler<B: Bus, K: SafetyClient + 'static, S: JobStore> {
     store: Arc<S>,
     options: SchedulerOptions,
     observers: broadcast::Sender<Observed>,
+    stats: SchedulerStats,
 }
 
 impl<B: Bus, K: SafetyClient + 'static, S: JobStore> Scheduler<B, K, S> {
@@ -155,7 +157,13 @@ impl<B: Bus, K: SafetyClient + 'static, S: JobStore> Scheduler<B, K, S> {
             store: Arc::new(store),
             options,
             observers,
+            stats: SchedulerStats::default(),
         }
+    }
+
+    /// The scheduler's counters (a handle that stays valid while it runs).
+    pub fn stats(&self) -> SchedulerStats {
+        self.stats.clone()
     }
 
     /// A stream of what happens (state changes, ignored events, alerts).
@@ -258,6 +266,11 @@ impl<B: Bus, K: SafetyClient + 'static, S: JobStore> Scheduler<B, K, S> {
                             Input::Event(event, msg) => {
                                 let event = *event;
                                 self.load_if_needed(&mut core, &event).await;
+                                if let Event::Result { result } = &event
+                                    && core.job(&result.job_id).is_none()
+                                {
+                                    self.stats.unknown_result(&result.job_id, &result.worker_id, result.status);
+                                }
                                 actions.extend(core.handle(event, now_ms()));
                                 // Only durable deliveries need acknowledging (see `send`).
                                 acks.extend(msg.map(|m| m.ack_handle()).filter(cap_bus::AckHandle::is_durable));
