@@ -52,8 +52,11 @@ pub fn scheduler(a: SchedulerArgs) -> Result<ExitCode> {
     init_logging();
     runtime()?.block_on(async move {
         let safety: Arc<dyn DynSafetyClient> = match (&a.safety, &a.policy) {
+            // Connects on first use: the scheduler starts while the kernel is down, and
+            // its jobs wait for it (re-checked with back-off, then DENIED: fail closed),
+            // as they do when the kernel goes down later.
             (Some(addr), _) => {
-                Arc::new(GrpcSafetyClient::connect(GrpcClientOptions::new(addr.clone())).await?)
+                Arc::new(GrpcSafetyClient::new(GrpcClientOptions::new(addr.clone()))?)
             }
             (None, Some(path)) => Arc::new(Kernel::from_file(path, KernelOptions::default())?),
             (None, None) => bail!(

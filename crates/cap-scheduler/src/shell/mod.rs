@@ -9,6 +9,6 @@ pub use scheduler::{
     APPROVAL_SUBJECT, Error, Observed, QUEUE_GROUP, Scheduler, SchedulerOptions, in_state, now_ms,
 };
 pub use stats::SchedulerStats;
-#[cfg(feature = "redis")]
-pub use store::RedisJobStore;
 pub use store::{JobStore, MemoryJobStore, StoreError};
+#[cfg(feature = "redis")]
+pub use store::{REDIS_CONNECT_TIMEOUT, RedisJobStore};

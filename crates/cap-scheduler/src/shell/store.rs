@@ -77,14 +77,20 @@ impl JobStore for MemoryJobStore {
 }
 
 #[cfg(feature = "redis")]
-pub use redis_store::RedisJobStore;
+pub use redis_store::{REDIS_CONNECT_TIMEOUT, RedisJobStore};
 
 #[cfg(feature = "redis")]
 mod redis_store {
     use super::{JobStore, StoreError};
     use crate::core::JobRecord;
-    use redis::AsyncCommands;
-    use redis::aio::ConnectionManager;
+    use redis::aio::{ConnectionManager, ConnectionManagerConfig};
+    use redis::{AsyncCommands, AsyncConnectionConfig};
+    use std::time::Duration;
+
+    /// Longest wait for Redis to answer at start-up (connect and `PING`).
+    pub const REDIS_CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
+    /// Longest wait for an answer to one command once running.
+    const RESPONSE_TIMEOUT: Duration = Duration::from_secs(5);
 
     /// Records in Redis: `<prefix>job:<id>` holds the record as JSON, `<prefix>jobs` the
     /// set of ids. One managed connection shared by clones; it reconnects by itself.
@@ -108,16 +114,40 @@ mod redis_store {
 
     impl RedisJobStore {
         /// Connects (and pings) `url`; keys start with `prefix` (e.g. `cap:sched:`).
+        /// Fails fast: an unreachable or silent server is an error within
+        /// [`REDIS_CONNECT_TIMEOUT`] (one attempt), naming the URL without its password.
+        /// Once connected, the connection is re-established by itself when Redis goes
+        /// away and comes back.
         pub async fn connect(url: &str, prefix: impl Into<String>) -> Result<Self, StoreError> {
-            let client =
-                redis::Client::open(url).map_err(|e| StoreError(format!("redis url: {e}")))?;
-            let mut conn = ConnectionManager::new(client)
+            let shown = cap_blob::RedisConfig::new(url).redacted_url();
+            let client = redis::Client::open(url)
+                .map_err(|e| StoreError(format!("Redis URL {shown} is not usable: {e}")))?;
+            let unreachable = |e: redis::RedisError| {
+                StoreError(format!(
+                    "cannot reach Redis at {shown} (job store, {} s timeout): {e}",
+                    REDIS_CONNECT_TIMEOUT.as_secs()
+                ))
+            };
+            // One attempt, bounded, before the manager (which retries for a while).
+            let probe_config = AsyncConnectionConfig::new()
+                .set_connection_timeout(Some(REDIS_CONNECT_TIMEOUT))
+                .set_response_timeout(Some(REDIS_CONNECT_TIMEOUT));
+            let mut probe = client
+                .get_multiplexed_async_connection_with_config(&probe_config)
                 .await
-                .map_err(|e| StoreError(format!("connecting to redis: {e}")))?;
+                .map_err(unreachable)?;
             let _: String = redis::cmd("PING")
-                .query_async(&mut conn)
+                .query_async(&mut probe)
                 .await
-                .map_err(err)?;
+                .map_err(unreachable)?;
+            drop(probe);
+            let config = ConnectionManagerConfig::new()
+                .set_connection_timeout(Some(REDIS_CONNECT_TIMEOUT))
+                .set_response_timeout(Some(RESPONSE_TIMEOUT))
+                .set_max_delay(Duration::from_secs(2));
+            let conn = ConnectionManager::new_with_config(client, config)
+                .await
+                .map_err(unreachable)?;
             Ok(RedisJobStore {
                 conn,
                 prefix: prefix.into(),
