@@ -67,6 +67,7 @@ async fn n_one_second_jobs_take_one_second_with_max_parallel_n() {
     for n in [1, 2, 8] {
         for direct in [false, true] {
             let took = wall_time(n, n, direct).await;
+            eprintln!("max_parallel {n}, {n} jobs of 1 s (direct: {direct}): {took:?}");
             assert!(
                 took >= JOB && took < Duration::from_millis(1800),
                 "{n} jobs with max_parallel {n} (direct: {direct}) took {took:?}"
@@ -79,6 +80,7 @@ async fn n_one_second_jobs_take_one_second_with_max_parallel_n() {
 async fn one_job_more_than_max_parallel_takes_two_rounds() {
     for n in [1, 2, 8] {
         let took = wall_time(n, n + 1, false).await;
+        eprintln!("max_parallel {n}, {} jobs of 1 s: {took:?}", n + 1);
         assert!(
             took >= 2 * JOB && took < Duration::from_millis(2800),
             "{} jobs with max_parallel {n} took {took:?}",
