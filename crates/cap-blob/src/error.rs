@@ -31,6 +31,9 @@ pub enum ErrorKind {
     Backend,
     /// The store's configuration is unusable (bad URL, unreadable TLS files, ...).
     InvalidConfig,
+    /// The pointer names something the job may not read (see
+    /// [`PointerScope`](crate::PointerScope)); nothing was read.
+    OutOfScope,
 }
 
 impl ErrorKind {
@@ -101,6 +104,12 @@ pub enum Error {
         #[source]
         source: BoxError,
     },
+    /// See [`ErrorKind::OutOfScope`]. The message is fixed: the rule, never the key.
+    #[error("pointer refused: {rule}")]
+    OutOfScope {
+        /// The rule the pointer broke.
+        rule: crate::ScopeRule,
+    },
     /// See [`ErrorKind::InvalidConfig`].
     #[error("invalid blob store configuration: {reason}")]
     InvalidConfig {
@@ -110,6 +119,25 @@ pub enum Error {
         #[source]
         source: Option<BoxError>,
     },
+}
+
+/// How an error of `kind` reads where whoever caused it may see it (a job's result):
+/// the kind without the store's details (its location, its own error text).
+impl ErrorKind {
+    /// A fixed description of the kind.
+    pub fn public_message(self) -> &'static str {
+        match self {
+            ErrorKind::NotFound => "no blob at the pointer",
+            ErrorKind::TooLarge => "blob too large",
+            ErrorKind::InvalidPointer => "invalid pointer",
+            ErrorKind::InvalidKey => "invalid blob key",
+            ErrorKind::UnregisteredScheme => "no blob store serves the pointer's scheme",
+            ErrorKind::Unavailable => "the blob store is unavailable",
+            ErrorKind::Backend => "the blob store failed",
+            ErrorKind::InvalidConfig => "the blob store is misconfigured",
+            ErrorKind::OutOfScope => "pointer refused",
+        }
+    }
 }
 
 impl Error {
@@ -124,6 +152,7 @@ impl Error {
             Error::Unavailable { .. } => ErrorKind::Unavailable,
             Error::Backend { .. } => ErrorKind::Backend,
             Error::InvalidConfig { .. } => ErrorKind::InvalidConfig,
+            Error::OutOfScope { .. } => ErrorKind::OutOfScope,
         }
     }
 
@@ -138,6 +167,10 @@ impl Error {
         }
     }
 
+    pub(crate) fn out_of_scope(rule: crate::ScopeRule) -> Self {
+        Error::OutOfScope { rule }
+    }
+
     pub(crate) fn invalid_pointer(reason: impl Into<String>) -> Self {
         Error::InvalidPointer {
             reason: reason.into(),
@@ -145,7 +178,6 @@ impl Error {
         }
     }
 
-    #[allow(dead_code)] // unused when every backend feature is off
     pub(crate) fn config(reason: impl Into<String>) -> Self {
         Error::InvalidConfig {
             reason: reason.into(),
@@ -182,6 +214,7 @@ impl fmt::Display for ErrorKind {
             ErrorKind::Unavailable => "unavailable",
             ErrorKind::Backend => "backend error",
             ErrorKind::InvalidConfig => "invalid configuration",
+            ErrorKind::OutOfScope => "out of scope",
         })
     }
 }

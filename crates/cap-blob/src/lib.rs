@@ -10,6 +10,10 @@
 //! - [`pointer`](mod@pointer) and [`key`]: the pointer ↔ key mapping of the official SDKs
 //!   (`redis://<key>`, keys `ctx:<job_id>` and `res:<job_id>`).
 //! - [`Router`]: serves a pointer from the store registered for its scheme.
+//! - [`PointerScope`]: the deployment-wide rule of what a job's pointers may name (its
+//!   own `ctx:`/`res:`/`art:` keys and configured prefixes; never `cap:` keys, never
+//!   private network targets), applied by [`BlobStore::get_scoped`] and
+//!   [`Router::get_scoped`].
 //! - Backends: [`MemoryBlobStore`] (embedded default), `RedisBlobStore` (feature `redis`)
 //!   and `FileBlobStore` (feature `file`).
 //! - [`Limits`]: a size limit checked before writing (default
@@ -63,6 +67,7 @@ pub mod pointer;
 #[cfg(feature = "redis")]
 mod redis_store;
 mod router;
+pub mod scope;
 mod store;
 
 pub use dyn_store::{BoxFuture, DynBlobStore};
@@ -74,6 +79,7 @@ pub use memory::MemoryBlobStore;
 #[cfg(feature = "redis")]
 pub use redis_store::{DEFAULT_REDIS_URL, RedisBlobStore, RedisConfig, RedisTlsConfig};
 pub use router::Router;
+pub use scope::{JobScope, PointerScope, ScopeRule};
 pub use store::{BlobStore, StoreInfo};
 
 /// Re-exported: the pointer type of `cap-proto`.

@@ -24,7 +24,7 @@ use std::time::Duration;
 use bytes::Bytes;
 use cap_proto::Pointer;
 
-use crate::{BlobStore, DynBlobStore, Error, Result};
+use crate::{BlobStore, DynBlobStore, Error, JobScope, Result};
 
 /// Maps pointer schemes (`redis`, `mem`, `file`, ...) to stores. Cheap to clone.
 #[derive(Clone, Default)]
@@ -91,6 +91,16 @@ impl Router {
     pub async fn get_ptr(&self, pointer: &Pointer) -> Result<Bytes> {
         let store = self.store_for(pointer)?;
         store.get_boxed(store.key_for(pointer)?).await
+    }
+
+    /// The blob a pointer carried by a job names, if `scope` lets the job read it (see
+    /// [`BlobStore::get_scoped`]).
+    pub async fn get_scoped(&self, pointer: &Pointer, scope: &JobScope<'_>) -> Result<Bytes> {
+        scope.check_pointer(pointer)?;
+        let store = self.store_for(pointer)?;
+        let key = store.key_for(pointer)?;
+        scope.check_key(key)?;
+        store.get_boxed(key).await
     }
 
     /// Stores `value` where `pointer` points, expiring after `ttl` (`None`: never).

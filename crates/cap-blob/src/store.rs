@@ -7,7 +7,7 @@ use std::time::Duration;
 use bytes::Bytes;
 use cap_proto::Pointer;
 
-use crate::{Limits, Result, key};
+use crate::{JobScope, Limits, Result, key};
 
 /// What a store is, apart from its IO: its limits and how its keys map to pointers.
 ///
@@ -72,6 +72,22 @@ pub trait BlobStore: StoreInfo {
     /// The blob `pointer` names.
     fn get_ptr(&self, pointer: &Pointer) -> impl Future<Output = Result<Bytes>> + Send {
         async move { self.get(self.key_for(pointer)?).await }
+    }
+
+    /// The blob a pointer carried by a job names, if `scope` lets the job read it (see
+    /// [`PointerScope`](crate::PointerScope)): the pointer is checked, mapped to this
+    /// store's key, the key checked, and only then read. A refusal is
+    /// [`ErrorKind::OutOfScope`](crate::ErrorKind::OutOfScope) and reads nothing.
+    fn get_scoped(
+        &self,
+        pointer: &Pointer,
+        scope: &JobScope<'_>,
+    ) -> impl Future<Output = Result<Bytes>> + Send {
+        let checked = scope
+            .check_pointer(pointer)
+            .and_then(|()| self.key_for(pointer))
+            .and_then(|key| scope.check_key(key).map(|()| key));
+        async move { self.get(checked?).await }
     }
 
     /// Stores `value` where `pointer` points.

@@ -187,3 +187,22 @@ async fn a_wrong_password_is_a_backend_error_without_the_password() {
         .unwrap();
     assert_eq!(store.get("k").await.unwrap(), "v");
 }
+
+#[tokio::test]
+async fn a_silent_server_fails_within_the_connect_timeout() {
+    // Accepts connections (the kernel's backlog) but never answers.
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let started = Instant::now();
+    let err = RedisBlobStore::connect(RedisConfig::new(format!("redis://127.0.0.1:{port}/0")))
+        .await
+        .unwrap_err();
+    let took = started.elapsed();
+    drop(listener);
+    assert!(took < Duration::from_secs(3), "took {took:?}: {err}");
+    assert_eq!(err.kind(), ErrorKind::Unavailable, "{err}");
+    assert!(
+        err.to_string().contains(&format!("127.0.0.1:{port}")),
+        "{err}"
+    );
+}

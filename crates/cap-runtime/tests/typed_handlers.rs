@@ -151,12 +151,14 @@ async fn missing_context_fails_with_204() {
         .unwrap();
     let mut results = common::sub(&bed.bus, cap_proto::subject::RESULT).await;
 
-    // A pointer to a context that was never stored.
-    let mut p =
+    // A pointer to the job's own context, which is gone.
+    let p =
         common::request_packet(&bed.store, "j-missing", "job.order", &serde_json::json!({})).await;
-    if let Some(cap_proto::v1::bus_packet::Payload::JobRequest(r)) = &mut p.payload {
-        r.context_ptr = "redis://ctx:nowhere".into();
-    }
+    assert!(
+        cap_blob::BlobStore::delete(&bed.store, "ctx:j-missing")
+            .await
+            .unwrap()
+    );
     bed.bus
         .publish("job.order", cap_proto::packet::encode(&p).into())
         .await

@@ -168,11 +168,13 @@ impl BlobStore for RedisBlobStore {
         let mut conn = self.conn.clone();
         async move {
             key::check(key)?;
-            let value: Option<Bytes> = redis::cmd("GET")
-                .arg(key)
-                .query_async(&mut conn)
-                .await
-                .map_err(|e| self.shared.error(e))?;
+            let value: Option<Bytes> = match redis::cmd("GET").arg(key).query_async(&mut conn).await
+            {
+                Ok(v) => v,
+                // A key holding a list, set, hash, ... is not a blob: no blob there.
+                Err(e) if e.code() == Some("WRONGTYPE") => None,
+                Err(e) => return Err(self.shared.error(e)),
+            };
             value.ok_or_else(|| Error::not_found(key))
         }
     }

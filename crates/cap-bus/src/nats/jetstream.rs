@@ -19,8 +19,11 @@
 //! - **Queue subscriptions** on a pattern inside the durable set use a durable pull
 //!   consumer named after the queue group (characters other than `A-Za-z0-9_-`
 //!   replaced by `_`), filtered on the pattern, explicit ack,
-//!   [`ack_wait`](JetStreamOptions::ack_wait) before redelivery,
-//!   [`max_deliver`](JetStreamOptions::max_deliver) deliveries at most. All members
+//!   [`ack_wait`](JetStreamOptions::ack_wait) before redelivery (default 5 s: the
+//!   fail-over time of a killed member; live members report long work in progress),
+//!   [`max_deliver`](JetStreamOptions::max_deliver) deliveries at most. A consumer
+//!   that exists with another ack wait or max deliver (made by an older version) is
+//!   updated to the configured values. All members
 //!   of the group share the consumer, so each message goes to one of them. The
 //!   consumer outlives the process: that is what makes redelivery after a crash work.
 //!   With work-queue retention, the filters of two groups must not overlap (the server
@@ -36,6 +39,10 @@ use crate::{Acknowledge, Error, ErrorKind, check};
 use async_nats::jetstream::{self, AckKind, consumer::pull, stream};
 use futures_core::future::BoxFuture;
 use std::time::Duration;
+
+/// Default [`JetStreamOptions::ack_wait`]: a delivery not acknowledged (nor reported in
+/// progress) within 5 s goes to another member of the queue group.
+pub const DEFAULT_ACK_WAIT: Duration = Duration::from_secs(5);
 
 /// How long the stream keeps messages.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -77,7 +84,10 @@ pub struct JetStreamOptions {
     pub max_bytes: i64,
     /// Window in which a repeated `Nats-Msg-Id` is discarded (default 2 minutes).
     pub duplicate_window: Duration,
-    /// Time a consumer has to acknowledge before redelivery (default 30 s).
+    /// Time a consumer has to acknowledge before redelivery (default 5 s): how long the
+    /// jobs (and scheduler events) held by a process that died wait before another
+    /// member of the queue group gets them. A live holder keeps a delivery longer by
+    /// reporting it in progress (CAP workers do, every `ack_wait / 3` or so).
     pub ack_wait: Duration,
     /// Deliveries per message at most, `-1` for unlimited (default 5).
     pub max_deliver: i64,
@@ -108,7 +118,7 @@ impl Default for JetStreamOptions {
             max_age: Duration::from_secs(7 * 24 * 3600),
             max_bytes: -1,
             duplicate_window: Duration::from_secs(120),
-            ack_wait: Duration::from_secs(30),
+            ack_wait: DEFAULT_ACK_WAIT,
             max_deliver: 5,
             max_ack_pending: 1000,
             batch: 16,
@@ -282,6 +292,51 @@ pub(crate) async fn ensure_stream(
             .map_err(|e| js_setup_error("update stream subjects", e))?;
     }
     Ok(())
+}
+
+/// The durable pull consumer `name` on `stream`, filtered on `pattern`: created when
+/// missing; an existing one with another filter is a [`ErrorKind::Config`] error, and
+/// one with another ack wait or max deliver is updated to the configured values (so a
+/// changed fail-over time takes effect on consumers made earlier).
+pub(crate) async fn ensure_consumer(
+    stream: &stream::Stream,
+    opts: &JetStreamOptions,
+    name: &str,
+    pattern: &str,
+) -> Result<jetstream::consumer::PullConsumer, Error> {
+    let sub_err = |what: &str, e: &dyn std::fmt::Display| {
+        Error::new(
+            ErrorKind::Subscribe,
+            format!("durable consumer {name}: {what}: {e}"),
+        )
+    };
+    let want = opts.consumer_config(name, pattern);
+    let consumer: jetstream::consumer::PullConsumer = stream
+        .get_or_create_consumer(name, want.clone())
+        .await
+        .map_err(|e| sub_err("create", &e))?;
+    let have = &consumer.cached_info().config;
+    if have.filter_subject != pattern {
+        return Err(config(format!(
+            "durable consumer {name} exists with filter {:?}, not {pattern:?}",
+            have.filter_subject
+        )));
+    }
+    if have.ack_wait == want.ack_wait && have.max_deliver == want.max_deliver {
+        return Ok(consumer);
+    }
+    tracing::info!(
+        consumer = name,
+        ack_wait_ms = want.ack_wait.as_millis() as u64,
+        was_ms = have.ack_wait.as_millis() as u64,
+        "updating the durable consumer's ack wait / max deliver"
+    );
+    // Creating an existing durable with a changed config updates it (the editable
+    // fields, which these are).
+    stream
+        .create_consumer(want)
+        .await
+        .map_err(|e| sub_err("update", &e))
 }
 
 fn js_setup_error(what: &str, e: impl std::error::Error + Send + Sync + 'static) -> Error {

@@ -19,7 +19,7 @@ pub mod jetstream;
 mod options;
 mod subscription;
 
-pub use jetstream::{JetStreamOptions, Retention, Storage, durable_name};
+pub use jetstream::{DEFAULT_ACK_WAIT, JetStreamOptions, Retention, Storage, durable_name};
 pub use options::{Auth, DEFAULT_URL, NatsOptions, ReconnectOptions, TlsOptions};
 pub use subscription::NatsSubscription;
 
@@ -346,16 +346,7 @@ impl NatsBus {
             .get_stream(&j.opts.stream)
             .await
             .map_err(|e| sub_err("get stream", &e))?;
-        let consumer: js::consumer::PullConsumer = stream
-            .get_or_create_consumer(&name, j.opts.consumer_config(&name, pattern))
-            .await
-            .map_err(|e| sub_err("create", &e))?;
-        let have = &consumer.cached_info().config.filter_subject;
-        if have != pattern {
-            return Err(config(format!(
-                "durable consumer {name} exists with filter {have:?}, not {pattern:?}"
-            )));
-        }
+        let consumer = jetstream::ensure_consumer(&stream, &j.opts, &name, pattern).await?;
         let messages = consumer
             .stream()
             .max_messages_per_batch(j.opts.batch)

@@ -397,11 +397,13 @@ async fn scenarios<B: Bus, S: BlobStore + 'static>(
             job_id: id(name),
             expect,
         });
-        // The compensation's own input, stored like any job context.
+        // The compensation's own input, stored like any job context: under the id of
+        // the compensation job the scheduler will run (`<step>.compensate`), the only
+        // context a worker lets that job read.
         let undo_ctx = client
             .store()
             .put_context(
-                &format!("{}.undo", id(name)),
+                &format!("{}.compensate", id(name)),
                 bytes::Bytes::from(format!(r#"{{"undo":{i}}}"#)),
             )
             .await?;

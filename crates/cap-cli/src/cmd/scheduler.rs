@@ -7,7 +7,7 @@ use bytes::Bytes;
 use cap_bus::{Bus, NatsBus, NatsOptions};
 use cap_runtime::packets::{PacketConfig, Packets};
 use cap_safety::{DynSafetyClient, GrpcClientOptions, GrpcSafetyClient, Kernel, KernelOptions};
-use cap_scheduler::core::{Config, Pools};
+use cap_scheduler::core::{Admission, Config, DEFAULT_POINTER_SCHEMES, Pools};
 use cap_scheduler::shell::APPROVAL_SUBJECT;
 use cap_scheduler::{RedisJobStore, Scheduler, SchedulerOptions};
 use clap::Args;
@@ -42,6 +42,9 @@ pub struct SchedulerArgs {
     /// Require signatures from the senders in this directory of `<sender_id>.pem`.
     #[arg(long)]
     trust: Option<PathBuf>,
+    /// Pointer schemes accepted in `context_ptr` at submit (others: FAILED 203).
+    #[arg(long, value_delimiter = ',', default_values_t = DEFAULT_POINTER_SCHEMES.map(String::from))]
+    pointer_schemes: Vec<String>,
 }
 
 /// `cap scheduler`: runs against `NATS_URL` until Ctrl-C or SIGTERM.
@@ -49,8 +52,11 @@ pub fn scheduler(a: SchedulerArgs) -> Result<ExitCode> {
     init_logging();
     runtime()?.block_on(async move {
         let safety: Arc<dyn DynSafetyClient> = match (&a.safety, &a.policy) {
+            // Connects on first use: the scheduler starts while the kernel is down, and
+            // its jobs wait for it (re-checked with back-off, then DENIED: fail closed),
+            // as they do when the kernel goes down later.
             (Some(addr), _) => {
-                Arc::new(GrpcSafetyClient::connect(GrpcClientOptions::new(addr.clone())).await?)
+                Arc::new(GrpcSafetyClient::new(GrpcClientOptions::new(addr.clone()))?)
             }
             (None, Some(path)) => Arc::new(Kernel::from_file(path, KernelOptions::default())?),
             (None, None) => bail!(
@@ -72,7 +78,10 @@ pub fn scheduler(a: SchedulerArgs) -> Result<ExitCode> {
             config = config.signer(Arc::new(load_key(k)?));
         }
         let options = SchedulerOptions {
-            config: Config::default(),
+            config: Config {
+                admission: Admission::with_schemes(a.pointer_schemes.clone()),
+                ..Config::default()
+            },
             pools,
             ..Default::default()
         };

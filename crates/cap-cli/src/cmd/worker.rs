@@ -1,7 +1,8 @@
 //! `cap worker echo`: a real echo worker against NATS (`NATS_URL`) and Redis (`REDIS_URL`).
 
 use anyhow::{Context as _, Result};
-use cap_blob::{RedisBlobStore, RedisConfig};
+use cap_blob::scope::PREFIXES_ENV;
+use cap_blob::{PointerScope, RedisBlobStore, RedisConfig};
 use cap_bus::{NatsBus, NatsOptions};
 use cap_runtime::{Context, JobError, Worker};
 use cap_sign::{KeyRing, PrivateKey, TrustMode, TrustPolicy};
@@ -36,8 +37,8 @@ pub struct EchoArgs {
     /// Pool reported in heartbeats.
     #[arg(long, default_value = "echo")]
     pub pool: String,
-    /// Jobs run at once at most.
-    #[arg(long, default_value_t = 64)]
+    /// Jobs run at once at most (at least 1).
+    #[arg(long, default_value_t = 64, value_parser = at_least_one)]
     pub max_parallel: usize,
     /// Milliseconds each job sleeps before answering (for load and memory tests).
     #[arg(long, default_value_t = 0)]
@@ -48,6 +49,15 @@ pub struct EchoArgs {
     /// Core NATS only, no JetStream (same as `CAP_JETSTREAM=off`).
     #[arg(long)]
     pub no_jetstream: bool,
+}
+
+/// A count that must be at least 1 (`--max-parallel`).
+fn at_least_one(s: &str) -> Result<usize, String> {
+    match s.parse::<usize>() {
+        Ok(0) => Err("must be at least 1 (0 would never run a job)".into()),
+        Ok(n) => Ok(n),
+        Err(e) => Err(e.to_string()),
+    }
 }
 
 /// Reads a private key file.
@@ -141,6 +151,16 @@ pub async fn echo_until(
     if a.no_jetstream {
         opts = opts.without_jetstream();
     }
+    // In-progress reports three times per ack wait: a live job is never redelivered,
+    // a killed worker's jobs are after one ack wait. Prefetch no more jobs than can run,
+    // so jobs do not wait unreported in the client's buffer.
+    let keepalive = match &mut opts.jetstream {
+        Some(js) => {
+            js.batch = js.batch.min(a.max_parallel).max(1);
+            js.ack_wait / 3
+        }
+        None => cap_runtime::worker::DEFAULT_KEEPALIVE,
+    };
     let bus = NatsBus::connect(opts)
         .await
         .context("connecting to NATS (NATS_URL)")?;
@@ -152,6 +172,8 @@ pub async fn echo_until(
         .id(id.clone())
         .pool(a.pool.clone())
         .max_parallel(a.max_parallel)
+        .keepalive(keepalive)
+        .pointer_scope(PointerScope::from_env().context(PREFIXES_ENV)?)
         .trust(trust)
         .handshake_on(cap_runtime::reconnect::nats_reconnects(
             bus.clone(),

@@ -1,6 +1,7 @@
 //! Opening received bytes, without IO: size-limited decode, the trust check against the
 //! raw bytes, then protocol validation. Every failure is a [`Rejection`] that says what
-//! to report, and whether the sender should also get a FAILED result.
+//! to report, and whether the sender should also get a FAILED result (also for bytes
+//! that do not decode, from what [`salvage`](super::salvage) reads at their front).
 
 use cap_proto::packet::PayloadKind;
 use cap_proto::v1::{BusPacket, bus_packet::Payload};
@@ -130,6 +131,20 @@ pub fn decode(raw: &[u8], limit: usize) -> Result<BusPacket, Box<Rejection>> {
     })
 }
 
+/// [`decode`], and when the bytes do not decode, what can still be read from their
+/// front (see [`salvage`](super::salvage)): the ids for the report, and for a job
+/// request from a sender `trust` accepts, the [`Answer`].
+pub fn decode_with(
+    raw: &[u8],
+    limit: usize,
+    trust: &TrustPolicy,
+) -> Result<BusPacket, Box<Rejection>> {
+    decode(raw, limit).map_err(|mut rejection| {
+        super::salvage::salvage(raw, trust, &mut rejection);
+        rejection
+    })
+}
+
 /// Checks a decoded packet: the trust policy on the raw bytes, then validation.
 pub fn check(raw: &[u8], packet: &BusPacket, trust: &TrustPolicy) -> Result<(), Box<Rejection>> {
     let base = |code, reason| {
@@ -160,28 +175,24 @@ pub fn check(raw: &[u8], packet: &BusPacket, trust: &TrustPolicy) -> Result<(), 
 
 /// Decode and check in one step.
 pub fn open(raw: &[u8], limit: usize, trust: &TrustPolicy) -> Result<BusPacket, Box<Rejection>> {
-    let packet = decode(raw, limit)?;
+    let packet = decode_with(raw, limit, trust)?;
     check(raw, &packet, trust)?;
     Ok(packet)
 }
 
-/// A job request that failed validation still gets a FAILED result when its job id is
-/// usable and the sender is one we could answer (its signature passed the trust check,
-/// which has happened before this is called).
+/// A job request that failed validation still gets a FAILED result when it has a job id
+/// and the sender is one we could answer (its signature passed the trust check, which
+/// has happened before this is called). A job id that cannot be echoed (too long,
+/// control characters) is answered with its shortened form
+/// ([`answer_id`](super::salvage::answer_id)).
 fn answer_for(packet: &BusPacket, v: &validate::Violations) -> Option<Answer> {
     let Some(Payload::JobRequest(req)) = &packet.payload else {
         return None;
     };
-    let job_id_ok = !req.job_id.is_empty()
-        && req.job_id.len() <= validate::MAX_ID_LEN
-        && !req.job_id.chars().any(char::is_control)
-        && !v.iter().any(|x| x.field == "job_request.job_id");
-    if !job_id_ok {
-        return None;
-    }
+    let job_id = super::salvage::answer_id(req.job_id.as_bytes())?;
     let trace_ok = !v.iter().any(|x| x.field == "trace_id") && !packet.trace_id.is_empty();
     Some(Answer {
-        job_id: req.job_id.clone(),
+        job_id,
         trace_id: if trace_ok {
             packet.trace_id.clone()
         } else {
@@ -263,12 +274,12 @@ mod tests {
         let no_id = request("");
         let r = open(&packet::encode(&no_id), 1 << 20, &off).unwrap_err();
         assert_eq!(r.answer, None);
-        let long_id = request(&"x".repeat(600));
+        // Too long to echo: answered with the shortened id.
+        let long = "x".repeat(600);
+        let r = open(&packet::encode(&request(&long)), 1 << 20, &off).unwrap_err();
         assert_eq!(
-            open(&packet::encode(&long_id), 1 << 20, &off)
-                .unwrap_err()
-                .answer,
-            None
+            r.answer.unwrap().job_id,
+            super::super::salvage::answer_id(long.as_bytes()).unwrap()
         );
     }
 

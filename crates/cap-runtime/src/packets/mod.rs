@@ -47,6 +47,7 @@
 
 pub mod alert;
 pub mod inbound;
+pub mod salvage;
 mod stats;
 
 pub use alert::AlertRate;
@@ -255,7 +256,7 @@ impl<B: Bus> Packets<B> {
         wanted: impl FnOnce(&BusPacket) -> bool,
     ) -> Result<Option<BusPacket>, Box<Rejection>> {
         let c = &self.shared.config;
-        let packet = inbound::decode(raw, c.max_packet_bytes)?;
+        let packet = inbound::decode_with(raw, c.max_packet_bytes, &c.trust)?;
         if !wanted(&packet) {
             return Ok(None);
         }

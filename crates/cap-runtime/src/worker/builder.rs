@@ -1,6 +1,7 @@
 //! [`WorkerBuilder`]: handlers, middleware and settings of a [`Worker`].
 
 use super::handler::{Handler, HandlerInfo, RawHandler, RawService, TypedService, schema_of};
+use super::keepalive::DEFAULT_KEEPALIVE;
 use super::layers::{RetryLayer, RetryPolicy, TimeoutLayer, TraceLayer};
 use super::metrics::{MetricsHook, NoopMetrics};
 use super::recent::DEFAULT_RECENT_CAPACITY;
@@ -9,7 +10,7 @@ use crate::job::{HandlerService, Job, JobError};
 use crate::packets::{AlertRate, PacketConfig};
 use crate::{Error, ErrorKind};
 use bytes::Bytes;
-use cap_blob::BlobStore;
+use cap_blob::{BlobStore, PointerScope};
 use cap_bus::Bus;
 use cap_sign::{Signer, TrustPolicy};
 use futures_core::Stream;
@@ -73,6 +74,7 @@ pub struct WorkerBuilder<B: Bus, S: BlobStore> {
     retry: RetryPolicy,
     metrics: Arc<dyn MetricsHook>,
     handshake_triggers: Vec<BoxStream<'static, ()>>,
+    scope: PointerScope,
     errors: Vec<String>,
 }
 
@@ -86,6 +88,7 @@ impl<B: Bus, S: BlobStore + 'static> WorkerBuilder<B, S> {
                 worker_id: id.clone(),
                 pool: String::new(),
                 max_parallel: DEFAULT_MAX_PARALLEL,
+                keepalive: DEFAULT_KEEPALIVE,
                 heartbeat_interval: DEFAULT_HEARTBEAT_INTERVAL,
                 result_ttl: None,
                 recent_capacity: DEFAULT_RECENT_CAPACITY,
@@ -99,6 +102,7 @@ impl<B: Bus, S: BlobStore + 'static> WorkerBuilder<B, S> {
             retry: RetryPolicy::none(),
             metrics: Arc::new(NoopMetrics),
             handshake_triggers: Vec::new(),
+            scope: PointerScope::default(),
             errors: Vec::new(),
         }
     }
@@ -123,9 +127,25 @@ impl<B: Bus, S: BlobStore + 'static> WorkerBuilder<B, S> {
         self
     }
 
-    /// Jobs run at once at most (default 64, at least 1). Jobs beyond it wait on the bus.
+    /// Jobs run at once at most (default 64). Jobs beyond it wait on the bus (each
+    /// subscription holds at most one of them in hand, kept alive with in-progress
+    /// acknowledgements, see [`keepalive`](Self::keepalive)). 0 makes
+    /// [`build`](Self::build) fail with [`ErrorKind::Config`].
     pub fn max_parallel(mut self, n: usize) -> Self {
+        if n == 0 {
+            self.errors
+                .push("max_parallel must be at least 1 (0 would never run a job)".into());
+        }
         self.config.max_parallel = n.max(1);
+        self
+    }
+
+    /// How often a durable delivery the worker holds (waiting for a free slot, or
+    /// running) is reported in progress to the bus (default [`DEFAULT_KEEPALIVE`], at
+    /// least 10 ms). Keep it well under the bus's ack wait (a third of it), so live jobs
+    /// are not redelivered while a killed worker's jobs are, after one ack wait.
+    pub fn keepalive(mut self, every: Duration) -> Self {
+        self.config.keepalive = every.max(Duration::from_millis(10));
         self
     }
 
@@ -156,6 +176,14 @@ impl<B: Bus, S: BlobStore + 'static> WorkerBuilder<B, S> {
     /// Finished jobs remembered to answer re-deliveries (default 10 000).
     pub fn recent_capacity(mut self, n: usize) -> Self {
         self.config.recent_capacity = n.max(1);
+        self
+    }
+
+    /// What the pointers of jobs may name (default: each job's own `ctx:`/`res:`/`art:`
+    /// keys only; [`PointerScope::from_env`] reads `CAP_POINTER_PREFIXES`). Keys under
+    /// `cap:` and private network targets are refused whatever the scope.
+    pub fn pointer_scope(mut self, scope: PointerScope) -> Self {
+        self.scope = scope;
         self
     }
 
@@ -365,6 +393,7 @@ impl<B: Bus, S: BlobStore + 'static> WorkerBuilder<B, S> {
             handlers,
             metrics: self.metrics,
             handshake_triggers: self.handshake_triggers,
+            scope: self.scope,
         })
     }
 }

@@ -12,7 +12,10 @@
 //! (rejections are alerted, and answered with a FAILED result when possible); a job id
 //! already running here is dropped and one recently finished gets its recorded result
 //! published again ([`RecentJobs`]); at most `max_parallel` jobs run at once (the rest wait
-//! on the bus); the context is fetched through `context_ptr` (missing: FAILED with 204);
+//! on the bus; a slot is taken once a message is in hand, so exactly `max_parallel` run
+//! when that many are waiting); a durable delivery in hand is reported in progress every
+//! [`keepalive`](WorkerBuilder::keepalive) interval, so the bus redelivers only the jobs
+//! of a worker that died; the context is fetched through `context_ptr` (missing: FAILED with 204);
 //! the handler's service runs (panics become FAILED results, a `JobCancel` or the deadline
 //! ends it with CANCELLED or TIMEOUT); the output is stored at `res:<job_id>` and a signed
 //! `JobResult` with `worker_id` and `execution_ms` goes to `sys.job.result` with the
@@ -24,6 +27,7 @@
 mod announce;
 mod builder;
 pub mod handler;
+mod keepalive;
 pub mod layers;
 pub mod load;
 mod metrics;
@@ -36,6 +40,7 @@ pub use builder::{
     WorkerBuilder,
 };
 pub use handler::{Handler, HandlerInfo, RawHandler};
+pub use keepalive::DEFAULT_KEEPALIVE;
 pub use layers::{RetryLayer, RetryPolicy, TimeoutLayer, TraceLayer};
 pub use metrics::{MetricsHook, NoopMetrics};
 pub use recent::{DEFAULT_RECENT_CAPACITY, RecentJobs};
@@ -43,7 +48,7 @@ pub use recent::{DEFAULT_RECENT_CAPACITY, RecentJobs};
 use crate::Error;
 use crate::job::HandlerService;
 use crate::packets::{PacketConfig, PacketStats, Packets};
-use cap_blob::BlobStore;
+use cap_blob::{BlobStore, PointerScope};
 use cap_bus::Bus;
 use futures_core::stream::BoxStream;
 use std::collections::BTreeMap;
@@ -56,6 +61,8 @@ pub(crate) struct WorkerConfig {
     pub worker_id: String,
     pub pool: String,
     pub max_parallel: usize,
+    /// Interval of in-progress acknowledgements of durable deliveries in hand.
+    pub keepalive: Duration,
     pub heartbeat_interval: Duration,
     /// `None`: the store's default; `Some(x)`: x.
     pub result_ttl: Option<Option<Duration>>,
@@ -96,6 +103,7 @@ pub struct Worker<B: Bus, S: BlobStore> {
     pub(crate) handlers: BTreeMap<String, HandlerEntry>,
     pub(crate) metrics: Arc<dyn MetricsHook>,
     pub(crate) handshake_triggers: Vec<BoxStream<'static, ()>>,
+    pub(crate) scope: PointerScope,
 }
 
 impl<B: Bus, S: BlobStore + 'static> Worker<B, S> {

@@ -1,15 +1,16 @@
 //! The running worker: intake, job execution, cancellation, heartbeats, shutdown.
 
 use super::announce::{self, HeartbeatInfo};
+use super::keepalive;
 use super::load::LoadSampler;
 use super::metrics::MetricsHook;
 use super::recent::{Admission, RecentJobs};
 use super::{HandlerEntry, RunningWorker, ShutdownReport, Worker, WorkerConfig};
-use crate::job::{Context, ContextParts, Job, JobError, ProgressSink};
+use crate::job::{Context, ContextParts, Job, JobError, JobErrorKind, ProgressSink};
 use crate::packets::Packets;
 use crate::{Error, ErrorKind};
 use bytes::Bytes;
-use cap_blob::BlobStore;
+use cap_blob::{BlobStore, PointerScope};
 use cap_bus::{Bus, Message};
 use cap_proto::v1::{self, bus_packet::Payload};
 use cap_proto::{ErrorCode, Pointer, subject};
@@ -53,6 +54,8 @@ struct Shared<B: Bus, S: BlobStore> {
     worker_id: Arc<str>,
     packets: Packets<B>,
     store: S,
+    /// What the jobs' pointers may name.
+    scope: PointerScope,
     handlers: BTreeMap<String, HandlerEntry>,
     state: Arc<State>,
     metrics: Arc<dyn MetricsHook>,
@@ -91,6 +94,7 @@ pub(super) async fn start<B: Bus, S: BlobStore + 'static>(
         handlers,
         metrics,
         handshake_triggers,
+        scope,
     } = worker;
     let signing = packet.signer.is_some();
     let packets = Packets::new(bus.clone(), packet);
@@ -117,6 +121,7 @@ pub(super) async fn start<B: Bus, S: BlobStore + 'static>(
         sink: Arc::new(Sink(packets.clone())),
         packets: packets.clone(),
         store,
+        scope,
         handlers,
         state: state.clone(),
         metrics,
@@ -265,20 +270,28 @@ async fn intake_loop<B: Bus, S: BlobStore + 'static>(
     route: Route,
 ) {
     let state = shared.state.clone();
+    let keepalive = state.config.keepalive;
     loop {
-        // A permit first: beyond max_parallel, messages wait on the bus, not here.
-        let permit = tokio::select! {
-            _ = state.stop_intake.cancelled() => return,
-            p = state.permits.clone().acquire_owned() => match p { Ok(p) => p, Err(_) => return },
-        };
+        // The message first, then a slot: a slot is only ever taken for a job in hand,
+        // so exactly max_parallel jobs run when that many wait. Beyond it, one message
+        // per subscription waits here (kept alive on the bus), the rest on the bus.
         let msg = tokio::select! {
             _ = state.stop_intake.cancelled() => return,
             m = sub.next() => match m { Some(m) => m, None => return },
         };
+        let slot = tokio::select! {
+            _ = state.stop_intake.cancelled() => None,
+            p = keepalive::while_in_hand(&msg, keepalive, state.permits.clone().acquire_owned()) => p.ok(),
+        };
+        let Some(permit) = slot else {
+            // Stopping: hand the job back to the bus for another worker at once.
+            let _ = msg.nak(None).await;
+            return;
+        };
         let shared = shared.clone();
         let route = route.clone();
         tokio::spawn(async move {
-            process(&shared, msg, route).await;
+            keepalive::while_in_hand(&msg, keepalive, process(&shared, &msg, route)).await;
             drop(permit);
         });
     }
@@ -307,10 +320,10 @@ impl Incoming {
 
 async fn process<B: Bus, S: BlobStore + 'static>(
     shared: &Arc<Shared<B, S>>,
-    msg: Message,
+    msg: &Message,
     route: Route,
 ) {
-    let Some(packet) = shared.packets.receive(&msg).await else {
+    let Some(packet) = shared.packets.receive(msg).await else {
         return;
     };
     let Some(Incoming {
@@ -337,7 +350,7 @@ async fn process<B: Bus, S: BlobStore + 'static>(
             "this worker has no handler for the job's topic",
         )
         .apply_to(&mut result);
-        Box::pin(publish_result(shared, &trace_id, result, &msg, None)).await;
+        Box::pin(publish_result(shared, &trace_id, result, msg, None)).await;
         return;
     };
     let state = &shared.state;
@@ -350,7 +363,7 @@ async fn process<B: Bus, S: BlobStore + 'static>(
         }
         Admission::Finished(bytes) => {
             tracing::info!(job_id = %request.job_id, "duplicate delivery: re-publishing the recorded result");
-            Box::pin(republish(shared, bytes, &msg)).await;
+            Box::pin(republish(shared, bytes, msg)).await;
             return;
         }
     };
@@ -388,7 +401,7 @@ async fn process<B: Bus, S: BlobStore + 'static>(
         }
     }
     drop(outcome);
-    publish_result(shared, &trace_id, result, &msg, Some(&job_id)).await;
+    publish_result(shared, &trace_id, result, msg, Some(&job_id)).await;
     state.active.fetch_sub(1, Ordering::Relaxed);
     state.completed.fetch_add(1, Ordering::Relaxed);
 }
@@ -473,7 +486,13 @@ async fn execute<B: Bus, S: BlobStore + 'static>(
     topic: Arc<str>,
     token: CancellationToken,
 ) -> Result<Pointer, JobError> {
-    let input = fetch_context(&shared.store, &request.context_ptr).await?;
+    let input = fetch_context(
+        &shared.store,
+        &shared.scope,
+        &request.job_id,
+        &request.context_ptr,
+    )
+    .await?;
     let deadline = request.budget.as_ref().and_then(|b| {
         deadline_from_budget(b.deadline_ms, unix_ms(SystemTime::now()), Instant::now())
     });
@@ -530,15 +549,20 @@ async fn execute<B: Bus, S: BlobStore + 'static>(
         .map_err(|e| store_error("result write", e))
 }
 
-/// Reads the job's context through its pointer.
-pub(crate) async fn fetch_context<S: BlobStore>(store: &S, ptr: &str) -> Result<Bytes, JobError> {
+/// Reads the job's context through its pointer, if `scope` lets job `job_id` read it.
+pub(crate) async fn fetch_context<S: BlobStore>(
+    store: &S,
+    scope: &PointerScope,
+    job_id: &str,
+    ptr: &str,
+) -> Result<Bytes, JobError> {
     if ptr.is_empty() {
         return Err(JobError::not_found("the job has no context_ptr"));
     }
     let pointer =
         Pointer::parse(ptr).map_err(|e| JobError::invalid_input(format!("context_ptr: {e}")))?;
     let bytes = store
-        .get_ptr(&pointer)
+        .get_scoped(&pointer, &scope.for_job(job_id))
         .await
         .map_err(|e| store_error("context read", e))?;
     let max = store.limits().max_blob_bytes;
@@ -551,18 +575,37 @@ pub(crate) async fn fetch_context<S: BlobStore>(store: &S, ptr: &str) -> Result<
     Ok(bytes)
 }
 
+/// The job's view of a store failure. What the submitter sees is fixed text by kind (a
+/// refused pointer names the rule); the store's own words (its address, a server's
+/// error text) only go to this worker's log.
 fn store_error(what: &str, e: cap_blob::Error) -> JobError {
     use cap_blob::ErrorKind as K;
-    match e.kind() {
-        K::NotFound => JobError::not_found(format!("{what}: {e}")),
+    let kind = e.kind();
+    let message = match &e {
+        cap_blob::Error::OutOfScope { rule } => format!("{what}: pointer refused: {rule}"),
+        cap_blob::Error::TooLarge { size, limit } => {
+            format!("{what}: blob of {size} bytes exceeds the limit of {limit} bytes")
+        }
+        _ => format!("{what}: {}", kind.public_message()),
+    };
+    if matches!(kind, K::Unavailable | K::Backend | K::InvalidConfig) {
+        tracing::warn!(error = %e, "{what} failed");
+    } else {
+        tracing::debug!(error = %e, "{what} failed");
+    }
+    match kind {
+        K::NotFound => JobError::not_found(message),
+        K::OutOfScope => JobError::new(
+            JobErrorKind::Failed,
+            ErrorCode::JOB_PERMISSION_DENIED,
+            message,
+        ),
         K::InvalidPointer | K::UnregisteredScheme | K::InvalidKey => {
-            JobError::invalid_input(format!("{what}: {e}"))
+            JobError::invalid_input(message)
         }
-        K::TooLarge => JobError::fatal(ErrorCode::JOB_RESOURCE_EXHAUSTED, format!("{what}: {e}")),
-        K::Unavailable => {
-            JobError::retryable(ErrorCode::TRANSPORT_CONNECTION_LOST, format!("{what}: {e}"))
-        }
-        _ => JobError::failed(format!("{what}: {e}")),
+        K::TooLarge => JobError::fatal(ErrorCode::JOB_RESOURCE_EXHAUSTED, message),
+        K::Unavailable => JobError::retryable(ErrorCode::TRANSPORT_CONNECTION_LOST, message),
+        _ => JobError::failed(message),
     }
 }
 

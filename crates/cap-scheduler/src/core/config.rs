@@ -29,6 +29,8 @@ pub struct Config {
     pub retention: Duration,
     /// Protocol versions this scheduler speaks.
     pub supported_versions: Vec<i32>,
+    /// What is refused at submit (pointer schemes and targets).
+    pub admission: super::Admission,
 }
 
 impl Default for Config {
@@ -45,6 +47,7 @@ impl Default for Config {
             heartbeat_interval: Duration::from_secs(5),
             retention: Duration::from_secs(3600),
             supported_versions: vec![cap_proto::PROTOCOL_VERSION],
+            admission: super::Admission::default(),
         }
     }
 }

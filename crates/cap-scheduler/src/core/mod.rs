@@ -7,6 +7,7 @@
 //! [`cancel`] (cancels, timeouts), [`workflow`] (compensations), [`timers`] (deadlines),
 //! [`workers`] (handshakes, lost workers).
 
+mod admission;
 mod cancel;
 mod config;
 mod dispatch;
@@ -26,6 +27,7 @@ pub mod timers;
 pub mod workers;
 mod workflow;
 
+pub use admission::{Admission, DEFAULT_POINTER_SCHEMES, Refusal, Rule};
 pub use config::{Config, backoff};
 pub use env::{CHILDREN, Env, JobView, Lookup, MapView};
 pub use event::{Action, Claim, Event, Fence, FollowUp, JobEvent};

@@ -75,7 +75,17 @@ impl Work<'_, '_> {
             check.identity.clone_from(&job.identity);
         }
         let id = job.id().to_owned();
+        let refused = self.env.config.admission.admit(&job.request).err();
         self.move_to(JobState::Scheduled);
+        // Refused pointers (scheme, reserved keys, private targets): FAILED 203 at once.
+        if let Some(refused) = refused {
+            self.finish(
+                JobState::Failed,
+                cap_proto::ErrorCode::JOB_INVALID_INPUT,
+                &refused.to_string(),
+            );
+            return;
+        }
         if let Some(job) = self.job_mut() {
             job.hold = Some(Hold::Safety);
         }

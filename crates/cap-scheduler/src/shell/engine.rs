@@ -45,6 +45,8 @@ pub struct Outcome {
     pub actions: Vec<Action>,
     /// Indexes (into the batch) of events not applied.
     pub failed: Vec<usize>,
+    /// Results for jobs the store does not know: (job id, worker id, status).
+    pub unknown_results: Vec<(String, String, i32)>,
 }
 
 /// The store-backed driver of the job state machine, owned by one scheduler instance.
@@ -379,6 +381,15 @@ impl<S: JobStore> Engine<S> {
                         self.cache_put(&d.id, version, *record);
                     } else if d.base == 0 && d.actions.is_empty() {
                         self.stats.unknown += 1;
+                        for (ev, _) in groups.get(&d.id).map(Vec::as_slice).unwrap_or_default() {
+                            if let JobEvent::Result(r) = ev {
+                                out.unknown_results.push((
+                                    r.job_id.clone(),
+                                    r.worker_id.clone(),
+                                    r.status,
+                                ));
+                            }
+                        }
                     }
                     if d.due_unchanged {
                         let next = self.cache.get(&d.id).and_then(|c| {

@@ -7,13 +7,14 @@ mod feed;
 mod redis_store;
 mod scheduler;
 mod send;
+mod stats;
 mod store;
 
 pub use engine::{Engine, EngineStats, Outcome};
 #[cfg(feature = "redis")]
-pub use redis_store::{BUCKETS, RedisJobStore};
+pub use redis_store::{BUCKETS, REDIS_CONNECT_TIMEOUT, RedisJobStore};
 pub use scheduler::{
-    APPROVAL_SUBJECT, Error, Observed, QUEUE_GROUP, Scheduler, SchedulerOptions, SchedulerStats,
-    in_state, now_ms,
+    APPROVAL_SUBJECT, Error, Observed, QUEUE_GROUP, Scheduler, SchedulerOptions, in_state, now_ms,
 };
+pub use stats::SchedulerStats;
 pub use store::{Commit, Committed, JobStore, MemoryJobStore, StoreError, Stored, WorkerEntry};

@@ -110,32 +110,47 @@ impl<C> std::fmt::Debug for RedisJobStore<C> {
     }
 }
 
-impl RedisJobStore<redis::aio::ConnectionManager> {
-    /// Connects (and pings) one Redis at `url` within `timeout`; keys start with
-    /// `prefix` (e.g. `cap:sched:`).
-    pub async fn connect(url: &str, prefix: impl Into<String>) -> Result<Self, StoreError> {
-        Self::connect_within(url, prefix, Duration::from_secs(2)).await
-    }
+/// Longest wait for Redis to answer at start-up (connect and `PING`).
+pub const REDIS_CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
+/// Longest wait for an answer to one command once running.
+const RESPONSE_TIMEOUT: Duration = Duration::from_secs(5);
 
-    /// [`connect`](Self::connect) with an explicit connect timeout.
-    pub async fn connect_within(
-        url: &str,
-        prefix: impl Into<String>,
-        timeout: Duration,
-    ) -> Result<Self, StoreError> {
-        let client = redis::Client::open(url).map_err(|e| StoreError(format!("redis url: {e}")))?;
-        let config = redis::aio::ConnectionManagerConfig::new()
-            .set_connection_timeout(Some(timeout))
-            .set_number_of_retries(1);
-        let connect = redis::aio::ConnectionManager::new_with_config(client, config);
-        let mut conn = tokio::time::timeout(timeout, connect)
+impl RedisJobStore<redis::aio::ConnectionManager> {
+    /// Connects (and pings) one Redis at `url`; keys start with `prefix` (e.g.
+    /// `cap:sched:`). Fails fast: an unreachable or silent server is an error within
+    /// [`REDIS_CONNECT_TIMEOUT`] (one attempt), naming the URL without its password.
+    /// Once connected, the connection is re-established by itself when Redis goes away
+    /// and comes back.
+    pub async fn connect(url: &str, prefix: impl Into<String>) -> Result<Self, StoreError> {
+        let shown = cap_blob::RedisConfig::new(url).redacted_url();
+        let client = redis::Client::open(url)
+            .map_err(|e| StoreError(format!("Redis URL {shown} is not usable: {e}")))?;
+        let unreachable = |e: redis::RedisError| {
+            StoreError(format!(
+                "cannot reach Redis at {shown} (job store, {} s timeout): {e}",
+                REDIS_CONNECT_TIMEOUT.as_secs()
+            ))
+        };
+        // One attempt, bounded, before the manager (which retries for a while).
+        let probe_config = redis::AsyncConnectionConfig::new()
+            .set_connection_timeout(Some(REDIS_CONNECT_TIMEOUT))
+            .set_response_timeout(Some(REDIS_CONNECT_TIMEOUT));
+        let mut probe = client
+            .get_multiplexed_async_connection_with_config(&probe_config)
             .await
-            .map_err(|_| StoreError(format!("connecting to redis: no answer within {timeout:?}")))?
-            .map_err(|e| StoreError(format!("connecting to redis: {e}")))?;
+            .map_err(unreachable)?;
         let _: String = redis::cmd("PING")
-            .query_async(&mut conn)
+            .query_async(&mut probe)
             .await
-            .map_err(err)?;
+            .map_err(unreachable)?;
+        drop(probe);
+        let config = redis::aio::ConnectionManagerConfig::new()
+            .set_connection_timeout(Some(REDIS_CONNECT_TIMEOUT))
+            .set_response_timeout(Some(RESPONSE_TIMEOUT))
+            .set_max_delay(Duration::from_secs(2));
+        let conn = redis::aio::ConnectionManager::new_with_config(client, config)
+            .await
+            .map_err(unreachable)?;
         Ok(Self::with_connection(conn, prefix, false))
     }
 }

@@ -5,9 +5,10 @@
 //! and commit means redelivery, not loss. Deadlines are claimed from the store, so any
 //! number of instances can run side by side and survive each other's death.
 
-use super::engine::{Engine, EngineStats};
+use super::engine::Engine;
 use super::feed::{self, Item};
 use super::send::{self, Outgoing};
+use super::stats::SchedulerStats;
 use super::store::JobStore;
 use crate::core::{
     Action, Config, Event, Fence, Hold, JobEvent, JobRecord, Millis, Pools, workers,
@@ -17,7 +18,6 @@ use cap_bus::{AckHandle, Bus, Message};
 use cap_proto::{JobState, subject, v1};
 use cap_runtime::packets::Packets;
 use cap_safety::SafetyClient;
-use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use tokio::sync::{Semaphore, broadcast, mpsc};
@@ -149,17 +149,6 @@ pub(crate) enum Input {
     },
 }
 
-/// Counters of a running scheduler.
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
-pub struct SchedulerStats {
-    /// What the engine did (commits, conflicts, unknown jobs, events given back).
-    pub engine: EngineStats,
-    /// Reports dropped by fencing, by kind.
-    pub fenced: HashMap<Fence, u64>,
-    /// Dispatches withdrawn from the durable bus after their attempt was ended.
-    pub withdrawn: u64,
-}
-
 /// The scheduler service over a bus, a safety client and a job store.
 pub struct Scheduler<B: Bus, K: SafetyClient + 'static, S: JobStore> {
     packets: Packets<B>,
@@ -167,7 +156,7 @@ pub struct Scheduler<B: Bus, K: SafetyClient + 'static, S: JobStore> {
     store: Arc<S>,
     options: SchedulerOptions,
     observers: broadcast::Sender<Observed>,
-    stats: Arc<std::sync::Mutex<SchedulerStats>>,
+    stats: SchedulerStats,
 }
 
 impl<B: Bus, K: SafetyClient + 'static, S: JobStore> Scheduler<B, K, S> {
@@ -181,7 +170,7 @@ impl<B: Bus, K: SafetyClient + 'static, S: JobStore> Scheduler<B, K, S> {
             store: Arc::new(store),
             options,
             observers,
-            stats: Arc::default(),
+            stats: SchedulerStats::default(),
         }
     }
 
@@ -190,8 +179,8 @@ impl<B: Bus, K: SafetyClient + 'static, S: JobStore> Scheduler<B, K, S> {
         self.observers.subscribe()
     }
 
-    /// A handle on the counters, readable while the scheduler runs.
-    pub fn stats_handle(&self) -> Arc<std::sync::Mutex<SchedulerStats>> {
+    /// The scheduler's counters (a handle that stays valid while it runs).
+    pub fn stats(&self) -> SchedulerStats {
         self.stats.clone()
     }
 
@@ -295,6 +284,7 @@ impl<B: Bus, K: SafetyClient + 'static, S: JobStore> Scheduler<B, K, S> {
                         self.refresh_workers(&mut engine, now).await;
                     }
                     let outcome = engine.apply(events, now).await;
+                    self.count_unknown(&outcome);
                     actions.extend(outcome.actions);
                     let out = self.carry_out(&mut engine, actions, &tx, &limiter).await;
                     if let Some(rest) = send::start(&self.packets, out, Vec::new(), Vec::new(), &sink).await {
@@ -342,6 +332,7 @@ impl<B: Bus, K: SafetyClient + 'static, S: JobStore> Scheduler<B, K, S> {
                         }
                     }
                     let outcome = engine.apply(events, now).await;
+                    self.count_unknown(&outcome);
                     actions.extend(outcome.actions);
                     let out = self.carry_out(&mut engine, actions, &tx, &limiter).await;
                     // Committed: now the packets, then the acknowledgements, may go. Events
@@ -467,10 +458,15 @@ impl<B: Bus, K: SafetyClient + 'static, S: JobStore> Scheduler<B, K, S> {
         }
     }
 
-    fn record_stats(&self, engine: &Engine<S>) {
-        if let Ok(mut s) = self.stats.lock() {
-            s.engine = engine.stats();
+    fn count_unknown(&self, outcome: &super::engine::Outcome) {
+        for (job_id, worker_id, status) in &outcome.unknown_results {
+            self.stats.unknown_result(job_id, worker_id, *status);
         }
+    }
+
+    fn record_stats(&self, engine: &Engine<S>) {
+        let e = engine.stats();
+        self.stats.engine(e.commits, e.conflicts, e.failed);
     }
 
     /// Carries out actions; packets come back sealed, in order, for the sending step.
@@ -590,9 +586,7 @@ impl<B: Bus, K: SafetyClient + 'static, S: JobStore> Scheduler<B, K, S> {
                     match bus.withdraw(&receipt).await {
                         Ok(true) => {
                             tracing::info!(job_id = %job_id, dispatch_id = %dispatch_id, "dispatch withdrawn");
-                            if let Ok(mut s) = stats.lock() {
-                                s.withdrawn += 1;
-                            }
+                            stats.withdrew();
                         }
                         Ok(false) => {}
                         Err(e) => {
@@ -617,9 +611,7 @@ impl<B: Bus, K: SafetyClient + 'static, S: JobStore> Scheduler<B, K, S> {
                 fence,
                 sender,
             } => {
-                if let Ok(mut s) = self.stats.lock() {
-                    *s.fenced.entry(fence).or_default() += 1;
-                }
+                self.stats.fence(fence);
                 tracing::warn!(job_id = %job_id, what, fence = %fence, sender = %sender, "report outside the attempt in flight dropped");
                 let _ = self.observers.send(Observed::Fenced {
                     job_id: job_id.clone(),
