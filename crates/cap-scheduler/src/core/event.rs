@@ -17,6 +17,8 @@ pub enum Event {
         trace_id: String,
         /// `sender_id` of its packet.
         sender: String,
+        /// `identity` of its packet (BusPacket field 6), relayed onto every dispatch.
+        identity: Option<v1::IdentityBinding>,
     },
     /// The safety kernel answered for a job.
     SafetyDecided {
@@ -93,6 +95,8 @@ pub enum Action {
         request: Box<v1::JobRequest>,
         /// `trace_id` to carry.
         trace_id: String,
+        /// The submitted packet's `identity`, for the dispatch packet's envelope.
+        identity: Option<Box<v1::IdentityBinding>>,
     },
     /// Publish a JobResult on `sys.job.result` (DENIED, TIMEOUT, CANCELLED, failures the
     /// scheduler decides, and outcomes copied to idempotent followers).

@@ -75,6 +75,10 @@ pub struct JobRecord {
     pub followers: Vec<String>,
     /// Child jobs (workflow).
     pub children: Vec<String>,
+    /// The submitting packet's envelope `identity` (BusPacket field 6), relayed onto
+    /// every dispatch (absent in records written before it existed).
+    #[serde(default, with = "opt_proto_bytes")]
+    pub identity: Option<v1::IdentityBinding>,
 }
 
 impl JobRecord {
@@ -98,6 +102,7 @@ impl JobRecord {
             result: None,
             followers: Vec::new(),
             children: Vec::new(),
+            identity: None,
         }
     }
 
@@ -163,14 +168,12 @@ mod proto_bytes {
     }
 }
 
+/// An optional message as hex of its canonical bytes.
 mod opt_proto_bytes {
-    use prost::Message;
+    use cap_proto::CapMessage;
     use serde::{Deserialize, Deserializer, Serializer};
 
-    pub fn serialize<S: Serializer>(
-        m: &Option<cap_proto::v1::JobResult>,
-        s: S,
-    ) -> Result<S::Ok, S::Error> {
+    pub fn serialize<S: Serializer, M: CapMessage>(m: &Option<M>, s: S) -> Result<S::Ok, S::Error> {
         match m {
             Some(r) => {
                 s.serialize_some(&super::proto_bytes::hex(&cap_proto::canonical::to_bytes(r)))
@@ -179,13 +182,13 @@ mod opt_proto_bytes {
         }
     }
 
-    pub fn deserialize<'de, D: Deserializer<'de>>(
+    pub fn deserialize<'de, D: Deserializer<'de>, M: CapMessage>(
         d: D,
-    ) -> Result<Option<cap_proto::v1::JobResult>, D::Error> {
+    ) -> Result<Option<M>, D::Error> {
         let text = Option::<String>::deserialize(d)?;
         text.map(|t| {
             let bytes = super::proto_bytes::unhex(&t).map_err(serde::de::Error::custom)?;
-            cap_proto::v1::JobResult::decode(bytes.as_slice()).map_err(serde::de::Error::custom)
+            M::decode(bytes.as_slice()).map_err(serde::de::Error::custom)
         })
         .transpose()
     }
@@ -227,9 +230,18 @@ mod tests {
             status: 5,
             ..Default::default()
         });
+        r.identity = Some(v1::IdentityBinding {
+            tenant_id: "acme".into(),
+            ..Default::default()
+        });
         let text = serde_json::to_string(&r).unwrap();
         let back: JobRecord = serde_json::from_str(&text).unwrap();
         assert_eq!(back, r);
+        // Records written before `identity` existed still load.
+        let old = text.replace(&format!(",\"identity\":\"{}\"", "0a0461636d65"), "");
+        assert_ne!(old, text);
+        let back: JobRecord = serde_json::from_str(&old).unwrap();
+        assert_eq!(back.identity, None);
         assert!(
             serde_json::from_str::<JobRecord>(&text.replace("\"state\":2", "\"state\":99"))
                 .is_err()

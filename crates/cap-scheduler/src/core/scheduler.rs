@@ -110,7 +110,8 @@ impl SchedulerCore {
                 request,
                 trace_id,
                 sender,
-            } => self.submit(request, trace_id, sender, now, &mut out),
+                identity,
+            } => self.submit(request, trace_id, sender, identity, now, &mut out),
             Event::SafetyDecided { job_id, response } => {
                 self.decided(&job_id, response, now, &mut out)
             }
@@ -245,16 +246,29 @@ impl SchedulerCore {
         let mut r = v1::JobResult {
             job_id: job.id().to_owned(),
             status: status.status() as i32,
-            worker_id: if job.worker_id.is_empty() {
-                self.id.clone()
-            } else {
-                job.worker_id.clone()
-            },
+            worker_id: job.worker_id.clone(),
             error_message: message.to_owned(),
             ..Default::default()
         };
         if code != ErrorCode::UNSPECIFIED {
             code.apply_to(&mut r);
+        }
+        self.as_published(r)
+    }
+
+    /// A result as the scheduler publishes it under its own sender id: `worker_id` is
+    /// the scheduler's (CAP receivers require `worker_id == sender_id`); the worker that
+    /// ran the job, if any, is named in `error_message` instead.
+    fn as_published(&self, mut r: v1::JobResult) -> v1::JobResult {
+        if r.worker_id != self.id {
+            if !r.worker_id.is_empty() {
+                r.error_message = if r.error_message.is_empty() {
+                    format!("run by worker {}", r.worker_id)
+                } else {
+                    format!("{} (worker {})", r.error_message, r.worker_id)
+                };
+            }
+            r.worker_id.clone_from(&self.id);
         }
         r
     }
@@ -305,6 +319,7 @@ impl SchedulerCore {
         request: v1::JobRequest,
         trace_id: String,
         sender: String,
+        identity: Option<v1::IdentityBinding>,
         now: Millis,
         out: &mut Vec<Action>,
     ) {
@@ -313,13 +328,14 @@ impl SchedulerCore {
             // At-least-once delivery: the same job again. Re-announce a final outcome.
             if let Some(result) = existing.result.clone() {
                 out.push(Action::PublishResult {
-                    result: Box::new(result),
+                    result: Box::new(self.as_published(result)),
                     trace_id: existing.trace_id.clone(),
                 });
             }
             return;
         }
         let mut record = JobRecord::new(request, trace_id, sender, now);
+        record.identity = identity;
         out.push(Action::Transition {
             job_id: id.clone(),
             state: JobState::Pending,
@@ -339,7 +355,7 @@ impl SchedulerCore {
                         let trace = record.trace_id.clone();
                         self.jobs.insert(id.clone(), Box::new(record));
                         out.push(Action::PublishResult {
-                            result: Box::new(result),
+                            result: Box::new(self.as_published(result)),
                             trace_id: trace,
                         });
                     }
@@ -563,6 +579,7 @@ impl SchedulerCore {
             subject,
             request: Box::new(request),
             trace_id: job.trace_id.clone(),
+            identity: job.identity.clone().map(Box::new),
         });
         out.push(Action::Persist {
             job_id: id.to_owned(),
@@ -636,7 +653,7 @@ impl SchedulerCore {
                 last.error_message
             );
             out.push(Action::DeadLetter {
-                result: Box::new(last.clone()),
+                result: Box::new(self.as_published(last.clone())),
                 trace_id: trace_id.clone(),
             });
             out.push(Action::Alert {
@@ -653,7 +670,7 @@ impl SchedulerCore {
                 job.result = Some(last.clone());
             }
             out.push(Action::PublishResult {
-                result: Box::new(last),
+                result: Box::new(self.as_published(last)),
                 trace_id,
             });
             self.after_terminal(&id, now, out);
@@ -687,8 +704,9 @@ impl SchedulerCore {
         let result = job.result.clone();
         let state_now = job.state;
         let parent = job.request.parent_job_id.clone();
+        let published = result.map(|r| self.as_published(r));
         for f in followers {
-            if let (Some(mut r), Some(fj)) = (result.clone(), self.jobs.get_mut(&f)) {
+            if let (Some(mut r), Some(fj)) = (published.clone(), self.jobs.get_mut(&f)) {
                 r.job_id.clone_from(&f);
                 fj.result = Some(r.clone());
                 fj.history.push((now, format!("OUTCOME {state_now}")));
@@ -707,15 +725,15 @@ impl SchedulerCore {
         {
             let next = chain.remove(0);
             let next_id = next.job_id.clone();
-            let trace = self
+            let (trace, identity) = self
                 .jobs
                 .get(id)
-                .map(|j| j.trace_id.clone())
+                .map(|j| (j.trace_id.clone(), j.identity.clone()))
                 .unwrap_or_default();
             if !chain.is_empty() {
                 self.compensation_chains.insert(next_id, chain);
             }
-            self.submit(next, trace, self.id.clone(), now, out);
+            self.submit(next, trace, self.id.clone(), identity, now, out);
         }
     }
 
@@ -751,16 +769,17 @@ impl SchedulerCore {
         if chain.is_empty() {
             return;
         }
-        let trace = self
+        // Compensations run for whom the workflow ran: the failed step's identity.
+        let (trace, identity) = self
             .jobs
             .get(failed)
-            .map(|j| j.trace_id.clone())
+            .map(|j| (j.trace_id.clone(), j.identity.clone()))
             .unwrap_or_default();
         let first = chain.remove(0);
         if !chain.is_empty() {
             self.compensation_chains.insert(first.job_id.clone(), chain);
         }
-        self.submit(first, trace, self.id.clone(), now, out);
+        self.submit(first, trace, self.id.clone(), identity, now, out);
     }
 
     fn progress(&mut self, p: &v1::JobProgress, now: Millis, out: &mut Vec<Action>) {
@@ -1058,7 +1077,10 @@ fn compensation_request(step: &JobRecord) -> Option<v1::JobRequest> {
     })
 }
 
-/// A SystemAlert from the scheduler.
+/// A SystemAlert from the scheduler (`source` is its sender id). With an error code it
+/// has the structured shape (severity, code, `source_component` = `source`); without one
+/// the legacy shape (level, component and a `NOTICE` code string): CAP receivers accept
+/// a structured alert only with a known error code.
 pub fn alert(
     severity: v1::AlertSeverity,
     code: ErrorCode,
@@ -1070,18 +1092,23 @@ pub fn alert(
         .as_str_name()
         .trim_start_matches("ALERT_SEVERITY_")
         .to_owned();
+    let structured = code != ErrorCode::UNSPECIFIED;
     Box::new(v1::SystemAlert {
         level,
         message: message.to_owned(),
         component: "scheduler".into(),
-        code: if code == ErrorCode::UNSPECIFIED {
-            String::new()
-        } else {
+        code: if structured {
             code.to_string()
+        } else {
+            "NOTICE".into()
         },
-        severity: severity as i32,
+        severity: if structured { severity as i32 } else { 0 },
         error_code_enum: code.as_i32(),
-        source_component: source.to_owned(),
+        source_component: if structured {
+            source.to_owned()
+        } else {
+            String::new()
+        },
         trace_id: trace_id.to_owned(),
         ..Default::default()
     })

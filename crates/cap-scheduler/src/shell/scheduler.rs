@@ -401,11 +401,12 @@ impl<B: Bus, K: SafetyClient + 'static, S: JobStore> Scheduler<B, K, S> {
                     subject,
                     request,
                     trace_id,
+                    identity,
                 } => {
                     // A dispatch that never arrives is timed out by the reconciler.
-                    batch
-                        .outgoing
-                        .push((subject, self.packets.envelope(&trace_id, *request)));
+                    let mut pkt = self.packets.envelope(&trace_id, *request);
+                    pkt.identity = identity.map(|i| *i);
+                    batch.outgoing.push((subject, pkt));
                 }
                 Action::PublishResult { result, trace_id } => {
                     batch.outgoing.push((
@@ -514,6 +515,7 @@ async fn feed<B: Bus, St>(
                 request,
                 trace_id,
                 sender,
+                identity: pkt.identity,
             },
             Some(Payload::JobResult(result)) => Event::Result { result },
             Some(Payload::JobProgress(progress)) => Event::Progress { progress },
