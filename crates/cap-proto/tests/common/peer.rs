@@ -57,7 +57,9 @@ pub struct PeerServer {
 impl PeerServer {
     /// Starts the peer and checks that it is the release asked for.
     pub fn start(version: Version) -> Self {
-        let script = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/peer/serve.py");
+        // From cap-proto's tests or (through `#[path]`) another crate's.
+        let script =
+            PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../cap-proto/tests/peer/serve.py");
         let mut child = Command::new(version.python())
             .arg(script)
             .stdin(Stdio::piped())
@@ -120,6 +122,18 @@ impl PeerServer {
             .iter()
             .map(|e| format!("{}: {}", e[0].as_str().unwrap(), e[1].as_str().unwrap()))
             .collect()
+    }
+
+    /// The packet signed by the peer with `key_pem` (PKCS#8 PEM) as it signs what it
+    /// publishes (`plain`: the deterministic bytes without field 14, also on 2.17.0), or
+    /// the peer's refusal.
+    pub fn sign(&mut self, bytes: &[u8], key_pem: &str, plain: bool) -> Result<Vec<u8>, String> {
+        let a = self
+            .call(json!({"op": "sign", "hex": super::hex(bytes), "key": key_pem, "plain": plain}));
+        match a.get("error") {
+            Some(e) => Err(e.to_string()),
+            None => Ok(super::unhex(a["hex"].as_str().unwrap())),
+        }
     }
 
     /// Whether the peer's receive path accepts the packet (with the sender's public key
