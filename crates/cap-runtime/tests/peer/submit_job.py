@@ -6,7 +6,8 @@ JobRequest is published with cap.client.submit_job (to sys.job.submit, optionall
 With --identity T,P,A,D the request carries that IdentityBinding (2.17.0); with
 --envelope-identity the packet carries it too (BusPacket.identity), built and published
 through the peer's own boundary (cap.packet_boundary.finalize_packet), which submit_job
-does not expose. Then waits for the JobResult for that job on sys.job.result, checks its
+does not expose. Then waits for the final JobResult for that job on sys.job.result (a
+FAILED_RETRYABLE is not final: a scheduler retries), checks its
 signature when a worker public key is given, runs it through the peer's receive boundary
 (2.17.0: decode_packet, with the sender's key when given), reads res:<job_id> from Redis
 and prints one JSON line:
@@ -78,6 +79,8 @@ async def main() -> int:
             return
         if not pkt.HasField("job_result") or pkt.job_result.job_id != a.job_id:
             return
+        if pkt.job_result.status == job_pb2.JOB_STATUS_FAILED_RETRYABLE:
+            return  # not final: a scheduler retries
         if not done.done():
             done.set_result((pkt, msg.data))
 
