@@ -71,16 +71,24 @@ fn ready(child: &mut Killed) -> BufReader<ChildStdout> {
     out
 }
 
+/// One scheduler at a time: `cap scheduler`s share the submit and result queue groups,
+/// so two of them would take each other's jobs.
+static ONE_SCHEDULER: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
 struct Env {
     tag: String,
     sched_id: String,
     _scheduler: Killed,
+    _turn: std::sync::MutexGuard<'static, ()>,
 }
 
 const SCHED_PREFIX: &str = "cap:sched:";
 
 impl Env {
     fn start(name: &str) -> Self {
+        let turn = ONE_SCHEDULER
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
         let tag = format!("{name}{:x}", std::process::id());
         let sched_id = format!("sched-{tag}");
         let policy = concat!(env!("CARGO_MANIFEST_DIR"), "/demo/policy.yaml");
@@ -89,6 +97,7 @@ impl Env {
             tag,
             sched_id,
             _scheduler: scheduler,
+            _turn: turn,
         }
     }
 
