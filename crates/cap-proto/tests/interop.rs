@@ -286,6 +286,9 @@ fn random_messages_match(version: Version) {
     let theirs = peer_pool(&mut peer);
     let restrict = Restrict::To(theirs.clone());
     let mut checked = 0usize;
+    // What the random packets covered: payload kinds, and envelopes with fields 5 and 6.
+    let kinds = std::cell::RefCell::new(std::collections::BTreeSet::new());
+    let envelope_5_6 = std::cell::Cell::new(0usize);
     for name in cap_proto::ALL_MESSAGES {
         if theirs.get_message_by_name(name).is_none() {
             continue;
@@ -305,6 +308,15 @@ fn random_messages_match(version: Version) {
                 let theirs = peer.canonical(name, &raw);
                 let wire = canonical::canonicalize_named(name, &raw).unwrap();
                 prop_assert_eq!(hex(&wire), hex(&theirs), "wire path, input {}", hex(&raw));
+                if *name == BUS_PACKET {
+                    let p = v1::BusPacket::decode(raw.as_slice()).unwrap();
+                    if let Some(k) = p.kind() {
+                        kinds.borrow_mut().insert(k.name());
+                    }
+                    if p.signature_metadata.is_some() && p.identity.is_some() {
+                        envelope_5_6.set(envelope_5_6.get() + 1);
+                    }
+                }
                 let from_struct = struct_canonical(name, &raw);
                 prop_assert_eq!(hex(&from_struct), hex(&theirs), "struct path");
                 // JSON: the peer's MessageToJson, and the peer parses ours to the same bytes.
@@ -337,6 +349,17 @@ fn random_messages_match(version: Version) {
         checked += 1;
     }
     assert!(checked >= 20, "only {checked} message types compared");
+    let (kinds, with_5_6) = (kinds.into_inner(), envelope_5_6.get());
+    match version {
+        Version::V210 => {
+            assert_eq!(kinds.len(), 7, "{kinds:?}");
+            assert_eq!(with_5_6, 0, "2.10.0 has no fields 5 and 6");
+        }
+        Version::V217 => {
+            assert_eq!(kinds.len(), 11, "{kinds:?}");
+            assert!(with_5_6 >= 50, "{with_5_6} packets with fields 5 and 6");
+        }
+    }
 }
 
 #[test]
