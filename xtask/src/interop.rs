@@ -1,50 +1,90 @@
-//! `cargo xtask interop`: the cross-SDK tests against cap-sdk-python 2.10.0.
+//! `cargo xtask interop`: the cross-SDK tests against the reference peers,
+//! cap-sdk-python 2.10.0 and 2.17.0, each in its own throwaway venv.
+//!
+//! The tests find the interpreters in `CAP_INTEROP_PYTHON` (2.10.0) and
+//! `CAP_INTEROP_PYTHON_217` (2.17.0) and fail when either is missing. `--setup-only`
+//! prints one `NAME=/path/to/python` line per peer, for a shell to export:
+//!
+//! ```text
+//! while IFS='=' read -r name path; do export "$name=$path"; done \
+//!     < <(cargo xtask interop --setup-only)
+//! ```
 
 use anyhow::{Context, Result, bail};
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-/// The reference peer, pinned.
-pub const PEER: &str = "cap-sdk-python==2.10.0";
+/// A pinned reference peer and the variable that names its interpreter.
+pub struct Peer {
+    /// What pip installs.
+    pub requirement: &'static str,
+    /// The environment variable the tests read.
+    pub env: &'static str,
+}
 
-pub fn run(root: &Path, venv: &Path, setup_only: bool) -> Result<()> {
-    let python = ensure_venv(venv)?;
+/// cap-sdk-python 2.10.0, the floor cap-rs was built against.
+pub const PEER_210: Peer = Peer {
+    requirement: "cap-sdk-python==2.10.0",
+    env: "CAP_INTEROP_PYTHON",
+};
+
+/// cap-sdk-python 2.17.0, the current release.
+pub const PEER_217: Peer = Peer {
+    requirement: "cap-sdk-python==2.17.0",
+    env: "CAP_INTEROP_PYTHON_217",
+};
+
+/// Makes both venvs; with `setup_only` prints their interpreters, else runs every
+/// `interop` test target with both variables set.
+pub fn run(root: &Path, venv_210: &Path, venv_217: &Path, setup_only: bool) -> Result<()> {
+    let pythons = [
+        (&PEER_210, ensure_venv_for(venv_210, &PEER_210)?),
+        (&PEER_217, ensure_venv_for(venv_217, &PEER_217)?),
+    ];
     if setup_only {
-        println!("{}", python.display());
+        for (peer, python) in &pythons {
+            println!("{}={}", peer.env, python.display());
+        }
         return Ok(());
     }
-    let status = Command::new("cargo")
-        .current_dir(root)
-        .env("CAP_INTEROP_PYTHON", &python)
-        .args([
-            "test",
-            "--workspace",
-            "--test",
-            "interop",
-            "--",
-            "--include-ignored",
-        ])
-        .status()
-        .context("running cargo test")?;
+    let mut cmd = Command::new("cargo");
+    cmd.current_dir(root).args([
+        "test",
+        "--workspace",
+        "--test",
+        "interop",
+        "--",
+        "--include-ignored",
+    ]);
+    for (peer, python) in &pythons {
+        cmd.env(peer.env, python);
+    }
+    let status = cmd.status().context("running cargo test")?;
     if !status.success() {
         bail!("interop tests failed");
     }
     Ok(())
 }
 
-/// Create the venv (when missing) and install the pinned peer into it.
+/// The 2.10.0 venv (used by `cargo xtask bench sign`).
 pub fn ensure_venv(venv: &Path) -> Result<PathBuf> {
+    ensure_venv_for(venv, &PEER_210)
+}
+
+/// Creates the venv (when missing, or holding another release) and installs `peer`.
+pub fn ensure_venv_for(venv: &Path, peer: &Peer) -> Result<PathBuf> {
     let venv = std::path::absolute(venv)?;
     let python = venv.join("bin/python");
     let marker = venv.join(".cap-peer-installed");
-    if marker.exists() && python.exists() {
+    let installed = std::fs::read_to_string(&marker).unwrap_or_default();
+    if installed.trim() == peer.requirement && python.exists() {
         return Ok(python);
     }
     let base = std::env::var("PYTHON").unwrap_or_else(|_| "python3".into());
-    // Progress goes to stderr: with --setup-only, stdout is only the interpreter path.
+    // Progress goes to stderr: with --setup-only, stdout is only the interpreter paths.
     run_cmd(
         Command::new(&base)
-            .args(["-m", "venv"])
+            .args(["-m", "venv", "--clear"])
             .arg(&venv)
             .stdout(std::process::Stdio::null()),
     )?;
@@ -56,12 +96,16 @@ pub fn ensure_venv(venv: &Path) -> Result<PathBuf> {
                 "install",
                 "--quiet",
                 "--disable-pip-version-check",
-                PEER,
+                peer.requirement,
             ])
             .stdout(std::process::Stdio::null()),
     )?;
-    std::fs::write(&marker, PEER)?;
-    eprintln!("interop: {PEER} installed in {}", venv.display());
+    std::fs::write(&marker, peer.requirement)?;
+    eprintln!(
+        "interop: {} installed in {}",
+        peer.requirement,
+        venv.display()
+    );
     Ok(python)
 }
 

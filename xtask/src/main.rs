@@ -2,7 +2,8 @@
 //!
 //! - `codegen [--check]`: regenerate the committed protobuf code from `proto/` with a
 //!   pure-Rust compiler (protox), or fail when the committed code is out of date.
-//! - `interop`: build the Python reference peer's venv and run the cross-SDK tests.
+//! - `interop`: build the venvs of the Python reference peers (cap-sdk-python 2.10.0 and
+//!   2.17.0) and run the cross-SDK tests.
 //! - `bench sign`: our sign/verify rates next to the peer's, in one run.
 
 mod bench;
@@ -29,12 +30,17 @@ enum Task {
         #[arg(long)]
         check: bool,
     },
-    /// Install cap-sdk-python 2.10.0 into a throwaway venv and run the interop tests.
+    /// Install cap-sdk-python 2.10.0 and 2.17.0 into throwaway venvs and run the interop
+    /// tests against both.
     Interop {
-        /// Where the venv lives (created when missing).
+        /// Where the 2.10.0 venv lives (created when missing).
         #[arg(long, default_value = ".venv-interop")]
         venv: PathBuf,
-        /// Only prepare the venv and print the python path.
+        /// Where the 2.17.0 venv lives (created when missing).
+        #[arg(long, default_value = ".venv-interop-217")]
+        venv_217: PathBuf,
+        /// Only prepare the venvs and print `CAP_INTEROP_PYTHON=…` and
+        /// `CAP_INTEROP_PYTHON_217=…`, one per line.
         #[arg(long)]
         setup_only: bool,
     },
@@ -56,7 +62,11 @@ fn main() -> Result<()> {
     let root = workspace_root();
     match cli.task {
         Task::Codegen { check } => codegen::run(&root, check),
-        Task::Interop { venv, setup_only } => interop::run(&root, &root.join(venv), setup_only),
+        Task::Interop {
+            venv,
+            venv_217,
+            setup_only,
+        } => interop::run(&root, &root.join(venv), &root.join(venv_217), setup_only),
         Task::Bench {
             what,
             seconds,

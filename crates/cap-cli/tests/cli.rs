@@ -267,3 +267,175 @@ fn demo_throughput_batch_prints_json() {
     assert_eq!(v["failed"], 0);
     assert!(v["jobs_per_sec"].as_f64().unwrap() > 0.0);
 }
+
+/// Vectors produced by cap-sdk-python 2.17.0: every payload type, the fields added since
+/// 2.10.0, trust-handshake packets and policy.proto messages, with the peer's JSON.
+fn peer_217_vectors() -> Vec<serde_json::Value> {
+    include_str!("../../cap-proto/tests/vectors/peer-2.17.0.jsonl")
+        .lines()
+        .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap())
+        .collect()
+}
+
+/// Drops `-0.0` numbers (omitted from our JSON, printed by the peer).
+fn without_negative_zero(v: &mut serde_json::Value) {
+    if let serde_json::Value::Object(map) = v {
+        map.retain(|_, x| {
+            !(x.as_f64() == Some(0.0) && x.as_f64().is_some_and(f64::is_sign_negative))
+        });
+        map.values_mut().for_each(without_negative_zero);
+    }
+}
+
+#[test]
+fn decode_and_encode_every_217_message_with_the_peers_json_names() {
+    let mut new_fields = std::collections::BTreeSet::new();
+    for v in peer_217_vectors() {
+        let name = v["name"].as_str().unwrap();
+        let ty = v["type"].as_str().unwrap();
+        if name == "empty_packet" {
+            continue; // no payload: refused (bad_input_exits_1_…)
+        }
+        let bytes = unhex(v["hex"].as_str().unwrap());
+        let out = cap(&["decode", "--type", ty, "--compact"], &bytes);
+        assert!(
+            out.status.success(),
+            "{name}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let ours: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+        let mut theirs: serde_json::Value =
+            serde_json::from_str(v["json"].as_str().unwrap()).unwrap();
+        without_negative_zero(&mut theirs);
+        assert_eq!(ours, theirs, "{name}: our JSON is the peer's MessageToJson");
+        let text = String::from_utf8(out.stdout.clone()).unwrap();
+        for f in [
+            "\"identity\"",
+            "\"signatureMetadata\"",
+            "\"dispatch\"",
+            "\"contextRef\"",
+            "\"resultRef\"",
+            "\"artifactRefs\"",
+            "\"inputRef\"",
+            "\"redactedContextRef\"",
+            "\"workerHandshakeChallenge\"",
+            "\"toolInputRedacted\"",
+        ] {
+            if text.contains(f) {
+                new_fields.insert(f);
+            }
+        }
+        let back = cap(&["encode", "--type", ty], &out.stdout);
+        assert!(
+            back.status.success(),
+            "{name}: {}",
+            String::from_utf8_lossy(&back.stderr)
+        );
+        if name != "heartbeat_negative" {
+            assert_eq!(back.stdout, bytes, "{name}: encode(decode(x)) == x");
+        }
+    }
+    assert_eq!(new_fields.len(), 10, "{new_fields:?}");
+}
+
+/// The peer's `job_request_217` packet (every new field, prefix-key maps).
+fn job_request_217() -> Vec<u8> {
+    let v = peer_217_vectors()
+        .into_iter()
+        .find(|v| v["name"] == "job_request_217")
+        .unwrap();
+    unhex(v["hex"].as_str().unwrap())
+}
+
+#[test]
+fn decode_shows_non_strict_bytes_and_validate_rejects_them() {
+    let good = job_request_217();
+    assert_eq!(cap(&["validate"], &good).status.code(), Some(0));
+    // protocol_version (`20 01`) as the two-byte varint `20 81 00`.
+    let at = good.windows(2).position(|w| w == [0x20, 0x01]).unwrap();
+    let mut varint = good[..at].to_vec();
+    varint.extend_from_slice(&[0x20, 0x81, 0x00]);
+    varint.extend_from_slice(&good[at + 2..]);
+    // A second payload: a JobCancel (field 16) after the JobRequest.
+    let mut two = good.clone();
+    two.extend_from_slice(&[0x82, 0x01, 0x05, 0x0a, 0x03, b'j', b'-', b'2']);
+    for (what, bytes, shown) in [
+        ("varint", &varint, "jobRequest"),
+        ("two payloads", &two, "jobCancel"),
+    ] {
+        let out = cap(&["decode", "--compact"], bytes);
+        assert_eq!(out.status.code(), Some(0), "{what}");
+        let json: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+        assert!(json.get(shown).is_some(), "{what}: {json}");
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(err.contains("receivers drop this packet"), "{what}: {err}");
+        let out = cap(&["validate"], bytes);
+        assert_eq!(out.status.code(), Some(1), "{what}");
+        let text = String::from_utf8_lossy(&out.stdout);
+        assert!(
+            text.starts_with("encoding: ") && text.contains("ERROR_CODE_PROTOCOL_MALFORMED_PACKET"),
+            "{what}: {text}"
+        );
+    }
+    // The two-payload packet's last payload (a cancel without requested_by) is also
+    // checked as the packet a plain parser would see.
+    let text = String::from_utf8(cap(&["validate"], &two).stdout).unwrap();
+    assert!(text.contains("job_cancel.requested_by"), "{text}");
+}
+
+#[test]
+fn validate_applies_the_217_receive_rules() {
+    let trust = peer_217_vectors()
+        .into_iter()
+        .find(|v| v["name"] == "trust_challenge")
+        .unwrap();
+    let mut bytes = unhex(trust["hex"].as_str().unwrap());
+    // The peer's vector is unsigned: a challenge must be signed.
+    let out = cap(&["validate"], &bytes);
+    assert_eq!(out.status.code(), Some(1));
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout).trim(),
+        "signature: a challenge must be signed (ERROR_CODE_PROTOCOL_MALFORMED_PACKET)"
+    );
+    // An unknown field in a trust packet.
+    bytes.extend_from_slice(&[0xb8, 0x01, 0x01]);
+    let text = String::from_utf8(cap(&["validate"], &bytes).stdout).unwrap();
+    assert!(text.contains("unknown_fields:"), "{text}");
+    // A result whose worker_id is not its sender.
+    let (_, result) = peer_packets()
+        .into_iter()
+        .find(|(n, _)| n == "job_result")
+        .unwrap();
+    let text = String::from_utf8(cap(&["validate"], &result).stdout).unwrap();
+    assert!(
+        text.contains("job_result.worker_id: must equal the packet's sender_id"),
+        "{text}"
+    );
+}
+
+#[test]
+fn schema_covers_the_217_messages_and_fields() {
+    for (message, field) in [
+        ("JobRequest", "identity"),
+        ("JobRequest", "contextRef"),
+        ("JobResult", "artifactRefs"),
+        ("BusPacket", "signatureMetadata"),
+        ("ResourceRef", "sha256"),
+        ("DispatchIdentity", "attempt"),
+        ("Rule", "match"),
+        ("PolicyEvaluateRequest", "edgeContext"),
+    ] {
+        let out = cap(&["schema", message], b"");
+        assert!(
+            out.status.success(),
+            "{message}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+        let def = &v["$defs"][format!("cordum.agent.v1.{message}")];
+        assert!(
+            def["properties"][field].is_object(),
+            "{message}.{field}: {def}"
+        );
+    }
+}

@@ -17,7 +17,7 @@
 use crate::descriptor::descriptor_pool;
 use crate::{CapMessage, Error};
 use prost::Message;
-use prost_reflect::{DynamicMessage, MessageDescriptor, SerializeOptions};
+use prost_reflect::{DynamicMessage, MessageDescriptor, ReflectMessage, SerializeOptions};
 
 fn descriptor(full_name: &str) -> Result<MessageDescriptor, Error> {
     descriptor_pool()
@@ -40,9 +40,39 @@ pub fn to_string_pretty<M: CapMessage>(msg: &M) -> Result<String, Error> {
     bytes_to_string(M::FULL_NAME, &msg.encode_to_vec(), true)
 }
 
+/// Refuses what the proto3 JSON mapping cannot express (the reference peer's
+/// `MessageToJson` fails on it too): a `Timestamp` outside years 1-9999 or with nanos
+/// outside `0..10^9`, anywhere in the message.
+fn check_representable(msg: &DynamicMessage) -> Result<(), Error> {
+    if msg.descriptor().full_name() == "google.protobuf.Timestamp" {
+        let ts = msg
+            .transcode_to::<prost_types::Timestamp>()
+            .map_err(|e| Error::Json(e.to_string()))?;
+        if !crate::validate::TIMESTAMP_SECONDS.contains(&ts.seconds)
+            || !(0..1_000_000_000).contains(&ts.nanos)
+        {
+            return Err(Error::Json(format!(
+                "timestamp {}s {}ns has no JSON form",
+                ts.seconds, ts.nanos
+            )));
+        }
+        return Ok(());
+    }
+    fn value(v: &prost_reflect::Value) -> Result<(), Error> {
+        match v {
+            prost_reflect::Value::Message(m) => check_representable(m),
+            prost_reflect::Value::List(items) => items.iter().try_for_each(value),
+            prost_reflect::Value::Map(entries) => entries.values().try_for_each(value),
+            _ => Ok(()),
+        }
+    }
+    msg.fields().try_for_each(|(_, v)| value(v))
+}
+
 /// JSON text of the protobuf bytes of the message named `full_name`.
 pub fn bytes_to_string(full_name: &str, bytes: &[u8], pretty: bool) -> Result<String, Error> {
     let dynamic = DynamicMessage::decode(descriptor(full_name)?, bytes)?;
+    check_representable(&dynamic)?;
     let mut out = Vec::with_capacity(bytes.len() * 2);
     let opts = SerializeOptions::new();
     let result = if pretty {
@@ -57,6 +87,7 @@ pub fn bytes_to_string(full_name: &str, bytes: &[u8], pretty: bool) -> Result<St
 /// The JSON value of the protobuf bytes of the message named `full_name`.
 pub fn bytes_to_value(full_name: &str, bytes: &[u8]) -> Result<serde_json::Value, Error> {
     let dynamic = DynamicMessage::decode(descriptor(full_name)?, bytes)?;
+    check_representable(&dynamic)?;
     dynamic
         .serialize_with_options(serde_json::value::Serializer, &SerializeOptions::new())
         .map_err(|e| Error::Json(e.to_string()))

@@ -1,7 +1,14 @@
-//! Protocol validation: every rule the reference peer checks, plus the version, bounds on
-//! every string, map and repeated field, well-formed pointers and subjects, and
-//! `handshake.component_id == sender_id`. All violations are returned, each with its
-//! field path.
+//! Protocol validation: every rule the reference peer (cap-sdk-python 2.17.0,
+//! `validate_bus_packet` and its worker-trust packet rules) checks, plus bounds on every
+//! string, map and repeated field and well-formed pointers, subjects and timestamps. All
+//! violations are returned, each with its field path.
+//!
+//! The envelope rules of the peer: `protocol_version` 1, `trace_id`, `sender_id` and
+//! `created_at` present, one payload; a result's `worker_id`, a heartbeat's `worker_id`,
+//! a handshake's `component_id` and a structured alert's `source_component` equal the
+//! packet's `sender_id`; the four worker-trust payloads are checked structurally
+//! (see [`trust`]). One rule needs the received bytes: a trust packet carries no unknown
+//! fields at any depth; [`received`] checks it.
 //!
 //! ```
 //! use cap_proto::{validate, v1};
@@ -17,6 +24,8 @@ use crate::v1::{self, bus_packet::Payload};
 use crate::{ErrorCode, PROTOCOL_VERSION};
 use std::collections::BTreeMap;
 use std::fmt;
+
+pub mod trust;
 
 /// Most entries in any map or repeated field (the reference peer's bound).
 pub const MAX_ENTRIES: usize = 1000;
@@ -221,6 +230,14 @@ impl Checker<'_> {
         }
     }
 
+    /// A `Timestamp` the peer can convert: seconds within years 1-9999, nanos within a
+    /// second.
+    fn timestamp(&mut self, field: &str, ts: &prost_types::Timestamp) {
+        if !TIMESTAMP_SECONDS.contains(&ts.seconds) || !(0..1_000_000_000).contains(&ts.nanos) {
+            self.push(field, "is not a valid timestamp");
+        }
+    }
+
     fn percent(&mut self, field: &str, value: f32) {
         if !(0.0..=100.0).contains(&value) {
             self.push(field, "must be a percentage between 0 and 100");
@@ -238,33 +255,53 @@ fn run(f: impl FnOnce(&mut Checker<'_>)) -> Result<(), Violations> {
 }
 
 /// Validates a whole packet, its envelope and its payload.
+///
+/// Every rule that needs only the decoded packet; [`received`] adds the one that needs
+/// the bytes (no unknown fields in a worker-trust packet).
 pub fn packet(p: &v1::BusPacket) -> Result<(), Violations> {
     run(|c| check_packet(c, p))
 }
+
+/// Validates a packet as received: [`packet`], and for the four worker-trust payloads
+/// that `raw` (the bytes `p` was decoded from) carries no field the schema does not
+/// know, at any depth (the reference peer refuses those before any cryptography).
+pub fn received(raw: &[u8], p: &v1::BusPacket) -> Result<(), Violations> {
+    run(|c| {
+        check_packet(c, p);
+        if trust::is_trust_payload(p) && has_unknown_fields(raw, p) {
+            c.push(
+                "unknown_fields",
+                "a worker trust packet must carry no unknown fields",
+            );
+        }
+    })
+}
+
+/// Whether `raw` holds fields, at any depth, that decoding into `p` dropped: the
+/// canonical form of the bytes (which keeps unknown fields) differs from the canonical
+/// form of the decoded struct (which has none). Bytes that do not re-encode count as
+/// carrying unknown fields.
+fn has_unknown_fields(raw: &[u8], p: &v1::BusPacket) -> bool {
+    match crate::canonical::canonicalize::<v1::BusPacket>(raw) {
+        Ok(kept) => kept != crate::canonical::to_bytes(p),
+        Err(_) => true,
+    }
+}
+
+/// Smallest and largest `Timestamp.seconds` (0001-01-01 and 9999-12-31T23:59:59Z).
+pub const TIMESTAMP_SECONDS: std::ops::RangeInclusive<i64> = -62_135_596_800..=253_402_300_799;
 
 fn check_packet(c: &mut Checker<'_>, p: &v1::BusPacket) {
     c.id("trace_id", &p.trace_id, true);
     c.id("sender_id", &p.sender_id, true);
     match &p.created_at {
         None => c.push("created_at", "must not be nil"),
-        Some(ts) if !(0..1_000_000_000).contains(&ts.nanos) => {
-            c.push("created_at", "nanos out of range")
-        }
-        Some(_) => {}
+        Some(ts) => c.timestamp("created_at", ts),
     }
-    if p.protocol_version <= 0 {
+    if p.protocol_version != PROTOCOL_VERSION {
         c.push_code(
             "protocol_version",
-            "must be > 0",
-            ErrorCode::PROTOCOL_VERSION_MISMATCH,
-        );
-    } else if p.protocol_version != PROTOCOL_VERSION {
-        c.push_code(
-            "protocol_version",
-            format!(
-                "unsupported version {} (supported: {PROTOCOL_VERSION})",
-                p.protocol_version
-            ),
+            format!("must equal {PROTOCOL_VERSION} (got {})", p.protocol_version),
             ErrorCode::PROTOCOL_VERSION_MISMATCH,
         );
     }
@@ -274,16 +311,41 @@ fn check_packet(c: &mut Checker<'_>, p: &v1::BusPacket) {
             format!("longer than {MAX_SIGNATURE_LEN} bytes"),
         );
     }
-    c.text("auth_token", &p.auth_token);
     let mut buf = String::new();
+    if let Some(m) = &p.signature_metadata {
+        check_signature_metadata(&mut c.nested("signature_metadata", &mut buf), m);
+    }
+    if let Some(m) = &p.identity {
+        check_identity(&mut c.nested("identity", &mut buf), m);
+    }
+    c.text("auth_token", &p.auth_token);
+    let sender = p.sender_id.as_str();
     match &p.payload {
         None => c.push("payload", "must not be nil"),
         Some(Payload::JobRequest(m)) => {
             check_job_request(&mut c.nested("job_request", &mut buf), m)
         }
-        Some(Payload::JobResult(m)) => check_job_result(&mut c.nested("job_result", &mut buf), m),
-        Some(Payload::Heartbeat(m)) => check_heartbeat(&mut c.nested("heartbeat", &mut buf), m),
-        Some(Payload::Alert(m)) => check_alert(&mut c.nested("alert", &mut buf), m),
+        Some(Payload::JobResult(m)) => {
+            let mut r = c.nested("job_result", &mut buf);
+            check_job_result(&mut r, m);
+            if m.worker_id != sender {
+                r.push("worker_id", "must equal the packet's sender_id");
+            }
+        }
+        Some(Payload::Heartbeat(m)) => {
+            let mut h = c.nested("heartbeat", &mut buf);
+            check_heartbeat(&mut h, m);
+            if m.worker_id != sender {
+                h.push("worker_id", "must equal the packet's sender_id");
+            }
+        }
+        Some(Payload::Alert(m)) => {
+            let mut a = c.nested("alert", &mut buf);
+            check_alert(&mut a, m);
+            if is_structured(m) && m.source_component != sender {
+                a.push("source_component", "must equal the packet's sender_id");
+            }
+        }
         Some(Payload::JobProgress(m)) => {
             check_job_progress(&mut c.nested("job_progress", &mut buf), m)
         }
@@ -291,68 +353,86 @@ fn check_packet(c: &mut Checker<'_>, p: &v1::BusPacket) {
         Some(Payload::Handshake(m)) => {
             let mut h = c.nested("handshake", &mut buf);
             check_handshake(&mut h, m);
-            if !m.component_id.is_empty() && m.component_id != p.sender_id {
+            if m.component_id != sender {
                 h.push("component_id", "must equal the packet's sender_id");
             }
         }
-        Some(Payload::WorkerHandshakeChallengeRequest(m)) => {
-            let mut w = c.nested("worker_handshake_challenge_request", &mut buf);
-            w.id("request_id", &m.request_id, true);
-            w.id("worker_id", &m.worker_id, true);
-            w.id("trace_id", &m.trace_id, false);
-            w.id("proof_key_id", &m.proof_key_id, false);
-            w.id("audience", &m.audience, false);
-            w.id("sdk_version", &m.sdk_version, false);
-            w.enum_range("proof_algorithm", m.proof_algorithm, 1);
-            w.enum_range("purpose", m.purpose, 2);
-            if m.client_nonce.len() > 1024 {
-                w.push("client_nonce", "longer than 1024 bytes");
-            }
-        }
-        Some(Payload::WorkerHandshakeChallenge(m)) => {
-            check_challenge(&mut c.nested("worker_handshake_challenge", &mut buf), m)
-        }
-        Some(Payload::WorkerHandshakeAuthenticate(m)) => {
-            let mut w = c.nested("worker_handshake_authenticate", &mut buf);
-            let mut inner = String::new();
-            match &m.challenge {
-                Some(ch) => check_challenge(&mut w.nested("challenge", &mut inner), ch),
-                None => w.push("challenge", "must not be nil"),
-            }
-            if let Some(hs) = &m.capability_handshake {
-                check_handshake(&mut w.nested("capability_handshake", &mut inner), hs);
-            }
-        }
-        Some(Payload::WorkerHandshakeResult(m)) => {
-            let mut w = c.nested("worker_handshake_result", &mut buf);
-            let mut inner = String::new();
-            if let Some(ch) = &m.challenge {
-                check_challenge(&mut w.nested("challenge", &mut inner), ch);
-            }
-            w.enum_range("rejection_reason", m.rejection_reason, 9);
-        }
+        Some(
+            Payload::WorkerHandshakeChallengeRequest(_)
+            | Payload::WorkerHandshakeChallenge(_)
+            | Payload::WorkerHandshakeAuthenticate(_)
+            | Payload::WorkerHandshakeResult(_),
+        ) => trust::check(c, p),
     }
 }
 
-fn check_challenge(c: &mut Checker<'_>, m: &v1::WorkerHandshakeChallenge) {
-    c.id("request_id", &m.request_id, false);
-    c.id("challenge_id", &m.challenge_id, true);
-    c.id("worker_id", &m.worker_id, true);
-    for (name, v) in [
-        ("trace_id", &m.trace_id),
-        ("agent_id", &m.agent_id),
-        ("tenant_id", &m.tenant_id),
-        ("proof_key_id", &m.proof_key_id),
-        ("server_key_id", &m.server_key_id),
-        ("audience", &m.audience),
-        ("sdk_version", &m.sdk_version),
-    ] {
-        c.id(name, v, false);
+fn check_signature_metadata(c: &mut Checker<'_>, m: &v1::SignatureMetadata) {
+    c.id("profile_version", &m.profile_version, false);
+    c.id("algorithm", &m.algorithm, false);
+    if m.message_id.len() > MAX_KEY_LEN {
+        c.push("message_id", format!("longer than {MAX_KEY_LEN} bytes"));
     }
-    c.enum_range("proof_algorithm", m.proof_algorithm, 1);
-    c.enum_range("purpose", m.purpose, 2);
-    if m.client_nonce.len() > 1024 || m.server_nonce.len() > 1024 {
-        c.push("server_nonce", "nonces must be at most 1024 bytes");
+    c.id("audience", &m.audience, false);
+    if let Some(ts) = &m.expires_at {
+        c.timestamp("expires_at", ts);
+    }
+    c.id("key_id", &m.key_id, false);
+}
+
+fn check_identity(c: &mut Checker<'_>, m: &v1::IdentityBinding) {
+    c.id("tenant_id", &m.tenant_id, false);
+    c.id("principal_id", &m.principal_id, false);
+    c.id("actor_id", &m.actor_id, false);
+    c.id("delegation_id", &m.delegation_id, false);
+}
+
+fn check_dispatch(c: &mut Checker<'_>, m: &v1::DispatchIdentity) {
+    c.id("dispatch_id", &m.dispatch_id, false);
+    c.id("assigned_worker_id", &m.assigned_worker_id, false);
+}
+
+/// Longest `sha256` of a [`v1::ResourceRef`] accepted, in bytes (a digest is 32).
+pub const MAX_DIGEST_LEN: usize = 64;
+
+fn check_resource_ref(c: &mut Checker<'_>, m: &v1::ResourceRef) {
+    c.id("resolver_id", &m.resolver_id, false);
+    c.text("uri", &m.uri);
+    if m.sha256.len() > MAX_DIGEST_LEN {
+        c.push("sha256", format!("longer than {MAX_DIGEST_LEN} bytes"));
+    }
+    c.id("media_type", &m.media_type, false);
+    if let Some(ts) = &m.expires_at {
+        c.timestamp("expires_at", ts);
+    }
+    c.id("purpose", &m.purpose, false);
+}
+
+/// The identity, dispatch and resource references shared by the job payloads.
+fn check_refs(
+    c: &mut Checker<'_>,
+    identity: Option<&v1::IdentityBinding>,
+    dispatch: Option<&v1::DispatchIdentity>,
+    (name, resource): (&str, Option<&v1::ResourceRef>),
+) {
+    let mut buf = String::new();
+    if let Some(m) = identity {
+        check_identity(&mut c.nested("identity", &mut buf), m);
+    }
+    if let Some(m) = dispatch {
+        check_dispatch(&mut c.nested("dispatch", &mut buf), m);
+    }
+    if let Some(r) = resource {
+        check_resource_ref(&mut c.nested(name, &mut buf), r);
+    }
+}
+
+fn check_artifact_refs(c: &mut Checker<'_>, refs: &[v1::ResourceRef]) {
+    if refs.len() > MAX_ENTRIES {
+        c.push("artifact_refs", format!("exceeds max size ({MAX_ENTRIES})"));
+    }
+    let mut buf = String::new();
+    for (i, r) in refs.iter().enumerate() {
+        check_resource_ref(&mut c.nested(&format!("artifact_refs[{i}]"), &mut buf), r);
     }
 }
 
@@ -442,7 +522,19 @@ fn check_job_request(c: &mut Checker<'_>, m: &v1::JobRequest) {
         if let Some(meta) = &comp.meta {
             check_meta(&mut k.nested("meta", &mut inner), meta);
         }
+        check_refs(
+            &mut k,
+            comp.identity.as_ref(),
+            comp.dispatch.as_ref(),
+            ("context_ref", comp.context_ref.as_ref()),
+        );
     }
+    check_refs(
+        c,
+        m.identity.as_ref(),
+        m.dispatch.as_ref(),
+        ("context_ref", m.context_ref.as_ref()),
+    );
 }
 
 /// Validates a job result.
@@ -465,6 +557,13 @@ fn check_job_result(c: &mut Checker<'_>, m: &v1::JobResult) {
     c.id("error_code", &m.error_code, false);
     c.text("error_message", &m.error_message);
     c.pointers("artifact_ptrs", &m.artifact_ptrs);
+    check_refs(
+        c,
+        m.identity.as_ref(),
+        m.dispatch.as_ref(),
+        ("result_ref", m.result_ref.as_ref()),
+    );
+    check_artifact_refs(c, &m.artifact_refs);
 }
 
 /// Validates a heartbeat.
@@ -549,6 +648,13 @@ fn check_job_progress(c: &mut Checker<'_>, m: &v1::JobProgress) {
     if m.status != 0 && crate::state::JobState::from_i32(m.status).is_none() {
         c.push("status", format!("invalid value {}", m.status));
     }
+    check_refs(
+        c,
+        m.identity.as_ref(),
+        m.dispatch.as_ref(),
+        ("result_ref", m.result_ref.as_ref()),
+    );
+    check_artifact_refs(c, &m.artifact_refs);
 }
 
 /// Validates a cancel request.
@@ -559,183 +665,46 @@ pub fn job_cancel(m: &v1::JobCancel) -> Result<(), Violations> {
 fn check_job_cancel(c: &mut Checker<'_>, m: &v1::JobCancel) {
     c.id("job_id", &m.job_id, true);
     c.text("reason", &m.reason);
-    c.id("requested_by", &m.requested_by, false);
+    c.id("requested_by", &m.requested_by, true);
+    check_refs(c, m.identity.as_ref(), m.dispatch.as_ref(), ("", None));
 }
 
-/// Validates a system alert.
+/// Validates a system alert: the reference peer accepts a *legacy* alert (`message`,
+/// `level`, `component` and `code` set) or a *structured* one (any of `severity`,
+/// `error_code_enum`, `source_component` set: then `message`, a known severity, a known
+/// error code, and inside a packet `source_component` equal to the sender).
 pub fn alert(m: &v1::SystemAlert) -> Result<(), Violations> {
     run(|c| check_alert(c, m))
 }
 
+/// Whether an alert has the structured shape (the peer's test).
+fn is_structured(m: &v1::SystemAlert) -> bool {
+    m.severity != 0 || m.error_code_enum != 0 || !m.source_component.is_empty()
+}
+
 fn check_alert(c: &mut Checker<'_>, m: &v1::SystemAlert) {
-    c.id("level", &m.level, false);
+    c.required("message", &m.message);
     c.text("message", &m.message);
+    if is_structured(m) {
+        if !(1..=4).contains(&m.severity) {
+            c.push("severity", "must be specified");
+        }
+        let code = ErrorCode::from_i32(m.error_code_enum);
+        if code == ErrorCode::UNSPECIFIED || !code.is_known() {
+            c.push("error_code_enum", "must be a specified, known error code");
+        }
+    } else {
+        c.required("level", &m.level);
+        c.required("component", &m.component);
+        c.required("code", &m.code);
+    }
+    c.id("level", &m.level, false);
     c.id("component", &m.component, false);
     c.id("code", &m.code, false);
-    c.enum_range("severity", m.severity, 4);
     c.id("source_component", &m.source_component, false);
     c.map("details", &m.details, String::len);
     c.id("trace_id", &m.trace_id, false);
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-    use prost_types::Timestamp;
-
-    fn fields(v: &Violations) -> Vec<&str> {
-        v.iter().map(|x| x.field.as_str()).collect()
-    }
-
-    fn good_request() -> v1::JobRequest {
-        v1::JobRequest {
-            job_id: "j1".into(),
-            topic: "job.echo".into(),
-            context_ptr: "redis://ctx:j1".into(),
-            ..Default::default()
-        }
-    }
-
-    #[test]
-    fn a_good_packet_passes() {
-        let p = v1::BusPacket::new("t", "s", Timestamp::default(), good_request());
-        assert_eq!(packet(&p), Ok(()));
-    }
-
-    #[test]
-    fn envelope_rules() {
-        let mut p = v1::BusPacket::default();
-        let v = packet(&p).unwrap_err();
-        assert_eq!(
-            fields(&v),
-            [
-                "trace_id",
-                "sender_id",
-                "created_at",
-                "protocol_version",
-                "payload"
-            ]
-        );
-        assert_eq!(v.code(), ErrorCode::PROTOCOL_VERSION_MISMATCH);
-        p = v1::BusPacket::new("t", "s", Timestamp::default(), good_request());
-        p.protocol_version = 2;
-        let v = packet(&p).unwrap_err();
-        assert_eq!(fields(&v), ["protocol_version"]);
-        assert_eq!(v.code(), ErrorCode::PROTOCOL_VERSION_MISMATCH);
-        p.protocol_version = 1;
-        p.trace_id = "x".repeat(MAX_ID_LEN + 1);
-        let v = packet(&p).unwrap_err();
-        assert_eq!(fields(&v), ["trace_id"]);
-        assert_eq!(v.code(), ErrorCode::PROTOCOL_MALFORMED_PACKET);
-    }
-
-    #[test]
-    fn job_request_rules_with_paths() {
-        let mut r = good_request();
-        r.context_ptr = "redis://u:p@h/0".into();
-        r.topic = "job.*".into();
-        r.budget = Some(v1::Budget {
-            max_input_tokens: -1,
-            max_total_tokens: MAX_BUDGET + 1,
-            deadline_ms: -5,
-            ..Default::default()
-        });
-        r.meta = Some(v1::JobMetadata {
-            risk_tags: vec!["x".into(); MAX_ENTRIES + 1],
-            actor_type: 7,
-            ..Default::default()
-        });
-        r.labels = (0..=MAX_ENTRIES)
-            .map(|i| (i.to_string(), String::new()))
-            .collect();
-        let p = v1::BusPacket::new("t", "s", Timestamp::default(), r);
-        let v = packet(&p).unwrap_err();
-        assert_eq!(
-            fields(&v),
-            [
-                "job_request.topic",
-                "job_request.context_ptr",
-                "job_request.budget.max_input_tokens",
-                "job_request.budget.max_total_tokens",
-                "job_request.budget.deadline_ms",
-                "job_request.labels",
-                "job_request.meta.actor_type",
-                "job_request.meta.risk_tags",
-            ]
-        );
-    }
-
-    #[test]
-    fn job_result_rules() {
-        let r = v1::JobResult {
-            execution_ms: -1,
-            status: 42,
-            ..Default::default()
-        };
-        let v = job_result(&r).unwrap_err();
-        assert_eq!(
-            fields(&v),
-            ["job_id", "status", "worker_id", "execution_ms"]
-        );
-        let r = v1::JobResult {
-            job_id: "j".into(),
-            status: 5,
-            worker_id: "w".into(),
-            artifact_ptrs: vec!["redis://a".into(), "nope".into()],
-            ..Default::default()
-        };
-        assert_eq!(fields(&job_result(&r).unwrap_err()), ["artifact_ptrs[1]"]);
-    }
-
-    #[test]
-    fn handshake_rules() {
-        let hs = v1::Handshake {
-            component_id: "w1".into(),
-            role: 3,
-            supported_versions: vec![1],
-            ready_topics: vec!["job.echo".into(), "bad topic".into()],
-            ..Default::default()
-        };
-        let p = v1::BusPacket::new("t", "other", Timestamp::default(), hs.clone());
-        let v = packet(&p).unwrap_err();
-        assert_eq!(
-            fields(&v),
-            ["handshake.ready_topics[1]", "handshake.component_id"]
-        );
-        let empty = v1::Handshake::default();
-        let v = handshake(&empty).unwrap_err();
-        assert_eq!(fields(&v), ["component_id", "role", "supported_versions"]);
-    }
-
-    #[test]
-    fn heartbeat_progress_cancel_alert_rules() {
-        let hb = v1::Heartbeat {
-            cpu_load: 101.0,
-            memory_load: f32::NAN,
-            active_jobs: -1,
-            ..Default::default()
-        };
-        assert_eq!(
-            fields(&heartbeat(&hb).unwrap_err()),
-            ["worker_id", "cpu_load", "memory_load", "active_jobs"]
-        );
-        let pr = v1::JobProgress {
-            percent: 101,
-            status: 99,
-            ..Default::default()
-        };
-        assert_eq!(
-            fields(&job_progress(&pr).unwrap_err()),
-            ["job_id", "percent", "status"]
-        );
-        assert_eq!(
-            fields(&job_cancel(&v1::JobCancel::default()).unwrap_err()),
-            ["job_id"]
-        );
-        let al = v1::SystemAlert {
-            severity: 5,
-            ..Default::default()
-        };
-        assert_eq!(fields(&alert(&al).unwrap_err()), ["severity"]);
-    }
-}
+mod tests;

@@ -1,5 +1,6 @@
-//! Golden wire vectors produced by cap-sdk-python 2.10.0 (regenerate with
-//! `$CAP_INTEROP_PYTHON tests/peer/vectors.py make > tests/vectors/peer-2.10.0.jsonl`),
+//! Golden wire vectors produced by cap-sdk-python 2.10.0 and 2.17.0 (regenerate with
+//! `$CAP_INTEROP_PYTHON tests/peer/vectors.py make > tests/vectors/peer-2.10.0.jsonl` and
+//! `$CAP_INTEROP_PYTHON_217 tests/peer/vectors.py make > tests/vectors/peer-2.17.0.jsonl`),
 //! checked both ways: decode → canonical encode gives the peer's bytes, and our JSON
 //! equals the peer's JSON.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, missing_docs)]
@@ -11,8 +12,18 @@ use common::{hex, unhex};
 
 #[test]
 fn every_peer_vector_matches_byte_for_byte() {
-    let vectors = common::golden();
-    assert!(vectors.len() >= 15);
+    let vectors = common::golden(common::Version::V210);
+    assert!(vectors.len() >= 19);
+    for v in &vectors {
+        common::check_vector(v);
+    }
+}
+
+#[test]
+fn every_217_peer_vector_matches_byte_for_byte() {
+    let vectors = common::golden(common::Version::V217);
+    // The 2.10.0 vectors plus new fields, trust packets and policy.proto messages.
+    assert!(vectors.len() >= 34);
     for v in &vectors {
         common::check_vector(v);
     }

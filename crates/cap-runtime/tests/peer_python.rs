@@ -1,5 +1,6 @@
-//! Interop with the reference peer, cap-sdk-python 2.10.0, over real NATS and Redis
-//! (run by .ci/run; the interpreter comes from `CAP_INTEROP_PYTHON`).
+//! Interop with the reference peers, cap-sdk-python 2.10.0 and 2.17.0, over real NATS and
+//! Redis (run by .ci/run; the interpreters come from `CAP_INTEROP_PYTHON` and
+//! `CAP_INTEROP_PYTHON_217`).
 //!
 //! - A job submitted with `cap.client.submit_job` (context stored in Redis as the SDK's
 //!   runtime does) is executed by our worker, and the Python side reads the result.
@@ -9,8 +10,11 @@
 //! - A job submitted by our client (directly to the pool subject) is executed by a
 //!   cap-sdk-python `Agent`, and our client reads its result.
 //!
-//! Both signed (require mode on both sides) and unsigned. The Python SDK speaks core
-//! NATS; our buses here run in core mode too (see the crate README for JetStream).
+//! Both signed (require mode on both sides) and unsigned. With 2.17.0 our results also
+//! pass the peer's receive boundary (`decode_packet`: validation, then the signature).
+//! The Python SDK speaks core NATS; our buses here run in core mode too (see the crate
+//! README for JetStream). The scheduler path (`cap scheduler` between the two) is in
+//! cap-cli's `tests/peer_scheduler.rs`.
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, missing_docs)]
 
@@ -28,9 +32,21 @@ use std::sync::Arc;
 use std::time::Duration;
 use tokio::io::{AsyncBufReadExt, BufReader};
 
-fn python() -> String {
-    std::env::var("CAP_INTEROP_PYTHON")
-        .unwrap_or_else(|_| panic!("CAP_INTEROP_PYTHON is not set: run `cargo xtask interop`"))
+#[allow(dead_code)]
+#[path = "../../cap-proto/tests/common/peer.rs"]
+mod peer;
+
+use peer::Version;
+
+fn unhex(s: &str) -> Vec<u8> {
+    (0..s.len())
+        .step_by(2)
+        .map(|i| u8::from_str_radix(&s[i..i + 2], 16).unwrap())
+        .collect()
+}
+
+fn hex(b: &[u8]) -> String {
+    b.iter().map(|x| format!("{x:02x}")).collect()
 }
 
 fn script(name: &str) -> PathBuf {
@@ -111,7 +127,7 @@ async fn echo(_ctx: Context, v: serde_json::Value) -> Result<serde_json::Value, 
     Ok(v)
 }
 
-async fn python_submits_to_our_worker(signed: bool) {
+async fn python_submits_to_our_worker(version: Version, signed: bool) {
     let (bus, store) = services().await;
     let topic = format!("job.{}", unique("peer-in"));
     let worker_id = unique("rs-worker");
@@ -136,7 +152,7 @@ async fn python_submits_to_our_worker(signed: bool) {
 
     let job_id = unique("py-job");
     let input = r#"{"text": "from python", "n": [1, 2, 3]}"#;
-    let mut cmd = tokio::process::Command::new(python());
+    let mut cmd = tokio::process::Command::new(version.python());
     cmd.arg(script("submit_job.py"))
         .args([
             nats_url(),
@@ -182,13 +198,19 @@ async fn python_submits_to_our_worker(signed: bool) {
             "the Python side verifies our signature"
         );
     }
+    if version == Version::V217 {
+        assert_eq!(
+            v["boundary_accepted"], true,
+            "2.17's decode_packet takes our result: {v}"
+        );
+    }
     assert_eq!(worker.packet_stats().rejected_total(), 0);
     forwarder.abort();
     worker.shutdown(Duration::from_secs(5)).await;
     bus.close().await.unwrap();
 }
 
-async fn our_client_to_python_agent(signed: bool) {
+async fn our_client_to_python_agent(version: Version, signed: bool) {
     let (bus, store) = services().await;
     let topic = format!("job.{}", unique("peer-out"));
     let agent_id = unique("py-agent");
@@ -198,7 +220,7 @@ async fn our_client_to_python_agent(signed: bool) {
     let (agent_priv, _) = keys.write(&agent_id, &agent_key);
     let (_, client_pub) = keys.write(&client_id, &client_key);
 
-    let mut cmd = tokio::process::Command::new(python());
+    let mut cmd = tokio::process::Command::new(version.python());
     cmd.arg(script("echo_agent.py"))
         .args([nats_url(), redis_url(), topic.clone(), agent_id.clone()])
         .stdin(Stdio::piped())
@@ -257,26 +279,35 @@ async fn our_client_to_python_agent(signed: bool) {
     bus.close().await.unwrap();
 }
 
-#[tokio::test(flavor = "multi_thread")]
-#[ignore = "needs cap-sdk-python 2.10.0 (CAP_INTEROP_PYTHON), NATS and Redis: run by .ci/run"]
-async fn peer_python_submit_job_is_executed_by_our_worker() {
-    python_submits_to_our_worker(false).await;
+macro_rules! both_versions {
+    ($($name:ident => $body:expr;)*) => {$(
+        mod $name {
+            use super::*;
+
+            #[tokio::test(flavor = "multi_thread")]
+            #[ignore = "needs cap-sdk-python 2.10.0 (CAP_INTEROP_PYTHON), NATS and Redis: run by .ci/run"]
+            async fn peer_210() {
+                let version = Version::V210;
+                ($body)(version).await;
+            }
+
+            #[tokio::test(flavor = "multi_thread")]
+            #[ignore = "needs cap-sdk-python 2.17.0 (CAP_INTEROP_PYTHON_217), NATS and Redis: run by .ci/run"]
+            async fn peer_217() {
+                let version = Version::V217;
+                ($body)(version).await;
+            }
+        }
+    )*};
 }
 
-#[tokio::test(flavor = "multi_thread")]
-#[ignore = "needs cap-sdk-python 2.10.0 (CAP_INTEROP_PYTHON), NATS and Redis: run by .ci/run"]
-async fn peer_python_signed_submit_job_is_executed_by_our_worker_in_require_mode() {
-    python_submits_to_our_worker(true).await;
-}
-
-#[tokio::test(flavor = "multi_thread")]
-#[ignore = "needs cap-sdk-python 2.10.0 (CAP_INTEROP_PYTHON), NATS and Redis: run by .ci/run"]
-async fn peer_our_client_job_is_executed_by_a_python_agent() {
-    our_client_to_python_agent(false).await;
-}
-
-#[tokio::test(flavor = "multi_thread")]
-#[ignore = "needs cap-sdk-python 2.10.0 (CAP_INTEROP_PYTHON), NATS and Redis: run by .ci/run"]
-async fn peer_our_signed_client_job_is_executed_by_a_signed_python_agent() {
-    our_client_to_python_agent(true).await;
+both_versions! {
+    peer_python_submit_job_is_executed_by_our_worker =>
+        |v| python_submits_to_our_worker(v, false);
+    peer_python_signed_submit_job_is_executed_by_our_worker_in_require_mode =>
+        |v| python_submits_to_our_worker(v, true);
+    peer_our_client_job_is_executed_by_a_python_agent =>
+        |v| our_client_to_python_agent(v, false);
+    peer_our_signed_client_job_is_executed_by_a_signed_python_agent =>
+        |v| our_client_to_python_agent(v, true);
 }

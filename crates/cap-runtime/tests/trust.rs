@@ -300,6 +300,7 @@ async fn rejected_durable_messages_are_acknowledged_after_the_alert() {
         "t",
         v1::JobCancel {
             job_id: "j".into(),
+            requested_by: "p-1".into(),
             ..Default::default()
         },
     );

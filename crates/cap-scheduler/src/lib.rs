@@ -14,7 +14,7 @@
 //!
 //! let mut core = SchedulerCore::new("scheduler-1", Config::default(), Pools::default());
 //! let request = v1::JobRequest { job_id: "j1".into(), topic: "job.echo".into(), ..Default::default() };
-//! let actions = core.handle(Event::Submitted { request, trace_id: "t".into(), sender: "c".into() }, 0);
+//! let actions = core.handle(Event::Submitted { request, trace_id: "t".into(), sender: "c".into(), identity: None }, 0);
 //! assert!(actions.iter().any(|a| matches!(a, Action::CheckSafety { .. })));
 //!
 //! let allow = v1::PolicyCheckResponse { decision: 1, ..Default::default() };

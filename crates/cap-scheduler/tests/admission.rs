@@ -18,6 +18,7 @@ fn submit(c: &mut SchedulerCore, id: &str, ptr: &str) -> Vec<Action> {
             request,
             trace_id: format!("trace-{id}"),
             sender: "client".into(),
+            identity: None,
         },
         0,
     )

@@ -24,6 +24,7 @@ fn submit(c: &mut SchedulerCore, r: v1::JobRequest, now: u64) -> Vec<Action> {
             request: r,
             trace_id: "trace".into(),
             sender: "client".into(),
+            identity: None,
         },
         now,
     )
@@ -549,16 +550,16 @@ fn idempotency_keys_share_one_run_and_its_outcome() {
     assert_eq!(copies.len(), 1);
     assert_eq!(copies[0].job_id, "second");
     assert_eq!(copies[0].result_ptr, "redis://res:first");
-    assert_eq!(
-        copies[0].worker_id, "sched",
-        "published by the scheduler, as itself"
-    );
+    // Published by the scheduler under its own id; the worker is named in the message.
+    assert_eq!(copies[0].worker_id, "sched");
+    assert_eq!(copies[0].error_message, "run by worker w");
     assert_eq!(state(&c, "second"), JobState::Succeeded);
     // Later submitters get the outcome at once.
     let a = submit(&mut c, keyed("third"), 400);
     assert_eq!(published(&a)[0].job_id, "third");
     res.job_id = "third".into();
     res.worker_id = "sched".into();
+    res.error_message = "run by worker w".into();
     assert_eq!(published(&a)[0], res);
 }
 

@@ -30,6 +30,7 @@ fn submit_and_allow(c: &mut SchedulerCore, id: &str) -> Vec<Action> {
             },
             trace_id: "trace".into(),
             sender: "client".into(),
+            identity: None,
         },
         0,
     );

@@ -1,5 +1,12 @@
-//! Shared helpers for cap-proto's integration tests: peer vectors and the Python peer.
+//! Shared helpers for cap-proto's integration tests: peer vectors, the Python peers, random
+//! messages and their repair into valid packets.
 #![allow(dead_code)]
+
+pub mod fixup;
+pub mod peer;
+pub mod random;
+
+pub use peer::Version;
 
 use cap_proto::{CapMessage, canonical, json, v1};
 use std::path::PathBuf;
@@ -33,28 +40,20 @@ pub fn parse_vectors(text: &str) -> Vec<Vector> {
         .collect()
 }
 
-/// The vectors committed from a run of cap-sdk-python 2.10.0.
-pub fn golden() -> Vec<Vector> {
-    parse_vectors(include_str!("../vectors/peer-2.10.0.jsonl"))
-}
-
-/// The interpreter of the interop venv (set by `cargo xtask interop` / `.ci/run`).
-pub fn peer_python() -> PathBuf {
-    match std::env::var_os("CAP_INTEROP_PYTHON") {
-        Some(p) => PathBuf::from(p),
-        None => panic!(
-            "CAP_INTEROP_PYTHON is not set: run `cargo xtask interop` (it installs \
-             cap-sdk-python==2.10.0 into a venv and runs the peer tests)"
-        ),
+/// The vectors committed from a run of `tests/peer/vectors.py make` with a peer release.
+pub fn golden(version: Version) -> Vec<Vector> {
+    match version {
+        Version::V210 => parse_vectors(include_str!("../vectors/peer-2.10.0.jsonl")),
+        Version::V217 => parse_vectors(include_str!("../vectors/peer-2.17.0.jsonl")),
     }
 }
 
-/// Runs a script from `tests/peer` with the peer's interpreter and returns stdout.
-pub fn run_peer(script: &str, args: &[&str]) -> String {
+/// Runs a script from `tests/peer` with a peer's interpreter and returns stdout.
+pub fn run_peer_with(version: Version, script: &str, args: &[&str]) -> String {
     let path = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
         .join("tests/peer")
         .join(script);
-    let out = Command::new(peer_python())
+    let out = Command::new(version.python())
         .arg(path)
         .args(args)
         .output()
@@ -102,6 +101,9 @@ pub fn check_vector(v: &Vector) -> String {
         "cordum.agent.v1.PolicyCheckRequest" => check::<v1::PolicyCheckRequest>(v),
         "cordum.agent.v1.PolicyCheckResponse" => check::<v1::PolicyCheckResponse>(v),
         "cordum.agent.v1.ListSnapshotsResponse" => check::<v1::ListSnapshotsResponse>(v),
+        "cordum.agent.v1.PolicyEvaluateRequest" => check::<v1::PolicyEvaluateRequest>(v),
+        "cordum.agent.v1.PolicyEvaluateResponse" => check::<v1::PolicyEvaluateResponse>(v),
+        "cordum.agent.v1.Bundle" => check::<v1::Bundle>(v),
         other => panic!("no test dispatch for {other}"),
     }
 }

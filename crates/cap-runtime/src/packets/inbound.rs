@@ -145,7 +145,8 @@ pub fn decode_with(
     })
 }
 
-/// Checks a decoded packet: the trust policy on the raw bytes, then validation.
+/// Checks a decoded packet: the trust policy on the raw bytes, then validation (with the
+/// rules that need the bytes, [`validate::received`]).
 pub fn check(raw: &[u8], packet: &BusPacket, trust: &TrustPolicy) -> Result<(), Box<Rejection>> {
     let base = |code, reason| {
         Box::new(Rejection {
@@ -164,7 +165,7 @@ pub fn check(raw: &[u8], packet: &BusPacket, trust: &TrustPolicy) -> Result<(), 
         };
         return Err(base(code, RejectReason::Signature(signature_what(&e))));
     }
-    if let Err(v) = validate::packet(packet) {
+    if let Err(v) = validate::received(raw, packet) {
         let fields: Vec<String> = v.iter().map(|x| x.field.clone()).collect();
         let mut rej = base(v.code(), RejectReason::Invalid(fields));
         rej.answer = answer_for(packet, &v);

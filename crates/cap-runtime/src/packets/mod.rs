@@ -31,7 +31,8 @@
 //! let mut jobs = bus.subscribe("job.echo").await.unwrap();
 //!
 //! // A good packet comes out as a packet...
-//! let pkt = packets.envelope("trace-1", v1::JobCancel { job_id: "j1".into(), ..Default::default() });
+//! let cancel = v1::JobCancel { job_id: "j1".into(), requested_by: "worker-1".into(), ..Default::default() };
+//! let pkt = packets.envelope("trace-1", cancel);
 //! packets.publish("job.echo", pkt).await.unwrap();
 //! let msg = jobs.next().await.unwrap();
 //! assert!(packets.receive(&msg).await.is_some());
@@ -359,7 +360,10 @@ impl<B: Bus> Packets<B> {
         }
     }
 
-    /// Publishes an alert of our own (not about a received packet).
+    /// Publishes an alert of our own (not about a received packet). With a known error
+    /// code it has the structured shape (severity, code, `source_component` = our sender
+    /// id); without one ([`ErrorCode::UNSPECIFIED`] or an unknown number) the legacy
+    /// shape (level, component and code strings), the two shapes CAP receivers accept.
     pub async fn alert(
         &self,
         code: ErrorCode,
@@ -367,14 +371,19 @@ impl<B: Bus> Packets<B> {
         message: impl Into<String>,
         trace_id: &str,
     ) -> Result<(), Error> {
+        let structured = code != ErrorCode::UNSPECIFIED && code.is_known();
         let alert = v1::SystemAlert {
             level: format!("{severity:?}").to_uppercase(),
             message: message.into(),
             component: self.sender_id().to_owned(),
             code: code.to_string(),
-            severity: severity as i32,
-            error_code_enum: code.as_i32(),
-            source_component: self.sender_id().to_owned(),
+            severity: if structured { severity as i32 } else { 0 },
+            error_code_enum: if structured { code.as_i32() } else { 0 },
+            source_component: if structured {
+                self.sender_id().to_owned()
+            } else {
+                String::new()
+            },
             trace_id: trace_id.to_owned(),
             ..Default::default()
         };

@@ -1,13 +1,16 @@
 """Reference-peer worker for cap-runtime interop tests and the e2e benchmark.
 
-Runs a cap-sdk-python 2.10.0 `Agent` with one echo handler on TOPIC (it subscribes to the
-topic in the queue group of the same name, reads the context from Redis and writes the
-result to res:<job_id>). With --key it signs its packets; with --trust SENDER=PUB.pem it
-verifies (and requires) signatures from those senders, like the SDK does once keys are
-given. Prints "READY" on stdout once subscribed, and runs until stdin closes or SIGTERM.
+Runs a cap-sdk-python (2.10.0 or 2.17.0) `Agent` with one echo handler on TOPIC (it
+subscribes to the topic in the queue group of the same name, reads the context from Redis
+and writes the result to res:<job_id>). With --key it signs its packets; with --trust
+SENDER=PUB.pem it verifies (and requires) signatures from those senders, like the SDK does
+once keys are given. With --report the output is {"input": <the input>, "identity": the
+job request's identity, "envelope_identity": the packet's identity (2.17.0), "sender": the
+dispatching packet's sender} instead of the input alone. Prints "READY" on stdout once
+subscribed, and runs until stdin closes or SIGTERM.
 
 usage: echo_agent.py NATS_URL REDIS_URL TOPIC WORKER_ID [--key PRIV.pem]
-       [--trust SENDER=PUB.pem ...]
+       [--trust SENDER=PUB.pem ...] [--report]
 """
 import argparse
 import asyncio
@@ -16,6 +19,7 @@ import signal
 import sys
 
 from cryptography.hazmat.primitives import serialization
+from google.protobuf import json_format
 
 from cap.runtime import Agent
 
@@ -28,6 +32,7 @@ async def main() -> int:
     ap.add_argument("worker_id")
     ap.add_argument("--key")
     ap.add_argument("--trust", action="append", default=[])
+    ap.add_argument("--report", action="store_true")
     a = ap.parse_args()
 
     logging.getLogger("cap.runtime").setLevel(logging.ERROR)
@@ -54,7 +59,21 @@ async def main() -> int:
 
     @agent.job(a.topic)
     async def echo(ctx, data):
-        return data
+        if not a.report:
+            return data
+        packet = getattr(ctx, "packet", None)
+        envelope = None
+        if packet is not None and "identity" in packet.DESCRIPTOR.fields_by_name and packet.HasField("identity"):
+            envelope = json_format.MessageToDict(packet.identity)
+        identity = None
+        if "identity" in ctx.job.DESCRIPTOR.fields_by_name and ctx.job.HasField("identity"):
+            identity = json_format.MessageToDict(ctx.job.identity)
+        return {
+            "input": data,
+            "identity": identity,
+            "envelope_identity": envelope,
+            "sender": packet.sender_id if packet is not None else None,
+        }
 
     await agent.start()
     await agent._nc.flush()

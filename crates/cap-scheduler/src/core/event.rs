@@ -19,6 +19,8 @@ pub enum Event {
         trace_id: String,
         /// `sender_id` of its packet.
         sender: String,
+        /// `identity` of its packet (BusPacket field 6), relayed onto every dispatch.
+        identity: Option<v1::IdentityBinding>,
     },
     /// The safety kernel answered for a job.
     SafetyDecided {
@@ -153,6 +155,8 @@ pub enum FollowUp {
         request: v1::JobRequest,
         /// `trace_id` to carry.
         trace_id: String,
+        /// The envelope identity it runs for (the workflow's).
+        identity: Option<v1::IdentityBinding>,
         /// Compensations to run after it.
         chain: Vec<v1::JobRequest>,
     },

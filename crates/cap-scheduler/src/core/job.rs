@@ -110,7 +110,7 @@ pub struct JobRecord {
     pub dispatch: Option<Attempt>,
     /// The envelope identity (BusPacket.identity) the job was submitted with; relayed on
     /// every dispatch.
-    #[serde(default, with = "opt_identity")]
+    #[serde(default, with = "opt_proto_bytes")]
     pub identity: Option<v1::IdentityBinding>,
     /// Workflow compensations still to run after this one (compensation jobs only),
     /// most recent step first.
@@ -217,14 +217,12 @@ mod proto_bytes {
     }
 }
 
+/// An optional message as hex of its canonical bytes.
 mod opt_proto_bytes {
-    use prost::Message;
+    use cap_proto::CapMessage;
     use serde::{Deserialize, Deserializer, Serializer};
 
-    pub fn serialize<S: Serializer>(
-        m: &Option<cap_proto::v1::JobResult>,
-        s: S,
-    ) -> Result<S::Ok, S::Error> {
+    pub fn serialize<S: Serializer, M: CapMessage>(m: &Option<M>, s: S) -> Result<S::Ok, S::Error> {
         match m {
             Some(r) => {
                 s.serialize_some(&super::proto_bytes::hex(&cap_proto::canonical::to_bytes(r)))
@@ -233,42 +231,13 @@ mod opt_proto_bytes {
         }
     }
 
-    pub fn deserialize<'de, D: Deserializer<'de>>(
+    pub fn deserialize<'de, D: Deserializer<'de>, M: CapMessage>(
         d: D,
-    ) -> Result<Option<cap_proto::v1::JobResult>, D::Error> {
+    ) -> Result<Option<M>, D::Error> {
         let text = Option::<String>::deserialize(d)?;
         text.map(|t| {
             let bytes = super::proto_bytes::unhex(&t).map_err(serde::de::Error::custom)?;
-            cap_proto::v1::JobResult::decode(bytes.as_slice()).map_err(serde::de::Error::custom)
-        })
-        .transpose()
-    }
-}
-
-mod opt_identity {
-    use prost::Message;
-    use serde::{Deserialize, Deserializer, Serializer};
-
-    pub fn serialize<S: Serializer>(
-        m: &Option<cap_proto::v1::IdentityBinding>,
-        s: S,
-    ) -> Result<S::Ok, S::Error> {
-        match m {
-            Some(r) => {
-                s.serialize_some(&super::proto_bytes::hex(&cap_proto::canonical::to_bytes(r)))
-            }
-            None => s.serialize_none(),
-        }
-    }
-
-    pub fn deserialize<'de, D: Deserializer<'de>>(
-        d: D,
-    ) -> Result<Option<cap_proto::v1::IdentityBinding>, D::Error> {
-        let text = Option::<String>::deserialize(d)?;
-        text.map(|t| {
-            let bytes = super::proto_bytes::unhex(&t).map_err(serde::de::Error::custom)?;
-            cap_proto::v1::IdentityBinding::decode(bytes.as_slice())
-                .map_err(serde::de::Error::custom)
+            M::decode(bytes.as_slice()).map_err(serde::de::Error::custom)
         })
         .transpose()
     }

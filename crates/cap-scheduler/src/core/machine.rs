@@ -148,9 +148,7 @@ impl Work<'_, '_> {
         });
     }
 
-    /// A result the scheduler publishes itself. Its `worker_id` is the scheduler's own
-    /// sender id (receivers check that it equals the packet's sender); the worker that
-    /// ran the job, if any, is named in the message.
+    /// A result the scheduler publishes itself, for this job.
     pub(crate) fn own_result(
         &self,
         status: JobState,
@@ -158,21 +156,32 @@ impl Work<'_, '_> {
         message: &str,
     ) -> v1::JobResult {
         let job = self.job.as_deref();
-        let runner = job
-            .map(|j| j.worker_id.as_str())
-            .filter(|w| !w.is_empty() && *w != self.env.id);
         let mut r = v1::JobResult {
             job_id: job.map(|j| j.id().to_owned()).unwrap_or_default(),
             status: status.status() as i32,
-            worker_id: self.env.id.to_owned(),
-            error_message: match runner {
-                Some(w) if !message.is_empty() => format!("{message} (worker {w})"),
-                _ => message.to_owned(),
-            },
+            worker_id: job.map(|j| j.worker_id.clone()).unwrap_or_default(),
+            error_message: message.to_owned(),
             ..Default::default()
         };
         if code != ErrorCode::UNSPECIFIED {
             code.apply_to(&mut r);
+        }
+        self.as_published(r)
+    }
+
+    /// A result as the scheduler publishes it under its own sender id: `worker_id` is
+    /// the scheduler's (CAP receivers require `worker_id == sender_id`); the worker that
+    /// ran the job, if any, is named in `error_message` instead.
+    pub(crate) fn as_published(&self, mut r: v1::JobResult) -> v1::JobResult {
+        if r.worker_id != self.env.id {
+            if !r.worker_id.is_empty() {
+                r.error_message = if r.error_message.is_empty() {
+                    format!("run by worker {}", r.worker_id)
+                } else {
+                    format!("{} (worker {})", r.error_message, r.worker_id)
+                };
+            }
+            r.worker_id = self.env.id.to_owned();
         }
         r
     }

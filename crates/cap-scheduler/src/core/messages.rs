@@ -24,7 +24,7 @@ pub fn alert(
         code: if structured {
             code.to_string()
         } else {
-            level.clone()
+            "NOTICE".into()
         },
         level,
         message: message.to_owned(),

@@ -139,10 +139,7 @@ impl Work<'_, '_> {
         let mut dead = last.clone();
         dead.status = JobState::Failed.status() as i32;
         // Published by the scheduler: its own sender id, the worker named in the text.
-        if !dead.worker_id.is_empty() && dead.worker_id != self.env.id {
-            dead.error_message = format!("{} (worker {})", dead.error_message, dead.worker_id);
-        }
-        dead.worker_id = self.env.id.to_owned();
+        let dead = self.as_published(dead);
         self.actions.push(Action::DeadLetter {
             result: Box::new(dead.clone()),
             trace_id: trace_id.clone(),

@@ -139,6 +139,7 @@ impl SchedulerCore {
                 request,
                 trace_id,
                 sender,
+                identity,
             } => {
                 let id = request.job_id.clone();
                 let claim = self.claim(&request);
@@ -146,7 +147,7 @@ impl SchedulerCore {
                     request,
                     trace_id,
                     sender,
-                    identity: None,
+                    identity,
                     claim,
                     internal: false,
                     chain: Vec::new(),
@@ -259,6 +260,7 @@ impl SchedulerCore {
                     FollowUp::Submit {
                         request,
                         trace_id,
+                        identity,
                         chain,
                     } => {
                         let claim = self.claim(&request);
@@ -267,7 +269,7 @@ impl SchedulerCore {
                             request,
                             trace_id,
                             sender: self.id.clone(),
-                            identity: None,
+                            identity,
                             claim,
                             internal: true,
                             chain,

@@ -24,9 +24,11 @@ impl Work<'_, '_> {
             // (to the client that may have missed it); the scheduler's own repeats of a
             // workflow compensation stay silent.
             if !internal && let Some(result) = existing.result.clone() {
+                let trace_id = existing.trace_id.clone();
+                let result = self.as_published(result);
                 self.actions.push(Action::PublishResult {
                     result: Box::new(result),
-                    trace_id: existing.trace_id.clone(),
+                    trace_id,
                 });
             }
             return;
@@ -112,7 +114,7 @@ impl Work<'_, '_> {
                 let id = self.id();
                 result.job_id.clone_from(&id);
                 // Published by the scheduler: its own sender id.
-                result.worker_id = self.env.id.to_owned();
+                let result = self.as_published(result);
                 let trace_id = self
                     .job
                     .as_ref()

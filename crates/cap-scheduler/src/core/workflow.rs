@@ -22,7 +22,9 @@ impl Work<'_, '_> {
         {
             let (failed, parent, trace) =
                 (job.id().to_owned(), parent.to_owned(), job.trace_id.clone());
-            if let Some(f) = self.compensation_of_siblings(&failed, &parent, &trace) {
+            // Compensations run for whom the workflow ran: the failed step's identity.
+            let identity = job.identity.clone();
+            if let Some(f) = self.compensation_of_siblings(&failed, &parent, &trace, identity) {
                 follow_ups.push(f);
             }
         }
@@ -32,6 +34,7 @@ impl Work<'_, '_> {
             follow_ups.push(FollowUp::Submit {
                 request: next.clone(),
                 trace_id: job.trace_id.clone(),
+                identity: job.identity.clone(),
                 chain: rest.to_vec(),
             });
         }
@@ -49,6 +52,7 @@ impl Work<'_, '_> {
         failed: &str,
         parent: &str,
         trace: &str,
+        identity: Option<cap_proto::v1::IdentityBinding>,
     ) -> Option<FollowUp> {
         let children = self.env.children_of(parent);
         let mut done: Vec<JobRecord> = children
@@ -74,6 +78,7 @@ impl Work<'_, '_> {
         Some(FollowUp::Submit {
             request: first,
             trace_id: trace.to_owned(),
+            identity,
             chain,
         })
     }

@@ -417,6 +417,7 @@ impl<S: JobStore> Engine<S> {
                     FollowUp::Submit {
                         request,
                         trace_id,
+                        identity,
                         chain,
                     } => (
                         request.job_id.clone(),
@@ -424,7 +425,7 @@ impl<S: JobStore> Engine<S> {
                             request,
                             trace_id,
                             sender: self.id.clone(),
-                            identity: None,
+                            identity,
                             claim: None,
                             internal: true,
                             chain,
