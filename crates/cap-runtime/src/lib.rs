@@ -63,6 +63,7 @@
 //! - [`testing`]: run handlers on the in-memory backends.
 //! - [`load`]: the end-to-end load generator behind `cap bench e2e`.
 //! - [`reconnect`]: re-announce a worker when its NATS connection comes back.
+//! - [`trust`]: the worker trust handshake (sessions, `off | warn | enforce`).
 //!
 //! ## Generic and `dyn`
 //! `Worker<B, S>` and `Client<B, S>` are generic over the bus and the blob store. For
@@ -80,6 +81,7 @@ pub mod load;
 pub mod packets;
 pub mod reconnect;
 pub mod testing;
+pub mod trust;
 pub mod worker;
 
 pub use client::{

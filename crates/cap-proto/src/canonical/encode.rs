@@ -228,7 +228,7 @@ pub fn map_str_str(buf: &mut Vec<u8>, number: u32, m: &BTreeMap<String, String>)
 
 /// A `map<string, bool>` field, entries in the peer's order.
 pub fn map_str_bool(buf: &mut Vec<u8>, number: u32, m: &BTreeMap<String, bool>) {
-    map_in_peer_order(buf, number, m, |b, n, k, v| map_entry_str_bool(b, n, k, v));
+    map_in_peer_order(buf, number, m, map_entry_str_bool);
 }
 
 /// A map-entry length prefix and key for a message-valued entry, then the value.
