@@ -50,6 +50,9 @@ pub struct SchedulerOptions {
     pub max_safety_in_flight: usize,
     /// Time allowed for one safety check before it counts as unreachable.
     pub safety_timeout: Duration,
+    /// The worker trust handshake service and its enforcement on inbound worker
+    /// packets (`None`: neither, today's behaviour). See [`crate::trust`].
+    pub worker_trust: Option<crate::trust::WorkerTrust>,
 }
 
 impl Default for SchedulerOptions {
@@ -61,6 +64,7 @@ impl Default for SchedulerOptions {
             tick: Duration::from_millis(100),
             max_safety_in_flight: 256,
             safety_timeout: Duration::from_secs(2),
+            worker_trust: None,
         }
     }
 }
@@ -203,9 +207,19 @@ impl<B: Bus, K: SafetyClient + 'static, S: JobStore> Scheduler<B, K, S> {
             tasks.push(tokio::spawn(feed(
                 stream,
                 self.packets.clone(),
+                self.options.worker_trust.as_ref().map(|t| t.gate.clone()),
                 tx.clone(),
                 shutdown.clone(),
             )));
+        }
+        if let Some(trust) = &self.options.worker_trust {
+            let served = crate::trust::shell::spawn(
+                &bus,
+                trust.server.clone(),
+                &self.options.queue_group,
+                shutdown.clone(),
+            );
+            tasks.extend(served.await?);
         }
         let approvals =
             bus.subscribe(APPROVAL_SUBJECT)
@@ -494,6 +508,7 @@ impl<B: Bus, K: SafetyClient + 'static, S: JobStore> Scheduler<B, K, S> {
 async fn feed<B: Bus, St>(
     mut stream: St,
     packets: Packets<B>,
+    gate: Option<Arc<crate::trust::Gate>>,
     tx: mpsc::Sender<Input>,
     shutdown: CancellationToken,
 ) where
@@ -507,6 +522,13 @@ async fn feed<B: Bus, St>(
         let Some(pkt) = packets.receive(&msg).await else {
             continue;
         };
+        // Worker trust: packets of workers without a live session stop here (enforce).
+        if let Some(gate) = &gate
+            && !gate.admit(&packets, msg.payload(), &pkt).await
+        {
+            let _ = msg.ack().await;
+            continue;
+        }
         let trace_id = pkt.trace_id.clone();
         let sender = pkt.sender_id.clone();
         let event = match pkt.payload {
