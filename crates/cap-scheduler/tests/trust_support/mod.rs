@@ -2,6 +2,8 @@
 //! one registered worker, our client's configuration for it, and reply inspection.
 #![allow(dead_code, clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
+pub mod services;
+
 use cap_proto::v1::{self, BusPacket, bus_packet::Payload};
 use cap_runtime::trust::client::{self, RequestOptions, Session, VerifiedChallenge};
 use cap_runtime::trust::{ResolvedTrust, WorkerTrustConfig, WorkerTrustMode};
