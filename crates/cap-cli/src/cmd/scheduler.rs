@@ -60,6 +60,11 @@ pub struct SchedulerArgs {
     /// file's name without `.pem` / `.key.pem`).
     #[arg(long)]
     key_id: Option<String>,
+    /// Redis namespace of the trust handshake's challenges and sessions (keys
+    /// `cap:trust:{NS}:…`, in `--redis`); scheduler instances that share it share
+    /// sessions.
+    #[arg(long, default_value = DEFAULT_NAMESPACE)]
+    worker_trust_namespace: String,
 }
 
 /// Parses `off | warn | enforce`.
@@ -96,7 +101,7 @@ async fn worker_trust(a: &SchedulerArgs, key: Option<&PrivateKey>) -> Result<Opt
     };
     let keys = WorkerKeys::load_dir(dir)?;
     let config = TrustServerConfig::new(a.id.clone(), key_id, Arc::new(key.clone()), keys);
-    let store = RedisTrustStore::connect(&a.redis, DEFAULT_NAMESPACE).await?;
+    let store = RedisTrustStore::connect(&a.redis, &a.worker_trust_namespace).await?;
     let server = TrustServer::new(config, Arc::new(store))?;
     tracing::info!(
         mode = %a.worker_trust,
