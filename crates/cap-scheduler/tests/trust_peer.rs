@@ -135,6 +135,13 @@ async fn refused(scenario: &str, want: R, peer_reads: bool) {
     } else {
         assert!(r.done.get("token").is_none(), "{scenario}: {}", r.done);
     }
+    if let Some(parses) = r.done.get("peer_parses") {
+        assert_eq!(
+            parses, true,
+            "the peer's codec refuses our refusal: {}",
+            r.done
+        );
+    }
 }
 
 #[tokio::test]

@@ -150,7 +150,8 @@ impl Setup {
     ) -> RunningWorker<NatsBus> {
         let bus = nats.bus(id).await;
         let config = WorkerTrustConfig::new(mode, id, Arc::new(self.key(id).clone()), SCHED)
-            .scheduler_key(SERVER_KEY, self.scheduler_key.public_key());
+            .scheduler_key(SERVER_KEY, self.scheduler_key.public_key())
+            .renew_min_interval(Duration::from_secs(1));
         Worker::builder(bus.clone(), blob().await)
             .id(id)
             .heartbeat_interval(Duration::from_millis(300))
@@ -474,5 +475,56 @@ async fn a_session_issued_by_one_scheduler_is_accepted_by_another() {
     );
     worker.shutdown(Duration::from_secs(1)).await;
     stop_b.cancel();
+    s.cleanup().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs real NATS and Redis: run by .ci/run"]
+async fn our_worker_authenticates_again_when_nats_comes_back() {
+    let mut nats = PrivateNats::start();
+    let s = Setup::new(&["rs"]);
+    let (trust, stop) = s.scheduler(&nats, WorkerTrustMode::Enforce).await;
+    let id = s.id("rs");
+    let worker = s.worker(&nats, &id, WorkerTrustMode::Enforce).await;
+    let state = worker.trust().unwrap().clone();
+    assert_eq!(state.sessions_obtained(), 1);
+    nats.restart();
+    // The worker's connection comes back (`reconnect::nats_reconnects`): it renews its
+    // session with the scheduler, which reconnected too, then re-announces itself.
+    let mut renewed = false;
+    for _ in 0..200 {
+        if state.sessions_obtained() >= 2 && state.admits() {
+            renewed = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(renewed, "no new session after the reconnect");
+    assert!(trust.server.stats().renewals >= 1);
+    tokio::time::sleep(Duration::from_millis(800)).await;
+    let client = Client::new(
+        nats.bus("client").await,
+        blob().await,
+        ClientConfig::new(format!("client-{}", s.tag)),
+    )
+    .await
+    .unwrap();
+    let mut job = client
+        .submit_with(TOPIC, &serde_json::json!("again"), SubmitOptions::default())
+        .await
+        .unwrap();
+    let r = job
+        .result_within(Duration::from_secs(20))
+        .await
+        .unwrap()
+        .clone();
+    assert_eq!(
+        r.status,
+        cap_proto::JobState::Succeeded.status() as i32,
+        "{r:?}"
+    );
+    assert_eq!(r.worker_id, id);
+    worker.shutdown(Duration::from_secs(1)).await;
+    stop.cancel();
     s.cleanup().await;
 }

@@ -169,11 +169,18 @@ def scenario(name, key, scheduler_pub):
             exchange("challenge", data)
         reply = exchange("challenge", data)
         try:
-            verify_challenge(c, request, unmarshal_worker_trust_packet(reply), now())
+            # The peer's own codec accepts our refusal as a well-formed trust packet...
+            parsed = unmarshal_worker_trust_packet(reply)
+            peer_parses = True
+        except Exception:  # noqa: BLE001
+            parsed, peer_parses = None, False
+        try:
+            # ...which its challenge check then refuses (it is not a challenge).
+            verify_challenge(c, request, parsed, now())
             peer = "accepted"
         except Exception as e:  # noqa: BLE001
             peer = type(e).__name__
-        return {"reason": reason_of(reply), "peer_error": peer}
+        return {"reason": reason_of(reply), "peer_error": peer, "peer_parses": peer_parses}
 
     # Authenticate-phase defects: a real challenge first.
     request, reply, verified = challenged(cfg)

@@ -39,28 +39,17 @@ impl PrivateNats {
             .local_addr()
             .unwrap()
             .port();
-        let bin = [
-            "/usr/sbin/nats-server",
-            "/usr/bin/nats-server",
-            "nats-server",
-        ]
-        .into_iter()
-        .find(|b| !b.starts_with('/') || std::path::Path::new(b).exists())
-        .unwrap();
-        let child = Command::new(bin)
-            .args(["-a", "127.0.0.1", "-p", &port.to_string()])
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap_or_else(|e| panic!("nats-server is required (.ci/run installs it): {e}"));
-        let guard = PrivateNats { child, port };
-        for _ in 0..100 {
-            if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
-                return guard;
-            }
-            std::thread::sleep(Duration::from_millis(50));
+        PrivateNats {
+            child: spawn_nats(port),
+            port,
         }
-        panic!("private nats-server did not start");
+    }
+
+    /// Stops the server and starts a new one on the same port (clients reconnect).
+    pub fn restart(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        self.child = spawn_nats(self.port);
     }
 
     pub fn url(&self) -> String {
@@ -73,6 +62,33 @@ impl PrivateNats {
             .await
             .unwrap()
     }
+}
+
+/// Starts `nats-server` on `port` and waits until it accepts connections.
+fn spawn_nats(port: u16) -> Child {
+    let bin = [
+        "/usr/sbin/nats-server",
+        "/usr/bin/nats-server",
+        "nats-server",
+    ]
+    .into_iter()
+    .find(|b| !b.starts_with('/') || std::path::Path::new(b).exists())
+    .unwrap();
+    let mut child = Command::new(bin)
+        .args(["-a", "127.0.0.1", "-p", &port.to_string()])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap_or_else(|e| panic!("nats-server is required (.ci/run installs it): {e}"));
+    for _ in 0..100 {
+        if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
+            return child;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let _ = child.kill();
+    let _ = child.wait();
+    panic!("private nats-server did not start");
 }
 
 impl Drop for PrivateNats {
