@@ -257,7 +257,8 @@ impl Gate {
         if p.auth_token.is_empty() {
             return Some(Violation::MissingSession);
         }
-        let id = token_id(&p.auth_token);
+        // Cached by the token itself: a hit costs no hashing.
+        let token = p.auth_token.as_str();
         let now_ms = unix_ms(now);
         let cached = if self.cache_ttl.is_zero() {
             None
@@ -265,18 +266,21 @@ impl Gate {
             self.cache
                 .lock()
                 .ok()
-                .and_then(|c| c.get(&id).cloned())
+                .and_then(|c| c.get(token).cloned())
                 .filter(|(_, _, at)| at.elapsed() < self.cache_ttl)
         };
         let (worker, expires) = match cached {
             Some((w, e, _)) => (w, e),
-            None => match self.server.store().session(&id, now_ms).await {
+            None => match self.server.store().session(&token_id(token), now_ms).await {
                 Ok(Some(r)) => {
                     if let Ok(mut c) = self.cache.lock() {
                         if c.len() >= MAX_TRACKED {
                             c.clear();
                         }
-                        c.insert(id, (r.worker_id.clone(), r.expires_at_ms, Instant::now()));
+                        c.insert(
+                            token.to_owned(),
+                            (r.worker_id.clone(), r.expires_at_ms, Instant::now()),
+                        );
                     }
                     (r.worker_id, r.expires_at_ms)
                 }
