@@ -214,6 +214,7 @@ mod base64_lite {
             if bits >= 8 {
                 bits -= 8;
                 out.push((acc >> bits) as u8);
+                acc &= (1 << bits) - 1;
             }
         }
         out
@@ -221,8 +222,8 @@ mod base64_lite {
 
     #[test]
     fn round_trip() {
-        for n in 0..10 {
-            let b: Vec<u8> = (0..n).map(|i| i * 37).collect();
+        for n in 0u8..40 {
+            let b: Vec<u8> = (0..n).map(|i: u8| i.wrapping_mul(37)).collect();
             assert_eq!(decode(&encode(&b)), b);
         }
         assert_eq!(encode(b"hi"), "aGk=");
