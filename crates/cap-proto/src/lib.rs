@@ -35,6 +35,7 @@
 //! - [`state`]: the job lifecycle and its legal transitions.
 //! - [`pointer`], [`subject`]: checked pointers and bus subjects.
 //! - [`negotiate`]: protocol version and capability matching.
+//! - [`trust`]: structural rules of the worker trust handshake.
 //! - [`json`], [`schema`]: the proto3 JSON mapping and JSON Schema (feature `json`).
 //!
 //! ## Feature flags
@@ -55,6 +56,7 @@ pub mod pointer;
 pub mod schema;
 pub mod state;
 pub mod subject;
+pub mod trust;
 pub mod v1;
 pub mod validate;
 

@@ -24,6 +24,9 @@ pub enum ErrorKind {
     JobFailed,
     /// The component was shut down or closed.
     Closed,
+    /// The worker trust handshake failed, or a packet cannot go out without a session
+    /// (see [`crate::trust`]).
+    Trust,
 }
 
 impl fmt::Display for ErrorKind {
@@ -37,6 +40,7 @@ impl fmt::Display for ErrorKind {
             ErrorKind::Timeout => "timed out",
             ErrorKind::JobFailed => "job failed",
             ErrorKind::Closed => "closed",
+            ErrorKind::Trust => "worker trust",
         })
     }
 }

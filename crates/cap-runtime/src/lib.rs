@@ -64,6 +64,7 @@
 //! - [`load`]: the end-to-end load generator behind `cap bench e2e`.
 //! - [`reconnect`]: re-announce a worker when its NATS connection comes back.
 //! - [`replay`]: CAP-PRODUCTION replay admission in Redis ([`replay::RedisReplayStore`]).
+//! - [`trust`]: the worker trust handshake (sessions, `off | warn | enforce`).
 //!
 //! ## Generic and `dyn`
 //! `Worker<B, S>` and `Client<B, S>` are generic over the bus and the blob store. For
@@ -82,6 +83,7 @@ pub mod packets;
 pub mod reconnect;
 pub mod replay;
 pub mod testing;
+pub mod trust;
 pub mod worker;
 
 pub use client::{

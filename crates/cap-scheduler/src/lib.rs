@@ -25,6 +25,7 @@
 
 pub mod core;
 pub mod shell;
+pub mod trust;
 
 #[cfg(feature = "redis")]
 pub use shell::RedisJobStore;

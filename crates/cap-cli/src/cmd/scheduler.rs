@@ -9,7 +9,12 @@ use cap_runtime::packets::{PacketConfig, Packets};
 use cap_safety::{DynSafetyClient, GrpcClientOptions, GrpcSafetyClient, Kernel, KernelOptions};
 use cap_scheduler::core::{Admission, Config, DEFAULT_POINTER_SCHEMES, Pools};
 use cap_scheduler::shell::APPROVAL_SUBJECT;
+use cap_scheduler::trust::{
+    DEFAULT_NAMESPACE, RedisTrustStore, TrustServer, TrustServerConfig, WorkerKeys, WorkerTrust,
+    WorkerTrustMode,
+};
 use cap_scheduler::{RedisJobStore, Scheduler, SchedulerOptions};
+use cap_sign::PrivateKey;
 use clap::Args;
 use futures_util::StreamExt;
 use std::path::PathBuf;
@@ -45,6 +50,68 @@ pub struct SchedulerArgs {
     /// Pointer schemes accepted in `context_ptr` at submit (others: FAILED 203).
     #[arg(long, value_delimiter = ',', default_values_t = DEFAULT_POINTER_SCHEMES.map(String::from))]
     pointer_schemes: Vec<String>,
+    /// Worker trust: `off` (default: no checks), `warn` (log and count workers without
+    /// a session) or `enforce` (only workers with a live session get jobs and are
+    /// heard). With `--worker-keys` and `--key` the handshake is served in every mode.
+    #[arg(long, default_value = "off", value_parser = parse_mode)]
+    worker_trust: WorkerTrustMode,
+    /// Directory of worker proof keys: `<proof_key_id>.pem` (public), optionally with
+    /// `<proof_key_id>.json` `{"worker_id", "agent_id", "tenant_id"}`.
+    #[arg(long)]
+    worker_keys: Option<PathBuf>,
+    /// The id of `--key` in the trust handshake (`server_key_id`; default: the key
+    /// file's name without `.pem` / `.key.pem`).
+    #[arg(long)]
+    key_id: Option<String>,
+    /// Redis namespace of the trust handshake's challenges and sessions (keys
+    /// `cap:trust:{NS}:…`, in `--redis`); scheduler instances that share it share
+    /// sessions.
+    #[arg(long, default_value = DEFAULT_NAMESPACE)]
+    worker_trust_namespace: String,
+}
+
+/// Parses `off | warn | enforce`.
+pub fn parse_mode(s: &str) -> std::result::Result<WorkerTrustMode, String> {
+    s.parse()
+        .map_err(|e: cap_runtime::trust::TrustError| e.to_string())
+}
+
+/// The default `server_key_id` of a key file: its name without `.pem` or `.key.pem`.
+pub fn key_id_of(path: &std::path::Path) -> Option<String> {
+    let name = path.file_name()?.to_str()?;
+    let stem = name
+        .strip_suffix(".key.pem")
+        .or_else(|| name.strip_suffix(".pem"))
+        .unwrap_or(name);
+    (!stem.is_empty()).then(|| stem.to_owned())
+}
+
+/// The worker trust service of `cap scheduler`, from its flags (`None`: not served).
+async fn worker_trust(a: &SchedulerArgs, key: Option<&PrivateKey>) -> Result<Option<WorkerTrust>> {
+    let (dir, key) = match (&a.worker_keys, key) {
+        (Some(dir), Some(key)) => (dir, key),
+        (None, _) if a.worker_trust == WorkerTrustMode::Off => return Ok(None),
+        (Some(_), None) => bail!("--worker-keys needs --key (the scheduler signs the handshake)"),
+        _ => bail!(
+            "--worker-trust {} needs --worker-keys DIR and --key PEM",
+            a.worker_trust
+        ),
+    };
+    let key_path = a.key.as_deref().context("--key")?;
+    let key_id = match &a.key_id {
+        Some(id) => id.clone(),
+        None => key_id_of(key_path).context("--key-id (the key file has no usable name)")?,
+    };
+    let keys = WorkerKeys::load_dir(dir)?;
+    let config = TrustServerConfig::new(a.id.clone(), key_id, Arc::new(key.clone()), keys);
+    let store = RedisTrustStore::connect(&a.redis, &a.worker_trust_namespace).await?;
+    let server = TrustServer::new(config, Arc::new(store))?;
+    tracing::info!(
+        mode = %a.worker_trust,
+        keys = server.keys().len(),
+        "worker trust handshake served"
+    );
+    Ok(Some(WorkerTrust::new(a.worker_trust, server)))
 }
 
 /// `cap scheduler`: runs against `NATS_URL` until Ctrl-C or SIGTERM.
@@ -69,13 +136,16 @@ pub fn scheduler(a: SchedulerArgs) -> Result<ExitCode> {
             )?,
             None => Pools::default(),
         };
+        // Flags first: a bad combination fails before any connection.
+        let key = a.key.as_deref().map(load_key).transpose()?;
+        let worker_trust = worker_trust(&a, key.as_ref()).await?;
         let bus = NatsBus::connect(NatsOptions::from_env()?.name(a.id.clone()))
             .await
             .context("connecting to NATS (NATS_URL)")?;
         let store = RedisJobStore::connect(&a.redis, "cap:sched:").await?;
         let mut config = PacketConfig::new(a.id.clone()).trust(trust_policy(a.trust.as_deref())?);
-        if let Some(k) = &a.key {
-            config = config.signer(Arc::new(load_key(k)?));
+        if let Some(k) = &key {
+            config = config.signer(Arc::new(k.clone()));
         }
         let options = SchedulerOptions {
             config: Config {
@@ -83,6 +153,7 @@ pub fn scheduler(a: SchedulerArgs) -> Result<ExitCode> {
                 ..Config::default()
             },
             pools,
+            worker_trust,
             ..Default::default()
         };
         let scheduler = Scheduler::new(Packets::new(bus, config), Arc::new(safety), store, options);

@@ -143,6 +143,7 @@ mod tests {
                 delay_ms: 0,
                 grace: 1.0,
                 no_jetstream: true,
+                worker_trust: Default::default(),
             },
             async {
                 let _ = rx.await;

@@ -1,11 +1,12 @@
 //! `cap worker echo`: a real echo worker against NATS (`NATS_URL`) and Redis (`REDIS_URL`).
 
-use anyhow::{Context as _, Result};
+use anyhow::{Context as _, Result, bail};
 use cap_blob::scope::PREFIXES_ENV;
 use cap_blob::{PointerScope, RedisBlobStore, RedisConfig};
 use cap_bus::{NatsBus, NatsOptions};
+use cap_runtime::trust::{WorkerTrustConfig, WorkerTrustMode};
 use cap_runtime::{Context, JobError, Worker};
-use cap_sign::{KeyRing, PrivateKey, TrustMode, TrustPolicy};
+use cap_sign::{KeyRing, PrivateKey, PublicKey, TrustMode, TrustPolicy};
 use clap::{Args, Subcommand};
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -49,6 +50,77 @@ pub struct EchoArgs {
     /// Core NATS only, no JetStream (same as `CAP_JETSTREAM=off`).
     #[arg(long)]
     pub no_jetstream: bool,
+    /// The worker trust handshake.
+    #[command(flatten)]
+    pub worker_trust: WorkerTrustArgs,
+}
+
+/// The worker trust flags of a worker.
+#[derive(Args, Clone, Debug, Default)]
+pub struct WorkerTrustArgs {
+    /// Worker trust: `off` (default), `warn` (handshake; run without a session when the
+    /// scheduler does not answer) or `enforce` (no session, no jobs). In `warn` and
+    /// `enforce` only packets signed by `--scheduler-id` with a `--scheduler-key` are
+    /// accepted.
+    #[arg(long = "worker-trust", default_value = "off", value_parser = super::scheduler::parse_mode)]
+    pub mode: WorkerTrustMode,
+    /// The worker's proof key (PKCS#8 or SEC1 PEM), registered with the scheduler.
+    #[arg(long)]
+    pub proof_key: Option<PathBuf>,
+    /// The proof key's id at the scheduler (default: the worker id).
+    #[arg(long)]
+    pub proof_key_id: Option<String>,
+    /// The scheduler's sender id.
+    #[arg(long, default_value = "cap-scheduler")]
+    pub scheduler_id: String,
+    /// A key of the scheduler: `ID=PEM`, its `server_key_id` and public key file
+    /// (repeatable).
+    #[arg(long = "scheduler-key", value_name = "ID=PEM")]
+    pub scheduler_keys: Vec<String>,
+}
+
+impl WorkerTrustArgs {
+    /// The trust configuration of worker `worker_id` (`None` in `off` mode).
+    pub fn config(&self, worker_id: &str) -> Result<Option<WorkerTrustConfig>> {
+        let given = self.proof_key.is_some()
+            || self.proof_key_id.is_some()
+            || !self.scheduler_keys.is_empty();
+        if self.mode == WorkerTrustMode::Off {
+            if given {
+                bail!(
+                    "--proof-key, --proof-key-id and --scheduler-key need --worker-trust warn|enforce"
+                );
+            }
+            return Ok(None);
+        }
+        let path = self
+            .proof_key
+            .as_deref()
+            .with_context(|| format!("--worker-trust {} needs --proof-key PEM", self.mode))?;
+        if self.scheduler_keys.is_empty() {
+            bail!("--worker-trust {} needs --scheduler-key ID=PEM", self.mode);
+        }
+        let key_id = self
+            .proof_key_id
+            .clone()
+            .unwrap_or_else(|| worker_id.to_owned());
+        let mut config = WorkerTrustConfig::new(
+            self.mode,
+            key_id,
+            Arc::new(load_key(path)?),
+            self.scheduler_id.clone(),
+        );
+        for item in &self.scheduler_keys {
+            let (id, pem) = item
+                .split_once('=')
+                .with_context(|| format!("--scheduler-key {item:?}: expected ID=PEM"))?;
+            let text = std::fs::read_to_string(pem).with_context(|| format!("reading {pem}"))?;
+            let key = PublicKey::from_pem(&text).with_context(|| format!("scheduler key {pem}"))?;
+            config = config.scheduler_key(id, key);
+        }
+        config.resolve(worker_id)?;
+        Ok(Some(config))
+    }
 }
 
 /// A count that must be at least 1 (`--max-parallel`).
@@ -147,6 +219,12 @@ pub async fn echo_until(
             .unwrap_or_else(|| cap_runtime::id::new_component_id("echo"));
     let signer = a.key.as_deref().map(load_key).transpose()?;
     let trust = trust_policy(a.trust.as_deref())?;
+    let worker_trust = a.worker_trust.config(&id)?;
+    if worker_trust.is_some() && a.trust.is_some() {
+        bail!(
+            "--trust does not apply with --worker-trust warn|enforce (only the scheduler's packets are accepted)"
+        );
+    }
     let mut opts = NatsOptions::from_env()?.name(id.clone());
     if a.no_jetstream {
         opts = opts.without_jetstream();
@@ -190,6 +268,9 @@ pub async fn echo_until(
         );
     if let Some(key) = signer {
         builder = builder.signer(Arc::new(key));
+    }
+    if let Some(config) = worker_trust {
+        builder = builder.worker_trust(config);
     }
     let worker = builder.build()?.start().await?;
     println!(

@@ -81,6 +81,16 @@ pub struct PacketConfig {
     pub max_packet_bytes: usize,
     /// Alert rate limit.
     pub alert_rate: AlertRate,
+    /// Where outgoing packets get their `auth_token` (field 18) from, when set: the
+    /// worker trust session (see [`crate::trust`]).
+    pub auth_token: Option<Arc<dyn AuthTokenSource>>,
+}
+
+/// The session token of outgoing packets (the hook of the worker trust handshake).
+pub trait AuthTokenSource: Send + Sync + 'static {
+    /// `Ok(Some(token))`: set `auth_token`; `Ok(None)`: send without one; `Err`: the
+    /// packet must not be sent (no session in `enforce` mode).
+    fn auth_token(&self) -> Result<Option<Arc<str>>, Error>;
 }
 
 impl PacketConfig {
@@ -92,7 +102,14 @@ impl PacketConfig {
             trust: TrustPolicy::default(),
             max_packet_bytes: cap_proto::packet::DEFAULT_MAX_PACKET_BYTES,
             alert_rate: AlertRate::default(),
+            auth_token: None,
         }
+    }
+
+    /// Takes the `auth_token` of outgoing packets from `source`.
+    pub fn auth_token(mut self, source: Arc<dyn AuthTokenSource>) -> Self {
+        self.auth_token = Some(source);
+        self
     }
 
     /// Signs outgoing packets with `signer`.
@@ -128,6 +145,7 @@ impl fmt::Debug for PacketConfig {
             .field("trust", &self.trust.mode())
             .field("max_packet_bytes", &self.max_packet_bytes)
             .field("alert_rate", &self.alert_rate)
+            .field("auth_token", &self.auth_token.is_some())
             .finish()
     }
 }
@@ -203,9 +221,16 @@ impl<B: Bus> Packets<B> {
         BusPacket::new(trace_id, self.sender_id(), now(), payload)
     }
 
-    /// The wire bytes of `packet`: canonical encoding, signed when a signer is set (the
-    /// signature is also stored in `packet`).
+    /// The wire bytes of `packet`: its `auth_token` from the configured
+    /// [`AuthTokenSource`] (an error when it refuses), canonical encoding, signed when a
+    /// signer is set (the signature is also stored in `packet`).
     pub fn seal(&self, packet: &mut BusPacket) -> Result<Bytes, Error> {
+        if let Some(source) = &self.shared.config.auth_token {
+            match source.auth_token()? {
+                Some(token) => token.as_ref().clone_into(&mut packet.auth_token),
+                None => packet.auth_token.clear(),
+            }
+        }
         match &self.shared.config.signer {
             Some(signer) => Ok(cap_sign::packet::sign_to_bytes(packet, signer.as_ref())?.into()),
             None => Ok(cap_proto::packet::encode(packet).into()),

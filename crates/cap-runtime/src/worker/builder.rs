@@ -8,6 +8,7 @@ use super::recent::DEFAULT_RECENT_CAPACITY;
 use super::{HandlerEntry, Worker, WorkerConfig};
 use crate::job::{HandlerService, Job, JobError};
 use crate::packets::{AlertRate, PacketConfig};
+use crate::trust::{TrustState, WorkerTrustConfig, WorkerTrustMode};
 use crate::{Error, ErrorKind};
 use bytes::Bytes;
 use cap_blob::{BlobStore, PointerScope};
@@ -75,6 +76,7 @@ pub struct WorkerBuilder<B: Bus, S: BlobStore> {
     metrics: Arc<dyn MetricsHook>,
     handshake_triggers: Vec<BoxStream<'static, ()>>,
     scope: PointerScope,
+    worker_trust: Option<WorkerTrustConfig>,
     errors: Vec<String>,
 }
 
@@ -103,6 +105,7 @@ impl<B: Bus, S: BlobStore + 'static> WorkerBuilder<B, S> {
             metrics: Arc::new(NoopMetrics),
             handshake_triggers: Vec::new(),
             scope: PointerScope::default(),
+            worker_trust: None,
             errors: Vec::new(),
         }
     }
@@ -221,6 +224,17 @@ impl<B: Bus, S: BlobStore + 'static> WorkerBuilder<B, S> {
     /// reconnect of the transport; see [`crate::reconnect`]).
     pub fn handshake_on(mut self, signal: impl Stream<Item = ()> + Send + 'static) -> Self {
         self.handshake_triggers.push(Box::pin(signal));
+        self
+    }
+
+    /// Takes part in the worker trust handshake (see [`crate::trust`]): in `warn` and
+    /// `enforce` mode the worker authenticates before it subscribes, renews its session,
+    /// authenticates again on each [`handshake_on`](Self::handshake_on) signal before
+    /// re-announcing, puts the session token into every packet, and accepts only packets
+    /// signed by the configured scheduler (this replaces [`trust`](Self::trust)). In
+    /// `enforce` mode [`Worker::start`](crate::Worker::start) fails without a session.
+    pub fn worker_trust(mut self, config: WorkerTrustConfig) -> Self {
+        self.worker_trust = Some(config);
         self
     }
 
@@ -353,6 +367,17 @@ impl<B: Bus, S: BlobStore + 'static> WorkerBuilder<B, S> {
             return Err(Error::new(ErrorKind::Config, "no handlers registered"));
         }
         crate::packets::check_sender_id(&self.config.worker_id)?;
+        let mut packet = self.packet;
+        let trust = match self.worker_trust {
+            Some(t) if t.mode != WorkerTrustMode::Off => {
+                let resolved = t.resolve(&self.config.worker_id)?;
+                let state = TrustState::new(resolved.mode);
+                packet.trust = resolved.inbound_policy();
+                packet.auth_token = Some(state.clone());
+                Some((resolved, state))
+            }
+            _ => None,
+        };
         let mut layers: Vec<LayerFn> = Vec::new();
         if self.default_layers {
             let timeout = TimeoutLayer::new(self.default_timeout);
@@ -389,11 +414,12 @@ impl<B: Bus, S: BlobStore + 'static> WorkerBuilder<B, S> {
             bus: self.bus,
             store: self.store,
             config: self.config,
-            packet: self.packet,
+            packet,
             handlers,
             metrics: self.metrics,
             handshake_triggers: self.handshake_triggers,
             scope: self.scope,
+            trust,
         })
     }
 }

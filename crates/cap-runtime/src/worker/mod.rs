@@ -104,6 +104,8 @@ pub struct Worker<B: Bus, S: BlobStore> {
     pub(crate) metrics: Arc<dyn MetricsHook>,
     pub(crate) handshake_triggers: Vec<BoxStream<'static, ()>>,
     pub(crate) scope: PointerScope,
+    /// The checked trust configuration and its state, in `warn` and `enforce` mode.
+    pub(crate) trust: Option<(crate::trust::ResolvedTrust, Arc<crate::trust::TrustState>)>,
 }
 
 impl<B: Bus, S: BlobStore + 'static> Worker<B, S> {
@@ -159,6 +161,7 @@ pub struct RunningWorker<B: Bus> {
     pub(crate) packets: Packets<B>,
     pub(crate) state: Arc<run::State>,
     pub(crate) tasks: Vec<tokio::task::JoinHandle<()>>,
+    pub(crate) trust: Option<Arc<crate::trust::TrustState>>,
 }
 
 /// What a graceful shutdown did.
@@ -194,6 +197,11 @@ impl<B: Bus> RunningWorker<B> {
     /// The packet layer's counters (rejections by code, alerts).
     pub fn packet_stats(&self) -> PacketStats {
         self.packets.stats()
+    }
+
+    /// The worker trust state (its session), in `warn` and `enforce` mode.
+    pub fn trust(&self) -> Option<&Arc<crate::trust::TrustState>> {
+        self.trust.as_ref()
     }
 
     /// The worker's packet layer (to publish packets of your own as this worker).

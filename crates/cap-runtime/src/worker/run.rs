@@ -8,6 +8,7 @@ use super::recent::{Admission, RecentJobs};
 use super::{HandlerEntry, RunningWorker, ShutdownReport, Worker, WorkerConfig};
 use crate::job::{Context, ContextParts, Job, JobError, JobErrorKind, ProgressSink};
 use crate::packets::Packets;
+use crate::trust::{Announce, TrustLifecycle, TrustState};
 use crate::{Error, ErrorKind};
 use bytes::Bytes;
 use cap_blob::{BlobStore, PointerScope};
@@ -61,6 +62,8 @@ struct Shared<B: Bus, S: BlobStore> {
     metrics: Arc<dyn MetricsHook>,
     sink: Arc<dyn ProgressSink>,
     result_ttl: Option<Duration>,
+    /// Whether jobs are admitted (worker trust, `warn` and `enforce` mode).
+    trust: Option<Arc<TrustState>>,
 }
 
 struct Sink<B: Bus>(Packets<B>);
@@ -95,6 +98,7 @@ pub(super) async fn start<B: Bus, S: BlobStore + 'static>(
         metrics,
         handshake_triggers,
         scope,
+        trust,
     } = worker;
     let signing = packet.signer.is_some();
     let packets = Packets::new(bus.clone(), packet);
@@ -126,7 +130,33 @@ pub(super) async fn start<B: Bus, S: BlobStore + 'static>(
         state: state.clone(),
         metrics,
         result_ttl,
+        trust: trust.as_ref().map(|(_, s)| s.clone()),
     });
+
+    // With worker trust, authenticate before taking any job (enforce: or not at all).
+    let lifecycle = match trust {
+        Some((config, trust_state)) => {
+            let capability = announce::handshake(
+                &state.config.worker_id,
+                state.topics.iter().map(String::as_str),
+                signing,
+            );
+            let lifecycle = Arc::new(TrustLifecycle::new(
+                bus.clone(),
+                config,
+                capability,
+                trust_state,
+            ));
+            let with_session = lifecycle.authenticate().await?;
+            tracing::info!(
+                mode = %lifecycle.state().mode(),
+                with_session,
+                "worker trust established"
+            );
+            Some(lifecycle)
+        }
+        None => None,
+    };
 
     // Subscribe everything before announcing, so nothing sent after the handshake is missed.
     let mut subs = Vec::new();
@@ -150,12 +180,26 @@ pub(super) async fn start<B: Bus, S: BlobStore + 'static>(
 
     publish_handshake(&packets, &state).await?;
     tasks.push(tokio::spawn(heartbeat_loop(shared.clone())));
-    for trigger in handshake_triggers {
-        tasks.push(tokio::spawn(handshake_loop(
-            packets.clone(),
-            state.clone(),
-            trigger,
+    if let Some(lifecycle) = lifecycle {
+        // Reconnect signals go through the trust lifecycle: authenticate, then announce.
+        let (p, s) = (packets.clone(), state.clone());
+        let announce: Announce = Arc::new(move || {
+            let (p, s) = (p.clone(), s.clone());
+            Box::pin(async move { publish_handshake(&p, &s).await })
+        });
+        tasks.push(tokio::spawn(lifecycle.run(
+            handshake_triggers,
+            announce,
+            state.stop_all.clone(),
         )));
+    } else {
+        for trigger in handshake_triggers {
+            tasks.push(tokio::spawn(handshake_loop(
+                packets.clone(),
+                state.clone(),
+                trigger,
+            )));
+        }
     }
     tracing::info!(
         worker_id = %state.config.worker_id,
@@ -168,6 +212,7 @@ pub(super) async fn start<B: Bus, S: BlobStore + 'static>(
         packets,
         state,
         tasks,
+        trust: shared.trust.clone(),
     })
 }
 
@@ -323,6 +368,17 @@ async fn process<B: Bus, S: BlobStore + 'static>(
     msg: &Message,
     route: Route,
 ) {
+    if let Some(trust) = &shared.trust
+        && !trust.admits()
+    {
+        // No session (enforce) or trust failed: no jobs; the delivery goes back.
+        tracing::debug!(
+            subject = msg.subject(),
+            "job not admitted: no worker trust session"
+        );
+        let _ = msg.nak(None).await;
+        return;
+    }
     let Some(packet) = shared.packets.receive(msg).await else {
         return;
     };
@@ -638,6 +694,7 @@ pub(super) async fn shutdown<B: Bus>(worker: RunningWorker<B>, grace: Duration) 
         packets: _,
         state,
         tasks,
+        trust: _,
     } = worker;
     state.stop_intake.cancel();
     let intake = state

@@ -21,6 +21,7 @@ pub(crate) enum Item {
 pub(crate) async fn packets<B: Bus, St>(
     mut stream: St,
     packets: Packets<B>,
+    gate: Option<std::sync::Arc<crate::trust::Gate>>,
     tx: mpsc::Sender<Input>,
     shutdown: CancellationToken,
 ) where
@@ -34,6 +35,13 @@ pub(crate) async fn packets<B: Bus, St>(
         let Some(pkt) = packets.receive(&msg).await else {
             continue;
         };
+        // Worker trust: packets of workers without a live session stop here (enforce).
+        if let Some(gate) = &gate
+            && !gate.admit(&packets, msg.payload(), &pkt).await
+        {
+            let _ = msg.ack().await;
+            continue;
+        }
         let trace_id = pkt.trace_id;
         let sender = pkt.sender_id;
         let identity = pkt.identity;

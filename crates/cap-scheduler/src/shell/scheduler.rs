@@ -62,6 +62,9 @@ pub struct SchedulerOptions {
     pub claim_batch: usize,
     /// Records cached at most (jobs in flight; dropping the cache is always safe).
     pub cache_cap: usize,
+    /// The worker trust handshake service and its enforcement on inbound worker
+    /// packets (`None`: neither, today's behaviour). See [`crate::trust`].
+    pub worker_trust: Option<crate::trust::WorkerTrust>,
 }
 
 impl Default for SchedulerOptions {
@@ -76,6 +79,7 @@ impl Default for SchedulerOptions {
             lease: Duration::from_secs(10),
             claim_batch: 1024,
             cache_cap: 100_000,
+            worker_trust: None,
         }
     }
 }
@@ -237,9 +241,19 @@ impl<B: Bus, K: SafetyClient + 'static, S: JobStore> Scheduler<B, K, S> {
             tasks.push(tokio::spawn(feed::packets(
                 stream,
                 self.packets.clone(),
+                self.options.worker_trust.as_ref().map(|t| t.gate.clone()),
                 tx.clone(),
                 shutdown.clone(),
             )));
+        }
+        if let Some(trust) = &self.options.worker_trust {
+            let served = crate::trust::shell::spawn(
+                &bus,
+                trust.server.clone(),
+                &self.options.queue_group,
+                shutdown.clone(),
+            );
+            tasks.extend(served.await?);
         }
         let approvals = bus
             .queue_subscribe(APPROVAL_SUBJECT, &group("approval"))
