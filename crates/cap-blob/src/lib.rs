@@ -77,7 +77,9 @@ pub use file::{FileBlobStore, FileStoreBuilder};
 pub use limits::{DEFAULT_CONTEXT_TTL, DEFAULT_MAX_BLOB_BYTES, DEFAULT_RESULT_TTL, Limits};
 pub use memory::MemoryBlobStore;
 #[cfg(feature = "redis")]
-pub use redis_store::{DEFAULT_REDIS_URL, RedisBlobStore, RedisConfig, RedisTlsConfig};
+pub use redis_store::{
+    DEFAULT_REDIS_URL, RedisBlobStore, RedisConfig, RedisConnection, RedisTlsConfig,
+};
 pub use router::Router;
 pub use scope::{JobScope, PointerScope, ScopeRule};
 pub use store::{BlobStore, StoreInfo};

@@ -22,8 +22,13 @@ pub const DEFAULT_REDIS_URL: &str = "redis://127.0.0.1:6379/0";
 #[derive(Clone, Debug)]
 #[non_exhaustive]
 pub struct RedisConfig {
-    /// `redis://[user:password@]host[:port][/db]` or `rediss://…` for TLS.
+    /// `redis://[user:password@]host[:port][/db]` or `rediss://…` for TLS. For a Redis
+    /// Cluster, several node URLs separated by commas (any of them is enough to find
+    /// the rest), or one with [`cluster`](Self::cluster) set.
     pub url: String,
+    /// Whether `url` names a Redis Cluster (also implied by several URLs; set from
+    /// `REDIS_CLUSTER=1|true`).
+    pub cluster: bool,
     /// TLS settings, used with `rediss://` URLs only.
     pub tls: RedisTlsConfig,
     /// Size limit and default TTLs.
@@ -103,6 +108,7 @@ impl RedisConfig {
     pub fn new(url: impl Into<String>) -> Self {
         RedisConfig {
             url: url.into(),
+            cluster: false,
             tls: RedisTlsConfig::default(),
             limits: Limits::default(),
             connect_timeout: Duration::from_secs(2),
@@ -124,8 +130,28 @@ impl RedisConfig {
             .filter(|v| !v.is_empty())
             .unwrap_or_else(|| DEFAULT_REDIS_URL.to_owned());
         let mut cfg = Self::new(url);
+        cfg.cluster = lookup("REDIS_CLUSTER").is_some_and(|v| {
+            matches!(v.trim().to_ascii_lowercase().as_str(), "1" | "true" | "yes")
+        });
         cfg.tls = RedisTlsConfig::from_lookup(lookup);
         cfg
+    }
+
+    /// Names a Redis Cluster (see [`url`](Self::url)).
+    pub fn with_cluster(mut self, cluster: bool) -> Self {
+        self.cluster = cluster;
+        self
+    }
+
+    /// The node URLs of a cluster configuration (`None` for a single server).
+    pub fn cluster_nodes(&self) -> Option<Vec<String>> {
+        let nodes: Vec<String> = self
+            .url
+            .split(',')
+            .map(|u| u.trim().to_owned())
+            .filter(|u| !u.is_empty())
+            .collect();
+        (self.cluster || nodes.len() > 1).then_some(nodes)
     }
 
     /// Sets the size limit and default TTLs.
@@ -143,15 +169,24 @@ impl RedisConfig {
     /// The URL with its password replaced by `***`, safe to log and show in errors. A URL
     /// that does not parse is not shown at all.
     pub fn redacted_url(&self) -> String {
-        match url::Url::parse(&self.url) {
-            Ok(url) => redact(&url),
-            Err(_) => "<unparseable Redis URL>".to_owned(),
-        }
+        self.url
+            .split(',')
+            .map(|u| match url::Url::parse(u.trim()) {
+                Ok(url) => redact(&url),
+                Err(_) => "<unparseable Redis URL>".to_owned(),
+            })
+            .collect::<Vec<_>>()
+            .join(",")
     }
 
     /// Parses and checks the URL: scheme `redis` or `rediss`, a host.
     pub(crate) fn parsed_url(&self) -> Result<url::Url> {
-        let url = url::Url::parse(&self.url).map_err(|e| {
+        Self::check_url(&self.url)
+    }
+
+    /// Parses and checks one URL: scheme `redis` or `rediss`, a host.
+    pub(crate) fn check_url(text: &str) -> Result<url::Url> {
+        let url = url::Url::parse(text).map_err(|e| {
             Error::config_with(
                 "REDIS_URL is not a valid URL (not shown: it may carry a password)",
                 e,

@@ -38,6 +38,88 @@ use connection::Connection;
 
 pub use config::{DEFAULT_REDIS_URL, RedisConfig, RedisTlsConfig};
 
+/// A connection to Redis or a Redis Cluster as [`RedisConfig`] describes it (TLS,
+/// timeouts, reconnection, cluster routing), for other CAP stores that keep their data in
+/// the same Redis (the scheduler's job store). Cheap to clone; clones share it.
+#[derive(Clone)]
+pub struct RedisConnection {
+    conn: Connection,
+    location: String,
+}
+
+impl std::fmt::Debug for RedisConnection {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RedisConnection")
+            .field("url", &self.location)
+            .field("cluster", &self.conn.is_cluster())
+            .finish()
+    }
+}
+
+impl RedisConnection {
+    /// Connects and checks with a `PING`, failing fast with an error naming the URL
+    /// without its password (see [`RedisBlobStore::connect`]).
+    pub async fn open(config: &RedisConfig) -> Result<Self> {
+        let location = config.redacted_url();
+        let classify = |e: RedisError| {
+            Shared {
+                limits: config.limits,
+                location: location.clone(),
+            }
+            .error(e)
+        };
+        let conn = match config.cluster_nodes() {
+            Some(nodes) => {
+                for n in &nodes {
+                    RedisConfig::check_url(n)?;
+                }
+                Connection::open_cluster(&nodes, config)
+                    .await
+                    .map_err(classify)?
+            }
+            None => {
+                let url = config.parsed_url()?;
+                let target = client::build(config, &url)?;
+                Connection::open(target, config).await.map_err(classify)?
+            }
+        };
+        Ok(RedisConnection { conn, location })
+    }
+
+    /// Whether it is a Redis Cluster connection (commands for keys in different slots
+    /// must not share a pipeline).
+    pub fn is_cluster(&self) -> bool {
+        self.conn.is_cluster()
+    }
+
+    /// The server's URL (or the cluster's node URLs) without passwords.
+    pub fn location(&self) -> &str {
+        &self.location
+    }
+}
+
+impl redis::aio::ConnectionLike for RedisConnection {
+    fn req_packed_command<'a>(
+        &'a mut self,
+        cmd: &'a redis::Cmd,
+    ) -> redis::RedisFuture<'a, redis::Value> {
+        self.conn.req_packed_command(cmd)
+    }
+
+    fn req_packed_commands<'a>(
+        &'a mut self,
+        pipeline: &'a redis::Pipeline,
+        offset: usize,
+        count: usize,
+    ) -> redis::RedisFuture<'a, Vec<redis::Value>> {
+        self.conn.req_packed_commands(pipeline, offset, count)
+    }
+
+    fn get_db(&self) -> i64 {
+        self.conn.get_db()
+    }
+}
+
 /// Longest pause between reconnection attempts.
 const MAX_RECONNECT_DELAY: Duration = Duration::from_secs(2);
 
@@ -81,17 +163,15 @@ impl RedisBlobStore {
     /// [`ErrorKind::InvalidConfig`](crate::ErrorKind::InvalidConfig) for a bad URL or TLS
     /// setting.
     pub async fn connect(config: RedisConfig) -> Result<Self> {
-        let url = config.parsed_url()?;
-        let location = config::redact(&url);
-        let target = client::build(&config, &url)?;
+        let conn = RedisConnection::open(&config).await?;
         let shared = Arc::new(Shared {
             limits: config.limits,
-            location,
+            location: conn.location.clone(),
         });
-        let conn = Connection::open(target, &config)
-            .await
-            .map_err(|e| shared.error(e))?;
-        Ok(RedisBlobStore { conn, shared })
+        Ok(RedisBlobStore {
+            conn: conn.conn,
+            shared,
+        })
     }
 
     /// [`connect`](Self::connect) with [`RedisConfig::from_env`].

@@ -102,6 +102,9 @@ pub struct JetStreamOptions {
     pub publish_retry: Duration,
     /// Timeout of one JetStream API call or publish acknowledgement (default 5 s).
     pub api_timeout: Duration,
+    /// Copies of the stream kept by a NATS cluster (default 1; 3 on a 3-node cluster
+    /// keeps every message through the loss of one node). At most 5.
+    pub replicas: usize,
 }
 
 impl Default for JetStreamOptions {
@@ -124,6 +127,7 @@ impl Default for JetStreamOptions {
             batch: 16,
             publish_retry: Duration::from_secs(30),
             api_timeout: Duration::from_secs(5),
+            replicas: 1,
         }
     }
 }
@@ -165,6 +169,12 @@ impl JetStreamOptions {
         self
     }
 
+    /// Sets [`replicas`](JetStreamOptions::replicas).
+    pub fn replicas(mut self, n: usize) -> Self {
+        self.replicas = n;
+        self
+    }
+
     /// Sets [`batch`](JetStreamOptions::batch).
     pub fn batch(mut self, n: usize) -> Self {
         self.batch = n.max(1);
@@ -186,6 +196,9 @@ impl JetStreamOptions {
         }
         if self.subjects.is_empty() {
             return Err(config("JetStream needs at least one durable subject"));
+        }
+        if !(1..=5).contains(&self.replicas) {
+            return Err(config("stream replicas must be 1 to 5"));
         }
         for s in &self.subjects {
             check::pattern(s).map_err(|e| config(format!("durable subject {s:?}: {e}")))?;
@@ -220,7 +233,7 @@ impl JetStreamOptions {
             max_age: self.max_age,
             max_bytes: self.max_bytes,
             duplicate_window: self.duplicate_window,
-            num_replicas: 1,
+            num_replicas: self.replicas,
             ..Default::default()
         }
     }

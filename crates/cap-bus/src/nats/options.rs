@@ -203,6 +203,7 @@ impl NatsOptions {
     /// | `CAP_JETSTREAM_MAX_AGE_SECS` | how long unconsumed messages are kept |
     /// | `CAP_JETSTREAM_ACK_WAIT_MS` | redelivery delay of an unacknowledged message |
     /// | `CAP_JETSTREAM_MAX_DELIVER` | deliveries per message (`-1` = unlimited) |
+    /// | `CAP_JETSTREAM_REPLICAS` | stream copies on a NATS cluster (default 1) |
     ///
     /// More than one auth method, a certificate without a key, or an unparsable number
     /// is an [`ErrorKind::Config`] error.
@@ -292,6 +293,9 @@ impl NatsOptions {
             }
             if let Some(ms) = parse_num::<u64>(&get, "CAP_JETSTREAM_ACK_WAIT_MS")? {
                 js.ack_wait = Duration::from_millis(ms);
+            }
+            if let Some(n) = parse_num::<usize>(&get, "CAP_JETSTREAM_REPLICAS")? {
+                js.replicas = n;
             }
             if let Some(n) = parse_num::<i64>(&get, "CAP_JETSTREAM_MAX_DELIVER")? {
                 js.max_deliver = n;

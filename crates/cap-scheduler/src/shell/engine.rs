@@ -358,8 +358,30 @@ impl<S: JobStore> Engine<S> {
                 })
             })
             .collect();
-        let results = self.store.commit(&commits).await?;
+        let mut results = self.store.commit(&commits).await?;
         drop(commits);
+        // Commits the store did not answer: read the record; ours is there if it is
+        // exactly what we wrote, at the version after the one we decided from.
+        let unknown: Vec<usize> = results
+            .iter()
+            .enumerate()
+            .filter(|(_, c)| **c == Committed::Unknown)
+            .map(|(i, _)| i)
+            .collect();
+        if !unknown.is_empty() {
+            let changed: Vec<&Decided> = decided.iter().filter(|d| d.record.is_some()).collect();
+            let ids: Vec<String> = unknown.iter().map(|i| changed[*i].id.clone()).collect();
+            let stored = self.store.load(&ids).await?;
+            for (i, s) in unknown.iter().zip(stored) {
+                let d = changed[*i];
+                results[*i] = match (s, d.record.as_deref()) {
+                    (Some(s), Some(ours)) if s.version == d.base + 1 && s.record == *ours => {
+                        Committed::Yes(s.version)
+                    }
+                    _ => Committed::Conflict,
+                };
+            }
+        }
         let mut results = results.into_iter();
         let mut conflicted = Vec::new();
         let mut rearm: Vec<(String, u64, Option<Millis>)> = Vec::new();
@@ -369,7 +391,7 @@ impl<S: JobStore> Engine<S> {
                 None => Committed::Yes(d.base),
             };
             match committed {
-                Committed::Conflict => {
+                Committed::Conflict | Committed::Unknown => {
                     self.stats.conflicts += 1;
                     self.cache.remove(&d.id);
                     conflicted.push(d.id);

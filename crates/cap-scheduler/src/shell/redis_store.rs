@@ -21,7 +21,6 @@ use super::store::{Commit, Committed, JobStore, StoreError, Stored, WorkerEntry}
 use crate::core::{JobRecord, Millis};
 use redis::aio::ConnectionLike;
 use redis::{Cmd, Pipeline, Value};
-use std::collections::BTreeMap;
 use std::time::Duration;
 
 /// Buckets (cluster hash tags) the jobs are spread over.
@@ -94,7 +93,7 @@ fn opt_ms(v: Option<u64>) -> Vec<u8> {
 /// Job records in Redis (or Redis Cluster): see the [module docs](self) for the layout.
 /// Cheap to clone: clones share the connection.
 #[derive(Clone)]
-pub struct RedisJobStore<C = redis::aio::ConnectionManager> {
+pub struct RedisJobStore<C = cap_blob::RedisConnection> {
     conn: C,
     prefix: String,
     /// Whether commands for different buckets must go in separate pipelines.
@@ -112,46 +111,38 @@ impl<C> std::fmt::Debug for RedisJobStore<C> {
 
 /// Longest wait for Redis to answer at start-up (connect and `PING`).
 pub const REDIS_CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
-/// Longest wait for an answer to one command once running.
-const RESPONSE_TIMEOUT: Duration = Duration::from_secs(5);
 
-impl RedisJobStore<redis::aio::ConnectionManager> {
-    /// Connects (and pings) one Redis at `url`; keys start with `prefix` (e.g.
+impl RedisJobStore<cap_blob::RedisConnection> {
+    /// Connects (and pings) Redis at `url` — one server, or a Redis Cluster given as
+    /// several comma-separated node URLs — with keys starting with `prefix` (e.g.
     /// `cap:sched:`). Fails fast: an unreachable or silent server is an error within
-    /// [`REDIS_CONNECT_TIMEOUT`] (one attempt), naming the URL without its password.
-    /// Once connected, the connection is re-established by itself when Redis goes away
-    /// and comes back.
+    /// [`REDIS_CONNECT_TIMEOUT`], naming the URL without its password. Once connected,
+    /// the connection is re-established by itself when Redis goes away and comes back.
     pub async fn connect(url: &str, prefix: impl Into<String>) -> Result<Self, StoreError> {
-        let shown = cap_blob::RedisConfig::new(url).redacted_url();
-        let client = redis::Client::open(url)
-            .map_err(|e| StoreError(format!("Redis URL {shown} is not usable: {e}")))?;
-        let unreachable = |e: redis::RedisError| {
-            StoreError(format!(
-                "cannot reach Redis at {shown} (job store, {} s timeout): {e}",
-                REDIS_CONNECT_TIMEOUT.as_secs()
-            ))
-        };
-        // One attempt, bounded, before the manager (which retries for a while).
-        let probe_config = redis::AsyncConnectionConfig::new()
-            .set_connection_timeout(Some(REDIS_CONNECT_TIMEOUT))
-            .set_response_timeout(Some(REDIS_CONNECT_TIMEOUT));
-        let mut probe = client
-            .get_multiplexed_async_connection_with_config(&probe_config)
+        Self::open(&cap_blob::RedisConfig::new(url), prefix).await
+    }
+
+    /// Connects with full settings (TLS, cluster, timeouts: see
+    /// [`cap_blob::RedisConfig`]).
+    pub async fn open(
+        config: &cap_blob::RedisConfig,
+        prefix: impl Into<String>,
+    ) -> Result<Self, StoreError> {
+        let mut config = config.clone();
+        config.connect_timeout = config.connect_timeout.min(REDIS_CONNECT_TIMEOUT);
+        let conn = cap_blob::RedisConnection::open(&config)
             .await
-            .map_err(unreachable)?;
-        let _: String = redis::cmd("PING")
-            .query_async(&mut probe)
-            .await
-            .map_err(unreachable)?;
-        drop(probe);
-        let config = redis::aio::ConnectionManagerConfig::new()
-            .set_connection_timeout(Some(REDIS_CONNECT_TIMEOUT))
-            .set_response_timeout(Some(RESPONSE_TIMEOUT))
-            .set_max_delay(Duration::from_secs(2));
-        let conn = redis::aio::ConnectionManager::new_with_config(client, config)
-            .await
-            .map_err(unreachable)?;
-        Ok(Self::with_connection(conn, prefix, false))
+            .map_err(|e| match e {
+                cap_blob::Error::Unavailable {
+                    location, source, ..
+                } => StoreError(format!(
+                    "cannot reach Redis at {location} (job store, {} s timeout): {source}",
+                    REDIS_CONNECT_TIMEOUT.as_secs()
+                )),
+                other => StoreError(format!("job store: {other}")),
+            })?;
+        let cluster = conn.is_cluster();
+        Ok(Self::with_connection(conn, prefix, cluster))
     }
 }
 
@@ -209,48 +200,39 @@ where
     /// Runs `cmds` (each tagged with its bucket) and returns their replies in order: one
     /// pipeline on a single Redis; one pipeline per bucket, concurrently, on a cluster.
     async fn run(&self, cmds: Vec<(u64, Cmd)>) -> Result<Vec<Value>, StoreError> {
+        self.run_each(cmds).await.into_iter().collect()
+    }
+
+    /// Like [`run`](Self::run), with one outcome per command: on a cluster some commands
+    /// may succeed while others fail (a node in failover); in one pipeline, a failure
+    /// leaves every outcome unknown.
+    async fn run_each(&self, cmds: Vec<(u64, Cmd)>) -> Vec<Result<Value, StoreError>> {
         if cmds.is_empty() {
-            return Ok(Vec::new());
+            return Vec::new();
         }
         if !self.cluster {
-            let mut pipe = Pipeline::with_capacity(cmds.len());
+            let n = cmds.len();
+            let mut pipe = Pipeline::with_capacity(n);
             for (_, c) in &cmds {
                 pipe.add_command(c.clone());
             }
             let mut conn = self.conn.clone();
-            return pipe.query_async(&mut conn).await.map_err(err);
+            return match pipe.query_async::<Vec<Value>>(&mut conn).await {
+                Ok(values) => values.into_iter().map(Ok).collect(),
+                Err(e) => {
+                    let e = e.to_string();
+                    (0..n).map(|_| Err(StoreError(e.clone()))).collect()
+                }
+            };
         }
-        let mut groups: BTreeMap<u64, Vec<(usize, Cmd)>> = BTreeMap::new();
-        for (i, (bucket, c)) in cmds.into_iter().enumerate() {
-            groups.entry(bucket).or_default().push((i, c));
-        }
-        let n: usize = groups.values().map(Vec::len).sum();
-        let calls = groups.into_values().map(|group| {
+        // On a cluster, each command on its own (concurrently): a single command is
+        // routed by its key's slot and follows the cluster through failovers (MOVED,
+        // refreshed topology), which a pipeline pinned to one node does not.
+        let calls = cmds.into_iter().map(|(_, c)| {
             let mut conn = self.conn.clone();
-            async move {
-                let mut pipe = Pipeline::with_capacity(group.len());
-                for (_, c) in &group {
-                    pipe.add_command(c.clone());
-                }
-                let replies: Vec<Value> = pipe.query_async(&mut conn).await.map_err(err)?;
-                Ok::<_, StoreError>(
-                    group
-                        .into_iter()
-                        .map(|(i, _)| i)
-                        .zip(replies)
-                        .collect::<Vec<_>>(),
-                )
-            }
+            async move { c.query_async::<Value>(&mut conn).await.map_err(err) }
         });
-        let mut out = vec![Value::Nil; n];
-        for group in futures_util::future::join_all(calls).await {
-            for (i, v) in group? {
-                if let Some(slot) = out.get_mut(i) {
-                    *slot = v;
-                }
-            }
-        }
-        Ok(out)
+        futures_util::future::join_all(calls).await
     }
 }
 
@@ -342,12 +324,16 @@ where
             );
             cmds.push((self.bucket(id), cmd));
         }
-        let replies = self.run(cmds).await?;
+        let replies = self.run_each(cmds).await;
         Ok(replies
             .iter()
-            .map(|r| match as_i64(r) {
-                Some(v) if v > 0 => Committed::Yes(v as u64),
-                _ => Committed::Conflict,
+            .map(|r| match r {
+                Ok(r) => match as_i64(r) {
+                    Some(v) if v > 0 => Committed::Yes(v as u64),
+                    _ => Committed::Conflict,
+                },
+                // Sent but not answered: it may have been applied.
+                Err(_) => Committed::Unknown,
             })
             .collect())
     }

@@ -47,6 +47,9 @@ pub enum Committed {
     Yes(u64),
     /// Someone else changed (or created) the record first: nothing was written.
     Conflict,
+    /// The store did not answer (a connection lost, a timeout): it may or may not have
+    /// been written. The caller reads the record to find out.
+    Unknown,
 }
 
 /// A worker as the registry knows it, shared between instances so that one started
