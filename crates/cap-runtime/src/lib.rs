@@ -87,7 +87,8 @@ pub mod trust;
 pub mod worker;
 
 pub use client::{
-    Client, ClientConfig, DEFAULT_RESULT_TIMEOUT, JobHandle, PROGRESS_BUFFER, SubmitOptions,
+    Client, ClientConfig, DEFAULT_REASK, DEFAULT_RESULT_TIMEOUT, JobHandle, PROGRESS_BUFFER,
+    SubmitOptions,
 };
 pub use error::{Error, ErrorKind};
 pub use job::{Context, HandlerService, Job, JobError, JobErrorKind};

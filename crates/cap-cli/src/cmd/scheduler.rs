@@ -68,6 +68,42 @@ pub struct SchedulerArgs {
     /// sessions.
     #[arg(long, default_value = DEFAULT_NAMESPACE)]
     worker_trust_namespace: String,
+    /// How long finished jobs are kept (in Redis as in memory), e.g. `1h`, `90s`, `500ms`.
+    #[arg(long, default_value = "1h", value_parser = parse_duration)]
+    retention: Duration,
+    /// A dispatched job that has not started after this long times out.
+    #[arg(long, default_value = "30s", value_parser = parse_duration)]
+    dispatch_timeout: Duration,
+    /// A running job without a result after this long times out (unless its budget or
+    /// the policy sets a deadline).
+    #[arg(long, default_value = "300s", value_parser = parse_duration)]
+    run_timeout: Duration,
+    /// Key prefix of the job store in Redis (instances of one scheduler share it).
+    #[arg(long, default_value = "cap:sched:")]
+    store_prefix: String,
+    /// Queue group prefix shared by the instances of one scheduler.
+    #[arg(long, default_value = cap_scheduler::shell::QUEUE_GROUP)]
+    queue_group: String,
+}
+
+/// Parses `90s`, `500ms`, `5m`, `1h` (a bare number is seconds).
+pub fn parse_duration(s: &str) -> std::result::Result<Duration, String> {
+    let s = s.trim();
+    let (num, unit) = match s.find(|c: char| !c.is_ascii_digit()) {
+        Some(i) => s.split_at(i),
+        None => (s, "s"),
+    };
+    let n: u64 = num
+        .parse()
+        .map_err(|_| format!("`{s}` is not a duration (e.g. 90s, 500ms, 5m, 1h)"))?;
+    let ms = match unit {
+        "ms" => n,
+        "s" => n.saturating_mul(1000),
+        "m" => n.saturating_mul(60_000),
+        "h" => n.saturating_mul(3_600_000),
+        _ => return Err(format!("`{s}`: unit must be ms, s, m or h")),
+    };
+    Ok(Duration::from_millis(ms))
 }
 
 /// Parses `off | warn | enforce`.
@@ -142,7 +178,7 @@ pub fn scheduler(a: SchedulerArgs) -> Result<ExitCode> {
         let bus = NatsBus::connect(NatsOptions::from_env()?.name(a.id.clone()))
             .await
             .context("connecting to NATS (NATS_URL)")?;
-        let store = RedisJobStore::connect(&a.redis, "cap:sched:").await?;
+        let store = RedisJobStore::connect(&a.redis, a.store_prefix.clone()).await?;
         let mut config = PacketConfig::new(a.id.clone()).trust(trust_policy(a.trust.as_deref())?);
         if let Some(k) = &key {
             config = config.signer(Arc::new(k.clone()));
@@ -150,8 +186,12 @@ pub fn scheduler(a: SchedulerArgs) -> Result<ExitCode> {
         let options = SchedulerOptions {
             config: Config {
                 admission: Admission::with_schemes(a.pointer_schemes.clone()),
+                retention: a.retention,
+                dispatch_timeout: a.dispatch_timeout,
+                run_timeout: a.run_timeout,
                 ..Config::default()
             },
+            queue_group: a.queue_group.clone(),
             pools,
             worker_trust,
             ..Default::default()

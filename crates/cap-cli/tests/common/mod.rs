@@ -97,11 +97,22 @@ pub struct Cap {
 impl Cap {
     /// Starts `cap <args>` against `nats_url` and the shared Redis.
     pub fn spawn(nats_url: &str, args: &[&str]) -> Self {
+        Self::spawn_with(nats_url, &redis_url(), &[], args)
+    }
+
+    /// Starts `cap <args>` against `nats_url` and `redis_url`, with extra environment.
+    pub fn spawn_with(
+        nats_url: &str,
+        redis_url: &str,
+        env: &[(&str, &str)],
+        args: &[&str],
+    ) -> Self {
         let mut child = Command::new(env!("CARGO_BIN_EXE_cap"))
             .args(args)
             .env("NATS_URL", nats_url)
-            .env("REDIS_URL", redis_url())
+            .env("REDIS_URL", redis_url)
             .env("CAP_LOG", "warn")
+            .envs(env.iter().copied())
             .stdout(Stdio::piped())
             .stderr(Stdio::null())
             .spawn()

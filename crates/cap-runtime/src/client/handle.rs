@@ -18,6 +18,10 @@ pub struct JobHandle<B: Bus, S: BlobStore + 'static> {
     pub(super) result_rx: Option<oneshot::Receiver<(v1::JobResult, String)>>,
     pub(super) result: Option<v1::JobResult>,
     pub(super) progress_rx: mpsc::Receiver<v1::JobProgress>,
+    /// The request as submitted through a scheduler, to ask again (see
+    /// [`ClientConfig::reask`](super::ClientConfig::reask)); `None` for a direct
+    /// submission.
+    pub(super) resend: Option<Box<v1::JobRequest>>,
 }
 
 impl<B: Bus, S: BlobStore + 'static> JobHandle<B, S> {
@@ -45,14 +49,37 @@ impl<B: Bus, S: BlobStore + 'static> JobHandle<B, S> {
                 .result_rx
                 .as_mut()
                 .ok_or_else(|| Error::closed("the result was already consumed"))?;
-            let (result, trace) = match tokio::time::timeout(timeout, rx).await {
-                Ok(Ok(r)) => r,
-                Ok(Err(_)) => return Err(Error::closed("the client stopped")),
-                Err(_) => {
-                    return Err(Error::new(
-                        ErrorKind::Timeout,
-                        format!("no result for job {} within {timeout:?}", self.job_id),
-                    ));
+            let deadline = tokio::time::Instant::now() + timeout;
+            let reask = self
+                .client
+                .inner
+                .config
+                .reask
+                .filter(|_| self.resend.is_some());
+            let (result, trace) = loop {
+                let now = tokio::time::Instant::now();
+                let slice = match reask {
+                    Some(every) => every.min(deadline.saturating_duration_since(now)),
+                    None => deadline.saturating_duration_since(now),
+                };
+                match tokio::time::timeout(slice, &mut *rx).await {
+                    Ok(Ok(r)) => break r,
+                    Ok(Err(_)) => return Err(Error::closed("the client stopped")),
+                    Err(_) if tokio::time::Instant::now() >= deadline => {
+                        return Err(Error::new(
+                            ErrorKind::Timeout,
+                            format!("no result for job {} within {timeout:?}", self.job_id),
+                        ));
+                    }
+                    Err(_) => {
+                        // The answer may have been published while our connection was
+                        // down (results are not stored for clients): submit again.
+                        // Submission is idempotent by job id, and a scheduler answers a
+                        // repeated submission of a finished job with its outcome.
+                        if let Some(request) = &self.resend {
+                            self.client.resubmit(&self.trace_id, request).await;
+                        }
+                    }
                 }
             };
             if trace != self.trace_id {

@@ -32,6 +32,9 @@ use tokio_util::sync::CancellationToken;
 /// Default time [`JobHandle::result`] waits.
 pub const DEFAULT_RESULT_TIMEOUT: Duration = Duration::from_secs(30);
 
+/// Default interval of [`ClientConfig::reask`].
+pub const DEFAULT_REASK: Duration = Duration::from_secs(10);
+
 /// Settings of a [`Client`].
 #[derive(Clone, Debug)]
 #[non_exhaustive]
@@ -42,6 +45,11 @@ pub struct ClientConfig {
     pub result_timeout: Duration,
     /// Lifetime of stored contexts (`None`: the store's context TTL).
     pub context_ttl: Option<Option<Duration>>,
+    /// While waiting for a result through a scheduler, submit the job again this often
+    /// (default 10 s; `None`: never). Results are not stored for clients: one published
+    /// while the client's connection was down is missed, and a repeated submission of a
+    /// finished job makes the scheduler announce its outcome again.
+    pub reask: Option<Duration>,
 }
 
 impl Default for ClientConfig {
@@ -57,6 +65,7 @@ impl ClientConfig {
             packet: PacketConfig::new(client_id),
             result_timeout: DEFAULT_RESULT_TIMEOUT,
             context_ttl: None,
+            reask: Some(DEFAULT_REASK),
         }
     }
 
@@ -75,6 +84,12 @@ impl ClientConfig {
     /// Sets the default result timeout.
     pub fn result_timeout(mut self, d: Duration) -> Self {
         self.result_timeout = d;
+        self
+    }
+
+    /// Sets how often a job waiting through a scheduler is submitted again (`None`: never).
+    pub fn reask(mut self, every: Option<Duration>) -> Self {
+        self.reask = every;
         self
     }
 
@@ -354,6 +369,7 @@ impl<B: Bus, S: BlobStore + 'static> Client<B, S> {
             request,
         } = *prepared;
         let job_id = request.job_id.clone();
+        let resend = (!direct).then(|| Box::new(request.clone()));
         let bytes = {
             let mut packet = inner.packets.envelope(&trace_id, request);
             inner.packets.seal(&mut packet)?
@@ -376,9 +392,20 @@ impl<B: Bus, S: BlobStore + 'static> Client<B, S> {
             result_rx: Some(result_rx),
             result: None,
             progress_rx,
+            resend,
         };
         inner.packets.publish_bytes(&subject, bytes).await?;
         Ok(handle)
+    }
+
+    /// Submits a job again (freshly sealed) to ask for its outcome; failures are logged.
+    pub(super) async fn resubmit(&self, trace_id: &str, request: &v1::JobRequest) {
+        let packets = &self.inner.packets;
+        let packet = packets.envelope(trace_id, request.clone());
+        match packets.publish(subject::SUBMIT, packet).await {
+            Ok(_) => tracing::debug!(job_id = %request.job_id, "asked again for the outcome"),
+            Err(e) => tracing::debug!(job_id = %request.job_id, error = %e, "asking again failed"),
+        }
     }
 
     /// Publishes a `JobCancel` for `job_id`.

@@ -496,6 +496,32 @@ where
         Ok(replies.first().and_then(as_string))
     }
 
+    async fn durability_warning(&self) -> Option<String> {
+        let get = |what: &str| {
+            let mut c = redis::cmd("CONFIG");
+            c.arg("GET").arg(what);
+            (0, c)
+        };
+        let replies = self.run_each(vec![get("save"), get("appendonly")]).await;
+        let value = |r: &Result<Value, StoreError>| match r {
+            Ok(Value::Array(kv)) => kv.get(1).and_then(as_string),
+            Ok(Value::Map(kv)) => kv.first().and_then(|(_, v)| as_string(v)),
+            _ => None,
+        };
+        match (
+            replies.first().and_then(value),
+            replies.get(1).and_then(value),
+        ) {
+            (Some(save), Some(aof)) if save.trim().is_empty() && aof != "yes" => Some(
+                "Redis persists nothing (no snapshots, no append-only file): a Redis restart \
+                 loses every job in flight; turn on `appendonly yes` (or snapshots)"
+                    .to_owned(),
+            ),
+            // CONFIG may be disabled (managed services): nothing to say.
+            _ => None,
+        }
+    }
+
     async fn load_all(&self) -> Result<Vec<JobRecord>, StoreError> {
         // Jobs with a deadline are the ones in flight; finished ones expire on their own.
         let mut out = Vec::new();

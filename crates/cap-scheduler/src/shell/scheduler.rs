@@ -213,6 +213,9 @@ impl<B: Bus, K: SafetyClient + 'static, S: JobStore> Scheduler<B, K, S> {
             engine.registry.handshake(&hs, now);
         }
         tracing::info!(scheduler = %id, workers = engine.registry.len(), "scheduler starting");
+        if let Some(warning) = self.store.durability_warning().await {
+            tracing::warn!(scheduler = %id, "{warning}");
+        }
 
         let (tx, mut rx) = mpsc::channel::<Input>(1024);
         let bus = self.packets.bus().clone();

@@ -139,6 +139,12 @@ pub trait JobStore: Send + Sync + 'static {
 
     /// Every record (tools and tests; a store may cap it).
     fn load_all(&self) -> impl Future<Output = Result<Vec<JobRecord>, StoreError>> + Send;
+
+    /// Why jobs would not survive a restart of the store, if they would not (a Redis
+    /// that persists nothing): logged as a warning when a scheduler starts.
+    fn durability_warning(&self) -> impl Future<Output = Option<String>> + Send {
+        async { None }
+    }
 }
 
 #[derive(Default)]
@@ -222,6 +228,10 @@ impl MemoryJobStore {
 }
 
 impl JobStore for MemoryJobStore {
+    async fn durability_warning(&self) -> Option<String> {
+        Some("the in-memory job store keeps jobs only as long as this process runs".into())
+    }
+
     async fn load(&self, ids: &[String]) -> Result<Vec<Option<Stored>>, StoreError> {
         let now = now();
         let mut m = self.lock();
