@@ -5,9 +5,11 @@
 //! - `interop`: build the venvs of the Python reference peers (cap-sdk-python 2.10.0 and
 //!   2.17.0) and run the cross-SDK tests.
 //! - `bench sign`: our sign/verify rates next to the peer's, in one run.
+//! - `chaos --minutes N`: the kill -9 chaos run of the control plane, for N minutes.
 
 mod bench;
 mod canonical_gen;
+mod chaos;
 mod codegen;
 mod interop;
 
@@ -44,6 +46,17 @@ enum Task {
         #[arg(long)]
         setup_only: bool,
     },
+    /// The chaos run: 3 schedulers, 2 workers, steady load; one scheduler and one NATS
+    /// node killed mid-run and restarted. Prints submitted / terminal / lost / rewritten /
+    /// duplicated counts; fails on any lost, rewritten or duplicated job.
+    Chaos {
+        /// Minutes of load per topology.
+        #[arg(long, default_value_t = 10.0)]
+        minutes: f64,
+        /// Which servers.
+        #[arg(long, value_enum, default_value = "cluster")]
+        topology: chaos::Topology,
+    },
     /// Benchmarks that compare cap-rs with the reference peer in one run.
     Bench {
         /// Which benchmark: `sign`.
@@ -67,6 +80,7 @@ fn main() -> Result<()> {
             venv_217,
             setup_only,
         } => interop::run(&root, &root.join(venv), &root.join(venv_217), setup_only),
+        Task::Chaos { minutes, topology } => chaos::run(&root, minutes, topology),
         Task::Bench {
             what,
             seconds,
