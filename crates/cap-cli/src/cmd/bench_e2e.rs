@@ -59,6 +59,10 @@ pub struct E2eArgs {
     /// Milliseconds each job sleeps in the worker (memory tests with many jobs in flight).
     #[arg(long, default_value_t = 0)]
     pub delay_ms: u64,
+    /// Submit through a scheduler (`sys.job.submit`) instead of straight to the topic:
+    /// with `--external`, drives a running `cap scheduler` and worker (the full path).
+    #[arg(long)]
+    pub through_scheduler: bool,
     /// Keep JetStream on for the pool subject (default: core NATS, like the official SDKs).
     #[arg(long)]
     pub jetstream: bool,
@@ -187,6 +191,7 @@ async fn bench<B: Bus, S: BlobStore + Clone + 'static>(
 
     let mut cfg = LoadConfig::new(topic.clone(), 200.min(a.jobs), a.inflight);
     cfg.timeout = Duration::from_secs(60);
+    cfg.direct = !a.through_scheduler;
     cfg.read_output = a.read_output;
     load::run(&client, &cfg, |_| {}).await.context("warm-up")?;
 

@@ -1,0 +1,237 @@
+//! The engine against a store that misbehaves as a real one can: a commit whose reply
+//! was lost (written, or not), and a store that refuses everything. What goes on the bus
+//! always matches what the store holds, and events the store did not take are given back.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, missing_docs)]
+
+use cap_proto::{JobState, v1};
+use cap_scheduler::core::{Action, Config, JobEvent, JobRecord, Millis, Pools};
+use cap_scheduler::shell::{Commit, Committed, Engine, StoreError, Stored, WorkerEntry};
+use cap_scheduler::{JobStore, MemoryJobStore};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+/// How the next commits go wrong.
+#[derive(Clone, Copy, Debug, PartialEq)]
+enum Fault {
+    None,
+    /// Written, but the reply is lost.
+    WrittenUnanswered,
+    /// Not written, and no reply.
+    LostUnanswered,
+    /// The store is down.
+    Down,
+}
+
+#[derive(Clone)]
+struct Faulty {
+    inner: MemoryJobStore,
+    fault: Arc<Mutex<Fault>>,
+    commits: Arc<AtomicUsize>,
+}
+
+impl Faulty {
+    fn set(&self, f: Fault) {
+        *self.fault.lock().unwrap() = f;
+    }
+    fn fault(&self) -> Fault {
+        *self.fault.lock().unwrap()
+    }
+    fn down(&self) -> Result<(), StoreError> {
+        match self.fault() {
+            Fault::Down => Err(StoreError("down".into())),
+            _ => Ok(()),
+        }
+    }
+}
+
+impl JobStore for Faulty {
+    async fn load(&self, ids: &[String]) -> Result<Vec<Option<Stored>>, StoreError> {
+        self.down()?;
+        self.inner.load(ids).await
+    }
+    async fn commit(&self, commits: &[Commit<'_>]) -> Result<Vec<Committed>, StoreError> {
+        self.down()?;
+        self.commits.fetch_add(commits.len(), Ordering::SeqCst);
+        match self.fault() {
+            Fault::WrittenUnanswered => {
+                self.inner.commit(commits).await?;
+                Ok(vec![Committed::Unknown; commits.len()])
+            }
+            Fault::LostUnanswered => Ok(vec![Committed::Unknown; commits.len()]),
+            _ => self.inner.commit(commits).await,
+        }
+    }
+    async fn claim_due(
+        &self,
+        now: Millis,
+        until: Millis,
+        max: usize,
+    ) -> Result<Vec<String>, StoreError> {
+        self.inner.claim_due(now, until, max).await
+    }
+    async fn rearm(&self, id: &str, v: u64, d: Option<Millis>) -> Result<(), StoreError> {
+        self.inner.rearm(id, v, d).await
+    }
+    async fn claim_key(&self, k: &str, id: &str, ttl: Duration) -> Result<String, StoreError> {
+        self.inner.claim_key(k, id, ttl).await
+    }
+    async fn link_child(&self, p: &str, c: &str, ttl: Duration) -> Result<(), StoreError> {
+        self.inner.link_child(p, c, ttl).await
+    }
+    async fn children(&self, p: &str) -> Result<Vec<String>, StoreError> {
+        self.inner.children(p).await
+    }
+    async fn put_worker(&self, w: &WorkerEntry, ttl: Duration) -> Result<(), StoreError> {
+        self.inner.put_worker(w, ttl).await
+    }
+    async fn workers(&self) -> Result<Vec<WorkerEntry>, StoreError> {
+        self.inner.workers().await
+    }
+    async fn put_receipt(
+        &self,
+        j: &str,
+        d: &str,
+        r: &str,
+        ttl: Duration,
+    ) -> Result<(), StoreError> {
+        self.inner.put_receipt(j, d, r, ttl).await
+    }
+    async fn take_receipt(&self, j: &str, d: &str) -> Result<Option<String>, StoreError> {
+        self.inner.take_receipt(j, d).await
+    }
+    async fn load_all(&self) -> Result<Vec<JobRecord>, StoreError> {
+        self.inner.load_all().await
+    }
+}
+
+fn engine(store: &Faulty) -> Engine<Faulty> {
+    let mut n = 0;
+    Engine::new(
+        Arc::new(store.clone()),
+        "sched".into(),
+        Config::default(),
+        Pools::default(),
+        1000,
+        Box::new(move || {
+            n += 1;
+            format!("d{n}")
+        }),
+    )
+}
+
+fn submitted(id: &str) -> (String, JobEvent) {
+    (
+        id.to_owned(),
+        JobEvent::Submitted {
+            request: v1::JobRequest {
+                job_id: id.into(),
+                topic: "job.x".into(),
+                ..Default::default()
+            },
+            trace_id: "t".into(),
+            sender: "c".into(),
+            identity: None,
+            claim: None,
+            internal: false,
+            chain: Vec::new(),
+        },
+    )
+}
+
+fn allowed(id: &str) -> (String, JobEvent) {
+    (
+        id.to_owned(),
+        JobEvent::SafetyDecided(v1::PolicyCheckResponse {
+            decision: 1,
+            ..Default::default()
+        }),
+    )
+}
+
+fn dispatches(actions: &[Action]) -> usize {
+    actions
+        .iter()
+        .filter(|a| matches!(a, Action::Dispatch { .. }))
+        .count()
+}
+
+#[tokio::test]
+async fn a_written_commit_whose_reply_was_lost_is_recognised_and_carried_out() {
+    let store = Faulty {
+        inner: MemoryJobStore::new(),
+        fault: Arc::new(Mutex::new(Fault::None)),
+        commits: Arc::default(),
+    };
+    let mut e = engine(&store);
+    e.apply(vec![submitted("j")], 1).await;
+    store.set(Fault::WrittenUnanswered);
+    let out = e.apply(vec![allowed("j")], 2).await;
+    assert!(out.failed.is_empty());
+    assert_eq!(
+        dispatches(&out.actions),
+        1,
+        "the dispatch that was recorded goes out"
+    );
+    let stored = store
+        .inner
+        .load(&["j".into()])
+        .await
+        .unwrap()
+        .remove(0)
+        .unwrap();
+    assert_eq!(stored.record.state, JobState::Dispatched);
+    assert_eq!(stored.version, 2);
+}
+
+#[tokio::test]
+async fn an_unwritten_commit_whose_reply_was_lost_is_decided_again() {
+    let store = Faulty {
+        inner: MemoryJobStore::new(),
+        fault: Arc::new(Mutex::new(Fault::None)),
+        commits: Arc::default(),
+    };
+    let mut e = engine(&store);
+    e.apply(vec![submitted("j")], 1).await;
+    store.set(Fault::LostUnanswered);
+    let out = e.apply(vec![allowed("j")], 2).await;
+    // Never written: nothing goes out, and after the retries the event is given back.
+    assert_eq!(dispatches(&out.actions), 0);
+    assert_eq!(out.failed, [0]);
+    let stored = store
+        .inner
+        .load(&["j".into()])
+        .await
+        .unwrap()
+        .remove(0)
+        .unwrap();
+    assert_eq!(stored.record.state, JobState::Scheduled);
+    // Once the store answers again, the same event applies once.
+    store.set(Fault::None);
+    let out = e.apply(vec![allowed("j")], 3).await;
+    assert_eq!(dispatches(&out.actions), 1);
+}
+
+#[tokio::test]
+async fn events_are_given_back_while_the_store_is_down() {
+    let store = Faulty {
+        inner: MemoryJobStore::new(),
+        fault: Arc::new(Mutex::new(Fault::Down)),
+        commits: Arc::default(),
+    };
+    let mut e = engine(&store);
+    let out = e.apply(vec![submitted("a"), submitted("b")], 1).await;
+    assert!(
+        out.actions.is_empty(),
+        "nothing is announced that is not stored"
+    );
+    assert_eq!(out.failed, [0, 1]);
+    store.set(Fault::None);
+    let out = e.apply(vec![submitted("a")], 2).await;
+    assert!(out.failed.is_empty());
+    assert!(
+        out.actions
+            .iter()
+            .any(|a| matches!(a, Action::CheckSafety { job_id, .. } if job_id == "a"))
+    );
+}
