@@ -286,6 +286,7 @@ mod tests {
             topic: None,
             external: false,
             delay_ms: 0,
+            through_scheduler: false,
             jetstream: false,
             read_output: true,
         }
