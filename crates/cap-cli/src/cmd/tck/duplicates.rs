@@ -38,7 +38,11 @@ pub async fn worker(params: Params<'_>) -> Result<Outcome, CaseError> {
     };
     bed.stop().await;
     out?;
-    Ok(v.finish(expect))
+    Ok(v.finish(match expect {
+        "one-side-effect" => "copies delivered while it runs: one handler call",
+        "idempotent-replay" => "copies delivered after the end: the recorded result replayed",
+        _ => "a new dispatch id of the same job runs the handler",
+    }))
 }
 
 /// Every copy arrives while the first runs: one call, one result.

@@ -13,7 +13,7 @@
 
 use super::outcome::{CaseError, Outcome, Params, Verdict, joined};
 use super::plane::{self, Plane, WORKER as CP_WORKER};
-use super::worker_bed::{Bed, Step, WAIT, WORKER_ID, identity, show};
+use super::worker_bed::{Bed, SETTLE, Step, WAIT, WORKER_ID, identity, show};
 use cap_proto::{JobState, v1};
 use cap_scheduler::core::{Fence, Hold};
 
@@ -66,7 +66,19 @@ pub async fn worker(params: Params<'_>) -> Result<Outcome, CaseError> {
             )));
         }
     }
-    Ok(v.finish(&format!("{kind} {expect}")))
+    let summary = match (kind, expect) {
+        ("dispatch", "invoke") => format!("attempt {} runs the handler once", ev.attempt),
+        ("dispatch", _) => format!(
+            "the dispatch of attempt {} for {} is rejected",
+            ev.attempt, ev.assigned
+        ),
+        ("cancel", "cancel") => "a cancel of the active attempt stops it".to_owned(),
+        _ => format!(
+            "a cancel of attempt {} for {} leaves the active attempt running",
+            ev.attempt, ev.assigned
+        ),
+    };
+    Ok(v.finish(&summary))
 }
 
 /// A dispatch of the next attempt after the active one failed retryably: run once.
@@ -148,11 +160,9 @@ async fn rejected_after_retryable_end(ev: &Event<'_>, v: &mut Verdict) -> Result
     let ended = bed.wait_for(WAIT, |b| !b.results(job).is_empty()).await;
     bed.deliver(bed.request(job, Some(ev.identity())).await?)
         .await?;
+    // Whatever the delivery sets off (a call, an answer) shows within the settle time.
+    bed.wait_for(SETTLE, |b| b.results(job).len() >= 2).await;
     bed.settle().await;
-    bed.wait_for(crate::cmd::tck::worker_bed::SETTLE, |b| {
-        b.results(job).len() >= 2
-    })
-    .await;
     let calls = bed.probe.invocations();
     let seen = bed.probe.identities();
     v.observe("afterEnd.handlerInvocations", calls)
