@@ -15,7 +15,7 @@
     dead_code
 )]
 
-#[path = "../../../xtask/src/tck/runner.rs"]
+#[path = "../../../xtask/src/tck/runner/mod.rs"]
 mod runner;
 
 use runner::{Role, Status};

@@ -1,5 +1,5 @@
 //! The CAP conformance kit over the vendored suites (`tck/scenarios`), run by the same
-//! adapter-v1 runner `cargo xtask tck` uses (`xtask/src/tck/runner.rs`, included as it
+//! adapter-v1 runner `cargo xtask tck` uses (`xtask/src/tck/runner/`, included as it
 //! is) against this build's `cap tck-adapter`, both roles: every `core` case PASSes, and
 //! every `cap-production` case is decided (PASS or FAIL, never ERROR or UNSUPPORTED),
 //! each with evidence.
@@ -14,7 +14,7 @@
     dead_code
 )]
 
-#[path = "../../../xtask/src/tck/runner.rs"]
+#[path = "../../../xtask/src/tck/runner/mod.rs"]
 mod runner;
 
 use runner::{Role, Run, Scenario, Status};
