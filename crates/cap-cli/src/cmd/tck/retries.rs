@@ -1,7 +1,8 @@
 //! `retries/*` (CAP-PRODUCTION attempt fencing).
 //!
-//! Worker: the job's active attempt (`dispatchId`, `activeAttempt`, this worker) is
-//! delivered first; then the event (`dispatch` or `cancel`) carrying (`dispatchId`,
+//! Worker: the job's active attempt (`activeAttempt`, this worker; its dispatch id is
+//! `dispatchId` when the event names that attempt, another one otherwise) is delivered
+//! first; then the event (`dispatch` or `cancel`) carrying (`dispatchId`,
 //! `attempt`, `assignedWorkerId`) reaches the worker. A dispatch that must be rejected
 //! is tried twice on fresh workers: while the active attempt runs, and after it ended
 //! retryably (where no duplicate-by-job-id rule can hide a missing attempt check). A new
@@ -39,8 +40,15 @@ impl<'a> Event<'a> {
         identity(self.dispatch_id, self.attempt, self.assigned)
     }
 
+    /// The active attempt: the event's own dispatch when it names the active attempt,
+    /// else another dispatch (every attempt has a fresh dispatch id).
     fn active_identity(&self) -> v1::DispatchIdentity {
-        identity(self.dispatch_id, self.active, WORKER_ID)
+        if self.attempt == self.active {
+            identity(self.dispatch_id, self.active, WORKER_ID)
+        } else {
+            let id = format!("{}-attempt{}", self.dispatch_id, self.active);
+            identity(&id, self.active, WORKER_ID)
+        }
     }
 }
 
@@ -122,11 +130,16 @@ async fn rejected_while_running(ev: &Event<'_>, v: &mut Verdict) -> Result<(), C
         .await?;
     bed.settle().await;
     let calls = bed.probe.invocations();
-    let early = bed.result_states(job);
+    // An answer to the event's own dispatch (carrying its identity) is not about the
+    // active attempt; anything else is.
+    let event = ev.identity();
+    let early = bed.result_states_except(job, &event);
     bed.release(1);
-    let finished = bed.wait_for(WAIT, |b| !b.results(job).is_empty()).await;
+    let finished = bed
+        .wait_for(WAIT, |b| !b.result_states_except(job, &event).is_empty())
+        .await;
     bed.settle().await;
-    let results = bed.result_states(job);
+    let results = bed.result_states_except(job, &event);
     v.observe("whileRunning.handlerInvocations", calls)
         .observe("whileRunning.resultsBeforeRelease", joined(&early))
         .observe("whileRunning.results", joined(&results));

@@ -328,6 +328,17 @@ impl Bed {
             .collect()
     }
 
+    /// The statuses of the results for `job_id` that do not answer the dispatch `other`
+    /// (a result carrying `other`'s identity is about that dispatch alone; one without
+    /// an identity is about the job, whatever attempt it runs).
+    pub fn result_states_except(&self, job_id: &str, other: &v1::DispatchIdentity) -> Vec<String> {
+        self.results(job_id)
+            .iter()
+            .filter(|(_, r)| r.dispatch.as_ref() != Some(other))
+            .map(|(_, r)| status_name(r.status))
+            .collect()
+    }
+
     /// The statuses the worker reported for `job_id` (progress and results), in order.
     pub fn reported_states(&self, job_id: &str) -> Vec<String> {
         self.seen()
