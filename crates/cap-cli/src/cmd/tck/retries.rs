@@ -199,11 +199,14 @@ async fn cancel(ev: &Event<'_>, honoured: bool, v: &mut Verdict) -> Result<(), C
         .await?;
     let running = bed.wait_for(WAIT, |b| b.probe.invocations() == 1).await;
     bed.cancel(job, Some(ev.identity())).await?;
-    let ended = bed
-        .wait_for(WAIT.min(std::time::Duration::from_secs(1)), |b| {
-            !b.results(job).is_empty()
-        })
-        .await;
+    // Honoured: the CANCELLED result comes (allow for a slow machine); refused: nothing
+    // comes within a second.
+    let within = if honoured {
+        WAIT
+    } else {
+        std::time::Duration::from_secs(1)
+    };
+    let ended = bed.wait_for(within, |b| !b.results(job).is_empty()).await;
     let after_cancel = bed.result_states(job);
     if !ended {
         bed.release(1);
