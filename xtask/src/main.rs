@@ -6,12 +6,16 @@
 //!   2.17.0) and run the cross-SDK tests.
 //! - `bench sign`: our sign/verify rates next to the peer's, in one run.
 //! - `chaos --minutes N`: the kill -9 chaos run of the control plane, for N minutes.
+//! - `tck [--require core[,cap-production]]`: the CAP conformance kit against
+//!   `cap tck-adapter`, both roles (exit 0 only if every required profile is
+//!   conformant).
 
 mod bench;
 mod canonical_gen;
 mod chaos;
 mod codegen;
 mod interop;
+mod tck;
 
 use anyhow::Result;
 use clap::{Parser, Subcommand};
@@ -68,6 +72,38 @@ enum Task {
         #[arg(long, default_value = ".venv-interop")]
         venv: PathBuf,
     },
+    /// Run the CAP conformance kit (adapter-v1) against `cap tck-adapter`, both roles:
+    /// a table per role and profile; exit 0 only if the required profiles conform.
+    Tck {
+        /// Profiles that must be conformant, comma-separated (every profile is run
+        /// and printed).
+        #[arg(long, default_value = "core", value_delimiter = ',')]
+        require: Vec<String>,
+        /// The scenario suites.
+        #[arg(long, default_value = "tck/scenarios")]
+        scenarios: PathBuf,
+        /// A `cap` binary to use instead of building one.
+        #[arg(long)]
+        adapter: Option<PathBuf>,
+        /// Only this role.
+        #[arg(long, value_enum)]
+        role: Option<RoleArg>,
+        /// Write one report per role and profile (report.schema.json) into this directory.
+        #[arg(long)]
+        json: Option<PathBuf>,
+        /// Build `cap` with these cargo features.
+        #[arg(long)]
+        features: Option<String>,
+    },
+}
+
+/// `--role` of `tck`.
+#[derive(clap::ValueEnum, Clone, Copy, Debug)]
+enum RoleArg {
+    /// `cap tck-adapter --role worker`.
+    Worker,
+    /// `cap tck-adapter --role control-plane`.
+    ControlPlane,
 }
 
 fn main() -> Result<()> {
@@ -89,6 +125,29 @@ fn main() -> Result<()> {
             "sign" => bench::sign(&root, &root.join(venv), seconds),
             other => anyhow::bail!("unknown benchmark `{other}` (sign)"),
         },
+        Task::Tck {
+            require,
+            scenarios,
+            adapter,
+            role,
+            json,
+            features,
+        } => {
+            let roles = match role {
+                Some(RoleArg::Worker) => vec![tck::runner::Role::Worker],
+                Some(RoleArg::ControlPlane) => vec![tck::runner::Role::ControlPlane],
+                None => vec![tck::runner::Role::Worker, tck::runner::Role::ControlPlane],
+            };
+            let opts = tck::Options {
+                require: require.into_iter().filter(|p| !p.is_empty()).collect(),
+                scenarios: root.join(scenarios),
+                adapter,
+                roles,
+                json: json.map(|j| root.join(j)),
+                features,
+            };
+            tck::run(&root, &opts)
+        }
     }
 }
 

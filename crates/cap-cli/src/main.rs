@@ -64,6 +64,8 @@ enum Command {
     /// The Safety Kernel: serve, check, schema.
     #[command(subcommand)]
     Safety(cmd::safety::SafetyCommand),
+    /// The adapter of the CAP conformance kit (adapter-v1 JSON Lines on stdin/stdout).
+    TckAdapter(cmd::tck::TckAdapterArgs),
 }
 
 fn main() -> ExitCode {
@@ -87,6 +89,7 @@ fn main() -> ExitCode {
         Command::Safety(c) => {
             cmd::worker::runtime().and_then(|rt| rt.block_on(cmd::safety::run(c)))
         }
+        Command::TckAdapter(a) => cmd::tck::run(a),
     };
     match result {
         Ok(code) => code,

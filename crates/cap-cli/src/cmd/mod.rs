@@ -9,6 +9,7 @@ pub mod prodsign;
 pub mod safety;
 pub mod scheduler;
 pub mod submit;
+pub mod tck;
 pub mod worker;
 
 use anyhow::{Context, Result};

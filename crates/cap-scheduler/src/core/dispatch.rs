@@ -1,11 +1,11 @@
-//! Dispatch: choosing the subject (a pool, or a capable worker directly) and opening a
-//! fenced attempt — a fresh unpredictable dispatch id, attempt = previous + 1, the
+//! Dispatch: choosing the subject (a pool, or a capable worker directly; never a pool
+//! only a worker with no common protocol version claims) and opening a fenced attempt — a fresh unpredictable dispatch id, attempt = previous + 1, the
 //! assigned worker — recorded before the JobRequest that carries it is published.
 
 use super::event::Action;
 use super::job::{Attempt, Hold};
 use super::machine::Work;
-use cap_proto::JobState;
+use cap_proto::{ErrorCode, JobState};
 
 impl Work<'_, '_> {
     pub(crate) fn try_dispatch(&mut self) {
@@ -43,6 +43,19 @@ impl Work<'_, '_> {
         } else {
             None
         };
+        // No worker chosen: the pool subject — unless the only workers known for this
+        // topic share no protocol version with us, when that would be on their behalf.
+        if direct.is_none()
+            && job.state == JobState::Scheduled
+            && let Some(refused) = self.env.registry.refused_for(&topic, &route.pool)
+        {
+            let why = format!(
+                "no worker for {topic} shares a protocol version with this scheduler \
+                 (worker {refused} was refused)"
+            );
+            self.finish(JobState::Failed, ErrorCode::PROTOCOL_VERSION_MISMATCH, &why);
+            return;
+        }
         let (subject, assigned) = match direct
             .as_deref()
             .and_then(|w| cap_proto::subject::worker_jobs(w).ok().map(|s| (s, w)))

@@ -5,7 +5,7 @@
 //! re-checks), [`dispatch`] (routing, fenced attempts), [`fence`] (is a report for the
 //! attempt in flight?), [`outcome`] (results, progress, retries, dead letters),
 //! [`cancel`] (cancels, timeouts), [`workflow`] (compensations), [`timers`] (deadlines),
-//! [`workers`] (handshakes, lost workers).
+//! [`workers`] (handshakes, lost workers), [`Refused`] (workers with no common version).
 
 mod admission;
 mod cancel;
@@ -19,6 +19,7 @@ mod machine;
 mod messages;
 mod outcome;
 mod pools;
+mod refused;
 mod registry;
 mod safety;
 mod scheduler;
@@ -35,5 +36,6 @@ pub use job::{Attempt, Hold, JobRecord, Millis};
 pub use machine::{Step, step};
 pub use messages::{alert, policy_request};
 pub use pools::{Pools, PoolsError, Route};
+pub use refused::{MAX_REFUSED, Refused, RefusedWorker};
 pub use registry::{Registry, WorkerInfo};
 pub use scheduler::SchedulerCore;

@@ -1,6 +1,8 @@
-//! [`Registry`]: the workers the scheduler knows, fed by heartbeats and handshakes.
+//! [`Registry`]: the workers the scheduler knows, fed by heartbeats and handshakes, and
+//! the workers it refused ([`Refused`]: no protocol version in common).
 
 use super::job::Millis;
+use super::refused::Refused;
 use cap_proto::subject;
 use cap_proto::v1;
 use std::collections::{BTreeMap, BTreeSet};
@@ -24,6 +26,9 @@ pub struct WorkerInfo {
     pub pending: i32,
     /// Last heartbeat or handshake.
     pub last_seen: Millis,
+    /// The protocol version negotiated at its handshake: the highest both sides
+    /// support (0: not negotiated, e.g. known from heartbeats only).
+    pub version: i32,
 }
 
 impl WorkerInfo {
@@ -50,11 +55,16 @@ impl WorkerInfo {
 #[derive(Clone, Debug, Default)]
 pub struct Registry {
     workers: BTreeMap<String, WorkerInfo>,
+    refused: Refused,
 }
 
 impl Registry {
-    /// Records a heartbeat.
+    /// Records a heartbeat (a refused worker's only refreshes its refusal: it is not
+    /// registered by it).
     pub fn heartbeat(&mut self, hb: &v1::Heartbeat, now: Millis) {
+        if self.refused.beat(&hb.worker_id, &hb.pool, now) {
+            return;
+        }
         let w = self.workers.entry(hb.worker_id.clone()).or_default();
         w.worker_id.clone_from(&hb.worker_id);
         w.capabilities.extend(hb.capabilities.iter().cloned());
@@ -66,7 +76,13 @@ impl Registry {
     }
 
     /// Records a worker handshake (the caller has checked the role and the version).
+    /// A refused worker is not recorded this way (only [`accept`](Self::accept), after
+    /// a negotiation, ends a refusal): copies of old handshakes shared between scheduler
+    /// instances cannot register it again.
     pub fn handshake(&mut self, hs: &v1::Handshake, now: Millis) {
+        if self.refused.contains(&hs.component_id) {
+            return;
+        }
         let w = self.workers.entry(hs.component_id.clone()).or_default();
         w.worker_id.clone_from(&hs.component_id);
         w.capabilities = hs
@@ -79,8 +95,42 @@ impl Registry {
         w.last_seen = now;
     }
 
-    /// Removes and returns the workers not seen since `deadline`.
+    /// Refuses a worker whose handshake shares no protocol version with the scheduler:
+    /// it is removed, and until it negotiates a version (or falls silent) its
+    /// heartbeats do not register it and what it claimed is known
+    /// ([`refused_for`](Self::refused_for)).
+    pub fn refuse(&mut self, hs: &v1::Handshake, now: Millis) {
+        self.workers.remove(&hs.component_id);
+        // The conformance kit's break test compiles this out (the scheduler then only
+        // forgets the worker), to show the kit failing.
+        #[cfg(not(feature = "tck-break-version-refusal"))]
+        self.refused.insert(&hs.component_id, &hs.ready_topics, now);
+        #[cfg(feature = "tck-break-version-refusal")]
+        let _ = now;
+    }
+
+    /// Whether a worker is refused (no protocol version in common).
+    pub fn is_refused(&self, id: &str) -> bool {
+        self.refused.contains(id)
+    }
+
+    /// A refused worker that claims `topic` (routed to `pool`) when no registered
+    /// worker could serve it: dispatching to the pool then would be on the refused
+    /// worker's behalf.
+    pub fn refused_for(&self, topic: &str, pool: &str) -> Option<&str> {
+        let claimant = self.refused.claiming(topic, pool)?;
+        let served = self.workers.values().any(|w| {
+            w.ready_for(topic)
+                || (w.ready_topics.is_empty()
+                    && (pool.is_empty() || w.pool.is_empty() || w.pool == pool))
+        });
+        (!served).then_some(claimant)
+    }
+
+    /// Removes and returns the workers not seen since `deadline` (refused workers not
+    /// heard since then are forgotten silently).
     pub fn expire(&mut self, deadline: Millis) -> Vec<WorkerInfo> {
+        self.refused.expire(deadline);
         let lost: Vec<String> = self
             .workers
             .values()
@@ -90,6 +140,16 @@ impl Registry {
         lost.iter()
             .filter_map(|id| self.workers.remove(id))
             .collect()
+    }
+
+    /// Records a worker handshake whose versions were negotiated: `version` is the
+    /// highest both sides support.
+    pub fn accept(&mut self, hs: &v1::Handshake, version: i32, now: Millis) {
+        self.refused.remove(&hs.component_id);
+        self.handshake(hs, now);
+        if let Some(w) = self.workers.get_mut(&hs.component_id) {
+            w.version = version;
+        }
     }
 
     /// Forgets a worker (it handshook with no protocol version in common).
@@ -215,6 +275,48 @@ mod tests {
         assert!(r.anyone_ready_for("job.echo"));
         assert_eq!(r.pick("job.echo", "", &[], true).as_deref(), Some("w"));
         assert_eq!(r.pick("job.other", "", &[], true), None);
+    }
+
+    // The refusal is what the kit's break build compiles out.
+    #[cfg(not(feature = "tck-break-version-refusal"))]
+    #[test]
+    fn refused_workers_stay_out() {
+        let mut r = Registry::default();
+        let hs = v1::Handshake {
+            component_id: "old".into(),
+            ready_topics: vec!["job.legacy".into()],
+            capabilities: [("gpu".to_string(), true)].into(),
+            ..Default::default()
+        };
+        r.refuse(&hs, 1);
+        assert!(r.is_refused("old") && r.get("old").is_none());
+        // Its heartbeats and shared copies of an old handshake do not register it.
+        let mut beat = hb("old", &["gpu"], 0, 4);
+        beat.pool = "legacy".into();
+        r.heartbeat(&beat, 2);
+        r.handshake(&hs, 3);
+        assert!(r.get("old").is_none());
+        assert_eq!(r.pick("job.x", "", &["gpu".into()], false), None);
+        // What it claimed: its ready topic, and its heartbeat's pool.
+        assert_eq!(r.refused_for("job.legacy", ""), Some("old"));
+        assert_eq!(r.refused_for("job.other", "legacy"), Some("old"));
+        assert_eq!(r.refused_for("job.other", ""), None);
+        // A registered worker that could serve the topic: not on its behalf any more.
+        r.handshake(
+            &v1::Handshake {
+                component_id: "new".into(),
+                ready_topics: vec!["job.legacy".into()],
+                ..Default::default()
+            },
+            4,
+        );
+        assert_eq!(r.refused_for("job.legacy", ""), None);
+        // A negotiated handshake ends the refusal; silence expires it.
+        r.accept(&hs, 1, 5);
+        assert!(!r.is_refused("old") && r.get("old").unwrap().version == 1);
+        r.refuse(&hs, 6);
+        r.expire(7);
+        assert!(!r.is_refused("old"));
     }
 
     #[test]

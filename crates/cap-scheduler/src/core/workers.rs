@@ -9,9 +9,10 @@ use super::registry::Registry;
 use super::timers::ms;
 use cap_proto::{ErrorCode, v1};
 
-/// Records a worker's handshake, if it shares a protocol version with the scheduler;
-/// otherwise the worker is not registered (no job is routed to it on its behalf) and an
-/// alert says why.
+/// Records a worker's handshake with the version negotiated (the highest both sides
+/// support), if there is one; otherwise the worker is refused — not registered, not
+/// even by its later heartbeats, and no job is routed to it or to a pool on its behalf
+/// (see [`Registry::refuse`]) — and an alert says why.
 pub fn handshake(
     registry: &mut Registry,
     config: &Config,
@@ -22,8 +23,10 @@ pub fn handshake(
     if hs.role != v1::ComponentRole::Worker as i32 {
         return Vec::new();
     }
-    if cap_proto::negotiate::version(&config.supported_versions, &hs.supported_versions).is_err() {
-        registry.forget(&hs.component_id);
+    let Ok(version) =
+        cap_proto::negotiate::version(&config.supported_versions, &hs.supported_versions)
+    else {
+        registry.refuse(hs, now);
         return vec![Action::Alert {
             alert: alert(
                 v1::AlertSeverity::Error,
@@ -36,8 +39,8 @@ pub fn handshake(
                 "",
             ),
         }];
-    }
-    registry.handshake(hs, now);
+    };
+    registry.accept(hs, version, now);
     Vec::new()
 }
 
