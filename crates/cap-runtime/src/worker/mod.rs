@@ -26,11 +26,14 @@
 
 mod announce;
 mod builder;
+mod execute;
+pub mod fence;
 pub mod handler;
 mod keepalive;
 pub mod layers;
 pub mod load;
 mod metrics;
+mod process;
 mod recent;
 mod run;
 
@@ -39,6 +42,7 @@ pub use builder::{
     DEFAULT_HEARTBEAT_INTERVAL, DEFAULT_MAX_PARALLEL, DEFAULT_TIMEOUT, HandlerOptions,
     WorkerBuilder,
 };
+pub use fence::{DEFAULT_FENCE_CAPACITY, DispatchFence, FenceReason, FenceStats};
 pub use handler::{Handler, HandlerInfo, RawHandler};
 pub use keepalive::DEFAULT_KEEPALIVE;
 pub use layers::{RetryLayer, RetryPolicy, TimeoutLayer, TraceLayer};
@@ -197,6 +201,17 @@ impl<B: Bus> RunningWorker<B> {
     /// The packet layer's counters (rejections by code, alerts).
     pub fn packet_stats(&self) -> PacketStats {
         self.packets.stats()
+    }
+
+    /// The dispatch fence's counters (admitted, duplicates, replays, rejections by
+    /// reason, cancels).
+    pub fn fence_stats(&self) -> FenceStats {
+        self.state.fence.stats()
+    }
+
+    /// The dispatch fence (what this worker knows of fenced dispatches and cancels).
+    pub fn fence(&self) -> &Arc<DispatchFence> {
+        &self.state.fence
     }
 
     /// The worker trust state (its session), in `warn` and `enforce` mode.
