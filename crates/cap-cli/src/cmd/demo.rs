@@ -71,8 +71,17 @@ pub fn run(a: DemoArgs) -> Result<ExitCode> {
                 let bus = NatsBus::connect(NatsOptions::new(nats))
                     .await
                     .with_context(|| format!("connecting to {nats}"))?;
-                let store = RedisBlobStore::connect(RedisConfig::new(redis.clone())).await?;
                 if let (true, Some(n)) = (a.compare_fencing, a.jobs) {
+                    // The batches' contexts and results expire after ten minutes (the
+                    // same writes, a shorter stay in a shared Redis).
+                    let ten = Some(Duration::from_secs(600));
+                    let limits = cap_blob::Limits::default()
+                        .with_context_ttl(ten)
+                        .with_result_ttl(ten);
+                    let store = RedisBlobStore::connect(
+                        RedisConfig::new(redis.clone()).with_limits(limits),
+                    )
+                    .await?;
                     let url = redis.clone();
                     let stores: fencing::JobStores<RedisJobStore> = Box::new(move || {
                         let url = url.clone();
@@ -87,6 +96,7 @@ pub fn run(a: DemoArgs) -> Result<ExitCode> {
                     return fencing::compare(bus, store, stores, n, a.inflight, a.rounds, a.json)
                         .await;
                 }
+                let store = RedisBlobStore::connect(RedisConfig::new(redis.clone())).await?;
                 let prefix = format!("cap:demo:{}:", cap_runtime::id::new_trace_id());
                 let jobs = RedisJobStore::connect(redis, prefix).await?;
                 demo(bus, store, jobs, &a).await
