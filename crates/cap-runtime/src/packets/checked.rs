@@ -45,54 +45,65 @@ impl<B: Bus> Packets<B> {
         msg: &Message,
         wanted: impl FnOnce(&BusPacket) -> bool,
     ) -> Option<Inbound> {
+        // Decided before any await, so neither `wanted` nor the decoded packet is part
+        // of this future (it stays small: workers spawn one per job); the production
+        // admission, which awaits the replay store, is boxed.
+        let next: Result<Box<BusPacket>, Option<Box<Rejection>>> =
+            match self.first_step(msg, wanted) {
+                Step::Accept(inbound) => {
+                    bump(&self.shared.counters.accepted);
+                    return Some(inbound);
+                }
+                Step::Admit(packet) => Ok(packet),
+                Step::Skip => Err(None),
+                Step::Reject(rejection) => Err(Some(rejection)),
+            };
+        match next {
+            Ok(packet) => Box::pin(self.admit_production(msg, packet)).await,
+            Err(rejection) => {
+                if let Some(rejection) = rejection {
+                    Box::pin(self.report(&rejection, msg.subject())).await;
+                }
+                ack(msg).await;
+                None
+            }
+        }
+    }
+
+    /// Decoding, the filter, the legacy check; production packets are handed on.
+    fn first_step(&self, msg: &Message, wanted: impl FnOnce(&BusPacket) -> bool) -> Step {
         let c = &self.shared.config;
         let raw = msg.payload();
-        // Decided before any await, so `wanted` is not part of this future.
-        let decoded = match inbound::decode_with(raw, c.max_packet_bytes, &c.trust) {
-            Ok(p) => Ok(wanted(&p).then_some(p)),
-            Err(rejection) => Err(rejection),
+        let packet = match inbound::decode_with(raw, c.max_packet_bytes, &c.trust) {
+            Ok(p) if wanted(&p) => p,
+            Ok(_) => return Step::Skip,
+            Err(rejection) => return Step::Reject(rejection),
         };
-        let packet = match decoded {
-            Ok(Some(p)) => p,
-            Ok(None) => {
-                ack(msg).await;
-                return None;
-            }
-            Err(rejection) => {
-                Box::pin(self.report(&rejection, msg.subject())).await;
-                ack(msg).await;
-                return None;
-            }
-        };
-        let production = match &c.production {
-            Some(p) if packet.signature_metadata.is_some() => p,
-            Some(p) if !p.accepts_legacy(msg.subject()) => {
-                let rejection = rejection(&packet, RejectReason::LegacyRefused, None);
-                Box::pin(self.report(&rejection, msg.subject())).await;
-                ack(msg).await;
-                return None;
-            }
-            _ => {
-                // The legacy profile, or a legacy packet where the profile takes one.
-                return match inbound::check(raw, &packet, &c.trust) {
-                    Ok(()) => {
-                        bump(&self.shared.counters.accepted);
-                        Some(Inbound {
-                            packet,
-                            duplicate: false,
-                            production: false,
-                        })
-                    }
-                    Err(rejection) => {
-                        Box::pin(self.report(&rejection, msg.subject())).await;
-                        ack(msg).await;
-                        None
-                    }
-                };
-            }
-        };
-        // `cap_sign::production::admit`, step by step, with the store's boxed future
-        // (its generic one is not `Send` for every lifetime the caller needs).
+        match &c.production {
+            Some(_) if packet.signature_metadata.is_some() => Step::Admit(Box::new(packet)),
+            Some(p) if !p.accepts_legacy(msg.subject()) => Step::Reject(Box::new(rejection(
+                &packet,
+                RejectReason::LegacyRefused,
+                None,
+            ))),
+            // The legacy profile, or a legacy packet where the profile takes one.
+            _ => match inbound::check(raw, &packet, &c.trust) {
+                Ok(()) => Step::Accept(Inbound {
+                    packet,
+                    duplicate: false,
+                    production: false,
+                }),
+                Err(rejection) => Step::Reject(rejection),
+            },
+        }
+    }
+
+    /// CAP-PRODUCTION admission of a decoded packet: `cap_sign::production::admit`, step
+    /// by step, with the store's boxed future (its generic one is not `Send` for every
+    /// lifetime the callers need), then envelope validation.
+    async fn admit_production(&self, msg: &Message, packet: Box<BusPacket>) -> Option<Inbound> {
+        let production = self.shared.config.production.as_ref()?;
+        let raw = msg.payload();
         let now = SystemTime::now();
         let checked = production
             .authority()
@@ -120,7 +131,7 @@ impl<B: Bus> Packets<B> {
             Err(e) => {
                 let store_failure = e.is_store_failure();
                 let rejection = rejection(&packet, RejectReason::Production(e), None);
-                Box::pin(self.report(&rejection, msg.subject())).await;
+                self.report(&rejection, msg.subject()).await;
                 if store_failure {
                     if let Err(e) = msg.nak(Some(STORE_RETRY)).await {
                         tracing::debug!(error = %e, "nak failed");
@@ -134,9 +145,8 @@ impl<B: Bus> Packets<B> {
         let packet = verified.into_packet();
         if let Err(v) = validate::packet(&packet) {
             let fields: Vec<String> = v.iter().map(|x| x.field.clone()).collect();
-            let mut rej = rejection(&packet, RejectReason::Invalid(fields), Some(v.code()));
-            rej.answer = None;
-            Box::pin(self.report(&rej, msg.subject())).await;
+            let rej = rejection(&packet, RejectReason::Invalid(fields), Some(v.code()));
+            self.report(&rej, msg.subject()).await;
             ack(msg).await;
             return None;
         }
@@ -151,6 +161,21 @@ impl<B: Bus> Packets<B> {
             production: true,
         })
     }
+}
+
+/// The first, synchronous step of a receive. Returned by value once and taken apart at
+/// once (never held across an await): boxing the large variant would cost an allocation
+/// per packet for nothing.
+#[allow(clippy::large_enum_variant)]
+enum Step {
+    /// Accepted as it is (the legacy checks passed).
+    Accept(Inbound),
+    /// Filtered out.
+    Skip,
+    /// Refused.
+    Reject(Box<Rejection>),
+    /// A production packet, to be admitted.
+    Admit(Box<BusPacket>),
 }
 
 /// A rejection of a decoded packet: the code of `reason` (or `code`), the ids to report.

@@ -32,8 +32,18 @@ pub(crate) struct Echo {
 }
 
 impl Echo {
-    fn is_empty(&self) -> bool {
-        self.dispatch.is_none() && self.identity.is_none()
+    /// What a request's reports echo; `None` when nothing (a request without a dispatch
+    /// identity in the legacy profile), so such jobs allocate nothing for it.
+    fn of(
+        dispatch: Option<&v1::DispatchIdentity>,
+        identity: Option<v1::IdentityBinding>,
+    ) -> Option<Arc<Echo>> {
+        (dispatch.is_some() || identity.is_some()).then(|| {
+            Arc::new(Echo {
+                dispatch: dispatch.cloned(),
+                identity,
+            })
+        })
     }
 
     fn result(&self, r: &mut v1::JobResult) {
@@ -49,7 +59,7 @@ impl Echo {
 /// The progress reports of one job that carries an [`Echo`].
 struct EchoSink<B: Bus> {
     packets: Packets<B>,
-    echo: Echo,
+    echo: Arc<Echo>,
 }
 
 impl<B: Bus> ProgressSink for EchoSink<B> {
@@ -138,10 +148,7 @@ pub(super) async fn process<B: Bus, S: BlobStore + 'static>(
         let _ = msg.ack().await;
         return;
     };
-    let echo = Echo {
-        dispatch: request.dispatch.clone(),
-        identity,
-    };
+    let echo = Echo::of(request.dispatch.as_ref(), identity);
     let topic: Arc<str> = match route {
         Route::Topic(t) => t,
         Route::Direct => Arc::from(request.topic.as_str()),
@@ -157,7 +164,7 @@ pub(super) async fn process<B: Bus, S: BlobStore + 'static>(
             shared,
             &trace_id,
             result,
-            &echo,
+            echo.as_deref(),
             msg,
             Record::Nothing,
         ))
@@ -165,7 +172,7 @@ pub(super) async fn process<B: Bus, S: BlobStore + 'static>(
         return;
     };
     let state = &shared.state;
-    let decision = match &echo.dispatch {
+    let decision = match &request.dispatch {
         Some(d) if duplicate => state.fence.redelivered(&request.job_id, d),
         Some(d) => Some(state.fence.admit(&request.job_id, d, &state.jobs_root)),
         None if duplicate => None,
@@ -190,7 +197,7 @@ pub(super) async fn process<B: Bus, S: BlobStore + 'static>(
             return;
         }
         Some(DispatchDecision::Reject(reason)) => {
-            let d = echo.dispatch.clone().unwrap_or_default();
+            let d = request.dispatch.clone().unwrap_or_default();
             Box::pin(refuse(shared, &request.job_id, &d, reason, &trace_id)).await;
             let _ = msg.ack().await;
             return;
@@ -207,13 +214,12 @@ pub(super) async fn process<B: Bus, S: BlobStore + 'static>(
     shared.metrics.job_received(&request.job_id, &topic);
     let started = Instant::now();
     let job_id = request.job_id.clone();
-    let sink: Arc<dyn ProgressSink> = if echo.is_empty() {
-        shared.sink.clone()
-    } else {
-        Arc::new(EchoSink {
+    let sink: Arc<dyn ProgressSink> = match &echo {
+        None => shared.sink.clone(),
+        Some(echo) => Arc::new(EchoSink {
             packets: shared.packets.clone(),
             echo: echo.clone(),
-        })
+        }),
     };
     let outcome = execute(
         shared,
@@ -246,11 +252,11 @@ pub(super) async fn process<B: Bus, S: BlobStore + 'static>(
         }
     }
     drop(outcome);
-    let record = match &echo.dispatch {
+    let record = match echo.as_ref().and_then(|e| e.dispatch.as_ref()) {
         Some(d) => Record::Fenced(&job_id, d),
         None => Record::Legacy(&job_id),
     };
-    publish_result(shared, &trace_id, result, &echo, msg, record).await;
+    publish_result(shared, &trace_id, result, echo.as_deref(), msg, record).await;
     state.active.fetch_sub(1, Ordering::Relaxed);
     state.completed.fetch_add(1, Ordering::Relaxed);
 }
@@ -327,11 +333,13 @@ async fn publish_result<B: Bus, S: BlobStore>(
     shared: &Shared<B, S>,
     trace_id: &str,
     mut result: v1::JobResult,
-    echo: &Echo,
+    echo: Option<&Echo>,
     msg: &Message,
     record: Record<'_>,
 ) {
-    echo.result(&mut result);
+    if let Some(echo) = echo {
+        echo.result(&mut result);
+    }
     // Legacy dedupe: a retryable failure is not remembered as finished, the next
     // delivery of this job id is a retry and must run the handler again. A fenced retry
     // is another dispatch, so the fence records every outcome.
@@ -339,7 +347,7 @@ async fn publish_result<B: Bus, S: BlobStore>(
     // Sealed before any await, so the packet is not part of this future.
     let sealed = {
         let mut packet = shared.packets.envelope(trace_id, result);
-        packet.identity.clone_from(&echo.identity);
+        packet.identity = echo.and_then(|e| e.identity.clone());
         shared.packets.seal_for(subject::RESULT, &mut packet)
     };
     let recent = &shared.state.recent;
