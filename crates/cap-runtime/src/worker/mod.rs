@@ -9,9 +9,13 @@
 //! the process's CPU and memory load, active jobs, `max_parallel` and pool.
 //!
 //! For every job request: the packet is opened by the [packet layer](crate::packets)
-//! (rejections are alerted, and answered with a FAILED result when possible); a job id
-//! already running here is dropped and one recently finished gets its recorded result
-//! published again ([`RecentJobs`]); at most `max_parallel` jobs run at once (the rest wait
+//! (rejections are alerted, and answered with a FAILED result when possible); a request
+//! carrying a `DispatchIdentity` goes through the dispatch fence ([`DispatchFence`]:
+//! stale, future, foreign and cancelled attempts are refused, an exact redelivery is
+//! dropped or answered with the recorded result, another dispatch id runs), one without
+//! through the job-id dedupe (a job id already running here is dropped and one recently
+//! finished gets its recorded result published again, [`RecentJobs`]); results and
+//! progress echo the dispatch identity; at most `max_parallel` jobs run at once (the rest wait
 //! on the bus; a slot is taken once a message is in hand, so exactly `max_parallel` run
 //! when that many are waiting); a durable delivery in hand is reported in progress every
 //! [`keepalive`](WorkerBuilder::keepalive) interval, so the bus redelivers only the jobs
