@@ -248,6 +248,11 @@ fn demo_runs_every_path_and_checks_the_outcomes() {
         "RUNNING → CANCELLED",
         "RUNNING → FAILED_FATAL",
         ".compensate",
+        // The zombie: its attempt timed out; its late reports are refused.
+        "progress of a inactive attempt refused",
+        "result of a inactive attempt refused",
+        "late progress            REFUSED",
+        "late result              REFUSED",
         "every job ended as the protocol says",
     ] {
         assert!(text.contains(needle), "missing `{needle}` in:\n{text}");
@@ -266,6 +271,39 @@ fn demo_throughput_batch_prints_json() {
     assert_eq!(v["succeeded"], 500);
     assert_eq!(v["failed"], 0);
     assert!(v["jobs_per_sec"].as_f64().unwrap() > 0.0);
+}
+
+#[test]
+fn demo_compares_fencing_on_and_off_in_one_run() {
+    let out = cap(
+        &[
+            "demo",
+            "--jobs",
+            "300",
+            "--compare-fencing",
+            "--rounds",
+            "2",
+            "--json",
+        ],
+        b"",
+    );
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(v["rounds"], 2);
+    assert_eq!(v["failed"], 0);
+    for side in ["fencing_on", "fencing_off"] {
+        let s = &v[side];
+        assert!(s["median_jobs_per_sec"].as_f64().unwrap() > 0.0, "{v}");
+        assert!(s["min_jobs_per_sec"].as_f64() <= s["max_jobs_per_sec"].as_f64());
+        assert!(s["p99_ms"]["median"].as_f64().unwrap() > 0.0);
+    }
+    assert!(v["throughput_cost"].as_f64().is_some());
+    let usage = cap(&["demo", "--compare-fencing"], b"");
+    assert_eq!(usage.status.code(), Some(2), "needs --jobs");
 }
 
 /// Vectors produced by cap-sdk-python 2.17.0: every payload type, the fields added since

@@ -52,12 +52,16 @@
 //! ## Pieces
 //! - [`packets`]: `BusPacket`s over any bus — canonical encoding, signing, verification
 //!   on the raw bytes, validation; rejected packets counted, logged, alerted
-//!   (rate-limited) and, for job requests, answered with a FAILED result.
+//!   (rate-limited) and, for job requests, answered with a FAILED result. Two signature
+//!   profiles: legacy (the default) and CAP-PRODUCTION ([`packets::production`]:
+//!   exact-wire seals bound to the subject, admission with replay protection before
+//!   any handler, legacy packets refused).
 //! - [`Worker`] / [`WorkerBuilder`]: handlers per topic (typed `async fn(Context, In) ->
 //!   Result<Out, E>` or raw bytes), tower layers in registration order (built in:
 //!   [`TraceLayer`], [`TimeoutLayer`], [`RetryLayer`]), `max_parallel`, [`MetricsHook`],
-//!   handshake, heartbeats, progress, cancellation, duplicate suppression, graceful
-//!   shutdown.
+//!   handshake, heartbeats, progress, cancellation, duplicate suppression, dispatch
+//!   fencing ([`worker::fence`]: stale, future, foreign and cancelled attempts refused,
+//!   exact redeliveries answered with the recorded result), graceful shutdown.
 //! - [`Client`] / [`JobHandle`]: submit, await the result, decode the output, follow
 //!   progress, cancel.
 //! - [`testing`]: run handlers on the in-memory backends.

@@ -325,3 +325,35 @@ fn a_direct_dispatch_names_its_worker_and_only_that_worker_may_report() {
     c.handle(result("d", JobState::Succeeded, "w7", Some(d)), 2);
     assert_eq!(state(&c, "d"), JobState::Succeeded);
 }
+
+#[test]
+fn the_start_report_of_the_attempt_that_ended_the_job_arriving_after_its_result_is_quiet() {
+    // Progress and results travel on different subjects: a worker's "started" report may
+    // arrive after its own result. It is the attempt that ended the job, not a zombie.
+    let mut c = core();
+    let d = dispatched(&submit_and_allow(&mut c, "q")).remove(0);
+    c.handle(result("q", JobState::Succeeded, "w1", Some(d.clone())), 1);
+    assert_eq!(state(&c, "q"), JobState::Succeeded);
+    let late = |dispatch: v1::DispatchIdentity| Event::Progress {
+        progress: v1::JobProgress {
+            job_id: "q".into(),
+            status: JobState::Running.status() as i32,
+            dispatch: Some(dispatch),
+            ..Default::default()
+        },
+        sender: "w1".into(),
+    };
+    let a = c.handle(late(d.clone()), 2);
+    assert!(fenced(&a).is_empty(), "{a:?}");
+    assert!(a.is_empty(), "nothing at all: {a:?}");
+    // Another dispatch id for that attempt is still refused.
+    let other = v1::DispatchIdentity {
+        dispatch_id: "forged".into(),
+        ..d
+    };
+    assert_eq!(
+        fenced(&c.handle(late(other), 3)),
+        [("progress", Fence::Inactive)]
+    );
+    assert_eq!(state(&c, "q"), JobState::Succeeded);
+}

@@ -3,6 +3,9 @@
 //! `--nats`/`--redis`). It runs one job down every path, prints each state change as it
 //! happens, then a summary; it exits 1 if any job did not end as the protocol says.
 
+#[path = "demo_fencing.rs"]
+mod fencing;
+
 use super::worker::runtime;
 use anyhow::{Context as _, Result, bail};
 use cap_blob::{BlobStore, MemoryBlobStore, RedisBlobStore, RedisConfig};
@@ -50,6 +53,14 @@ pub struct DemoArgs {
     /// Print the throughput batch's figures as one JSON object.
     #[arg(long)]
     json: bool,
+    /// With `--jobs`: run the batch with dispatch fencing on and off alternately
+    /// (`--rounds` times each, a fresh scheduler and job store per run) and print both
+    /// side by side: medians and ranges, and what fencing costs.
+    #[arg(long, requires = "jobs")]
+    compare_fencing: bool,
+    /// Rounds of `--compare-fencing` (each runs the batch with fencing on and off).
+    #[arg(long, default_value_t = 3, requires = "compare_fencing")]
+    rounds: usize,
 }
 
 /// Runs `cap demo`.
@@ -60,6 +71,31 @@ pub fn run(a: DemoArgs) -> Result<ExitCode> {
                 let bus = NatsBus::connect(NatsOptions::new(nats))
                     .await
                     .with_context(|| format!("connecting to {nats}"))?;
+                if let (true, Some(n)) = (a.compare_fencing, a.jobs) {
+                    // The batches' contexts and results expire after ten minutes (the
+                    // same writes, a shorter stay in a shared Redis).
+                    let ten = Some(Duration::from_secs(600));
+                    let limits = cap_blob::Limits::default()
+                        .with_context_ttl(ten)
+                        .with_result_ttl(ten);
+                    let store = RedisBlobStore::connect(
+                        RedisConfig::new(redis.clone()).with_limits(limits),
+                    )
+                    .await?;
+                    let url = redis.clone();
+                    let stores: fencing::JobStores<RedisJobStore> = Box::new(move || {
+                        let url = url.clone();
+                        Box::pin(async move {
+                            let prefix = format!("cap:demo:{}:", cap_runtime::id::new_trace_id());
+                            let jobs = RedisJobStore::connect(&url, prefix.clone()).await?;
+                            let purge: fencing::Cleanup =
+                                Box::new(move || Box::pin(fencing::purge_redis(url, prefix)));
+                            Ok((jobs, purge))
+                        })
+                    });
+                    return fencing::compare(bus, store, stores, n, a.inflight, a.rounds, a.json)
+                        .await;
+                }
                 let store = RedisBlobStore::connect(RedisConfig::new(redis.clone())).await?;
                 let prefix = format!("cap:demo:{}:", cap_runtime::id::new_trace_id());
                 let jobs = RedisJobStore::connect(redis, prefix).await?;
@@ -67,6 +103,22 @@ pub fn run(a: DemoArgs) -> Result<ExitCode> {
             }
             _ => {
                 let store = MemoryBlobStore::emulating_redis(Default::default());
+                if let (true, Some(n)) = (a.compare_fencing, a.jobs) {
+                    let stores: fencing::JobStores<MemoryJobStore> = Box::new(|| {
+                        let nothing: fencing::Cleanup = Box::new(|| Box::pin(async {}));
+                        Box::pin(async { Ok((MemoryJobStore::new(), nothing)) })
+                    });
+                    return fencing::compare(
+                        MemoryBus::new(),
+                        store,
+                        stores,
+                        n,
+                        a.inflight,
+                        a.rounds,
+                        a.json,
+                    )
+                    .await;
+                }
                 demo(MemoryBus::new(), store, MemoryJobStore::new(), &a).await
             }
         }
@@ -74,12 +126,12 @@ pub fn run(a: DemoArgs) -> Result<ExitCode> {
 }
 
 #[derive(Deserialize, schemars::JsonSchema)]
-struct EchoIn {
+pub(crate) struct EchoIn {
     text: String,
 }
 
 #[derive(Serialize, Deserialize, schemars::JsonSchema)]
-struct EchoOut {
+pub(crate) struct EchoOut {
     text: String,
     length: usize,
 }
@@ -91,7 +143,7 @@ struct StepIn {
     fail: bool,
 }
 
-async fn echo(_ctx: Context, input: EchoIn) -> Result<EchoOut, JobError> {
+pub(crate) async fn echo(_ctx: Context, input: EchoIn) -> Result<EchoOut, JobError> {
     Ok(EchoOut {
         length: input.text.chars().count(),
         text: input.text,
@@ -172,6 +224,11 @@ async fn demo<B: Bus, S: BlobStore + Clone + 'static, J: JobStore>(
     let sched = tokio::spawn(scheduler.run(stop.clone()));
 
     let flaky_attempts: Arc<Mutex<HashMap<String, u32>>> = Arc::default();
+    let zombie = Zombie {
+        packets: Packets::new(bus.clone(), PacketConfig::new("demo-worker")),
+        dispatch: Arc::default(),
+    };
+    let seen_dispatch = zombie.dispatch.clone();
     let worker = Worker::builder(bus.clone(), store.clone())
         .id("demo-worker")
         .max_parallel(256)
@@ -196,6 +253,19 @@ async fn demo<B: Bus, S: BlobStore + Clone + 'static, J: JobStore>(
             }
         })
         .handler("job.demo.slow", until_cancelled)
+        .handler(
+            "job.demo.zombie",
+            move |ctx: Context, input: serde_json::Value| {
+                let seen = seen_dispatch.clone();
+                async move {
+                    // Remember the attempt's dispatch identity: the demo replays it later as
+                    // a worker that missed the cancel would.
+                    *seen.lock().unwrap_or_else(|p| p.into_inner()) =
+                        ctx.request().dispatch.clone();
+                    until_cancelled(ctx, input).await
+                }
+            },
+        )
         .handler("job.demo.wait", until_cancelled)
         .handler("job.demo.step", step)
         .handler("job.demo.undo", undo)
@@ -208,7 +278,7 @@ async fn demo<B: Bus, S: BlobStore + Clone + 'static, J: JobStore>(
 
     let code = match mode {
         Mode::Throughput(n) => throughput(&client, n, a.inflight, a.json).await?,
-        Mode::Scenarios(mut observed) => scenarios(&client, &mut observed).await?,
+        Mode::Scenarios(mut observed) => scenarios(&client, &mut observed, &zombie).await?,
     };
     worker.shutdown(Duration::from_secs(2)).await;
     stop.cancel();
@@ -273,9 +343,62 @@ async fn throughput<B: Bus, S: BlobStore + 'static>(
     })
 }
 
+/// A worker that missed the cancel of its timed-out attempt and reports on it anyway:
+/// the demo sends its late progress and result (as `demo-worker`, with the attempt's
+/// dispatch identity), and the scheduler must refuse both.
+struct Zombie<B: Bus> {
+    packets: Packets<B>,
+    /// The dispatch identity of the zombie scenario's attempt, once it ran.
+    dispatch: Arc<Mutex<Option<v1::DispatchIdentity>>>,
+}
+
+impl<B: Bus> Zombie<B> {
+    /// Publishes the late progress and SUCCEEDED result of `job_id`'s attempt.
+    async fn report_late(&self, job_id: &str) -> Result<bool> {
+        let dispatch = self
+            .dispatch
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone();
+        let Some(dispatch) = dispatch else {
+            return Ok(false);
+        };
+        let progress = v1::JobProgress {
+            job_id: job_id.to_owned(),
+            percent: 90,
+            status: v1::JobStatus::Running as i32,
+            message: "still at it".into(),
+            dispatch: Some(dispatch.clone()),
+            ..Default::default()
+        };
+        let result = v1::JobResult {
+            job_id: job_id.to_owned(),
+            status: v1::JobStatus::Succeeded as i32,
+            worker_id: self.packets.sender_id().to_owned(),
+            error_message: "finished after all".into(),
+            dispatch: Some(dispatch),
+            ..Default::default()
+        };
+        let p = &self.packets;
+        p.publish(cap_proto::subject::PROGRESS, p.envelope(job_id, progress))
+            .await?;
+        p.publish(cap_proto::subject::RESULT, p.envelope(job_id, result))
+            .await?;
+        Ok(true)
+    }
+}
+
+/// What the scheduler refused and how jobs moved, per job (for the checks).
+#[derive(Default)]
+struct Seen {
+    fenced: Vec<(String, &'static str)>,
+    states: HashMap<String, Vec<JobState>>,
+}
+
 async fn scenarios<B: Bus, S: BlobStore + 'static>(
     client: &Client<B, S>,
     observed: &mut tokio::sync::broadcast::Receiver<Observed>,
+    zombie: &Zombie<B>,
 ) -> Result<ExitCode> {
     let run = cap_runtime::id::new_trace_id()
         .chars()
@@ -288,6 +411,8 @@ async fn scenarios<B: Bus, S: BlobStore + 'static>(
     // Submit → terminal time of each job, as the scheduler saw it.
     let timings: Arc<Mutex<Timings>> = Arc::default();
     let times = timings.clone();
+    let seen: Arc<Mutex<Seen>> = Arc::default();
+    let record = seen.clone();
     let print_task = tokio::spawn(async move {
         let mut last: HashMap<String, JobState> = HashMap::new();
         while let Ok(o) = printer.recv().await {
@@ -305,6 +430,13 @@ async fn scenarios<B: Bus, S: BlobStore + 'static>(
                             entry.1 = Some(entry.0.elapsed());
                         }
                     }
+                    record
+                        .lock()
+                        .unwrap_or_else(|p| p.into_inner())
+                        .states
+                        .entry(job_id.clone())
+                        .or_default()
+                        .push(state);
                     let from = last
                         .insert(job_id.clone(), state)
                         .map(|s| format!("{s} → "))
@@ -338,6 +470,11 @@ async fn scenarios<B: Bus, S: BlobStore + 'static>(
                         "{:>8.1} ms  {job_id:<24} {what} of a {fence} attempt refused",
                         t0.elapsed().as_secs_f64() * 1e3
                     );
+                    record
+                        .lock()
+                        .unwrap_or_else(|p| p.into_inner())
+                        .fenced
+                        .push((job_id, what));
                 }
             }
         }
@@ -352,6 +489,7 @@ async fn scenarios<B: Bus, S: BlobStore + 'static>(
         ("retried", "job.demo.flaky", JobState::Succeeded),
         ("timeout", "job.demo.slow", JobState::Timeout),
         ("cancel", "job.demo.wait", JobState::Cancelled),
+        ("zombie", "job.demo.zombie", JobState::Timeout),
     ] {
         plan.push(Scenario {
             name,
@@ -449,6 +587,9 @@ async fn scenarios<B: Bus, S: BlobStore + 'static>(
             seen.unwrap_or_else(|| at.elapsed()),
         ));
     }
+    // The zombie: its attempt timed out (and was fenced); it reports anyway, late.
+    let zombie_id = id("zombie");
+    let zombie_reported = zombie.report_late(&zombie_id).await?;
     // Wait for the compensations the scheduler started.
     let comps = [
         format!("{}.compensate", id("step-1")),
@@ -468,6 +609,18 @@ async fn scenarios<B: Bus, S: BlobStore + 'static>(
             Ok(Err(tokio::sync::broadcast::error::RecvError::Closed)) => break,
             _ => {}
         }
+    }
+    // The zombie's late progress and result must come back refused.
+    let refused = |what: &str| {
+        seen.lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .fenced
+            .iter()
+            .any(|(j, w)| *j == zombie_id && *w == what)
+    };
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while !(refused("progress") && refused("result")) && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(20)).await;
     }
     tokio::time::sleep(Duration::from_millis(50)).await;
     print_task.abort();
@@ -505,6 +658,31 @@ async fn scenarios<B: Bus, S: BlobStore + 'static>(
             truncate(&err, 36),
             lat.as_secs_f64() * 1e3,
             if good { "" } else { "  <-- expected different" }
+        );
+    }
+    // The zombie's job stayed TIMEOUT: its late reports were refused, not applied.
+    let zombie_states = seen
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .states
+        .get(&zombie_id)
+        .cloned()
+        .unwrap_or_default();
+    let stayed = zombie_states.last() == Some(&JobState::Timeout)
+        && zombie_states.iter().filter(|s| s.is_terminal()).count() == 1;
+    for (what, good) in [
+        ("late progress", zombie_reported && refused("progress")),
+        (
+            "late result",
+            zombie_reported && refused("result") && stayed,
+        ),
+    ] {
+        ok &= good;
+        println!(
+            "{:<10} {:<24} {:<18}",
+            "zombie",
+            what,
+            if good { "REFUSED" } else { "NOT REFUSED" }
         );
     }
     for c in &comps {

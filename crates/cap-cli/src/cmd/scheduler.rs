@@ -1,14 +1,15 @@
 //! `cap scheduler` (the control plane as a service), `cap approve` / `cap reject` (the
 //! approval command) and `cap tail` (live bus traffic as one-line JSON).
 
-use super::worker::{init_logging, load_key, runtime, shutdown_signal, trust_policy};
+use super::worker::{init_logging, load_key, replay_store, runtime, shutdown_signal, trust_policy};
 use anyhow::{Context as _, Result, bail};
 use bytes::Bytes;
 use cap_bus::{Bus, NatsBus, NatsOptions};
-use cap_runtime::packets::{PacketConfig, Packets};
+use cap_runtime::packets::{PacketConfig, Packets, Profile};
 use cap_safety::{DynSafetyClient, GrpcClientOptions, GrpcSafetyClient, Kernel, KernelOptions};
 use cap_scheduler::core::{Admission, Config, DEFAULT_POINTER_SCHEMES, Pools};
 use cap_scheduler::shell::APPROVAL_SUBJECT;
+use cap_scheduler::trust::production::production_packets;
 use cap_scheduler::trust::{
     DEFAULT_NAMESPACE, RedisTrustStore, TrustServer, TrustServerConfig, WorkerKeys, WorkerTrust,
     WorkerTrustMode,
@@ -84,6 +85,20 @@ pub struct SchedulerArgs {
     /// Queue group prefix shared by the instances of one scheduler.
     #[arg(long, default_value = cap_scheduler::shell::QUEUE_GROUP)]
     queue_group: String,
+    /// The signature profile: `legacy` (default) or `production` (CAP-PRODUCTION:
+    /// exact-wire signatures with `--key` under `--key-id`, results and progress admitted
+    /// only when sealed by a registered worker proof key, once; needs `--worker-keys`
+    /// and `--key`). Dispatch fencing is on in both.
+    #[arg(long, default_value = "legacy", value_parser = super::worker::parse_profile)]
+    profile: Profile,
+    /// Where the production profile remembers admitted messages: `redis` (default:
+    /// `--redis`, keys `cap:replay:sched:<id>:…`, shared by the instances) or `memory`.
+    #[arg(long, default_value = "redis", value_parser = ["redis", "memory"])]
+    replay: String,
+    /// The tenant of the scheduler's own production packets that carry no identity (and
+    /// of jobs submitted without one).
+    #[arg(long, default_value = cap_runtime::trust::DEFAULT_TENANT)]
+    tenant: String,
 }
 
 /// Parses `90s`, `500ms`, `5m`, `1h` (a bare number is seconds).
@@ -174,6 +189,11 @@ pub fn scheduler(a: SchedulerArgs) -> Result<ExitCode> {
         };
         // Flags first: a bad combination fails before any connection.
         let key = a.key.as_deref().map(load_key).transpose()?;
+        if a.profile == Profile::Production && (a.worker_keys.is_none() || key.is_none()) {
+            bail!(
+                "--profile production needs --worker-keys DIR and --key PEM (workers' proof keys, the scheduler's key)"
+            );
+        }
         let worker_trust = worker_trust(&a, key.as_ref()).await?;
         let bus = NatsBus::connect(NatsOptions::from_env()?.name(a.id.clone()))
             .await
@@ -182,6 +202,12 @@ pub fn scheduler(a: SchedulerArgs) -> Result<ExitCode> {
         let mut config = PacketConfig::new(a.id.clone()).trust(trust_policy(a.trust.as_deref())?);
         if let Some(k) = &key {
             config = config.signer(Arc::new(k.clone()));
+        }
+        if let (Profile::Production, Some(trust)) = (a.profile, &worker_trust) {
+            let url = (a.replay == "redis").then_some(a.redis.as_str());
+            let replay = replay_store(url, &format!("cap:replay:sched:{}:", a.id)).await?;
+            config = production_packets(config, trust, replay, &a.tenant)?;
+            tracing::info!(replay = %a.replay, tenant = %a.tenant, "CAP-PRODUCTION profile");
         }
         let options = SchedulerOptions {
             config: Config {

@@ -144,6 +144,8 @@ mod tests {
                 grace: 1.0,
                 no_jetstream: true,
                 worker_trust: Default::default(),
+                profile: Default::default(),
+                redis: None,
             },
             async {
                 let _ = rx.await;

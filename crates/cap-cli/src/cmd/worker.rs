@@ -4,6 +4,7 @@ use anyhow::{Context as _, Result, bail};
 use cap_blob::scope::PREFIXES_ENV;
 use cap_blob::{PointerScope, RedisBlobStore, RedisConfig};
 use cap_bus::{NatsBus, NatsOptions};
+use cap_runtime::packets::Profile;
 use cap_runtime::trust::{WorkerTrustConfig, WorkerTrustMode};
 use cap_runtime::{Context, JobError, Worker};
 use cap_sign::{KeyRing, PrivateKey, PublicKey, TrustMode, TrustPolicy};
@@ -53,6 +54,45 @@ pub struct EchoArgs {
     /// The worker trust handshake.
     #[command(flatten)]
     pub worker_trust: WorkerTrustArgs,
+    /// The signature profile: `legacy` (default) or `production` (CAP-PRODUCTION:
+    /// exact-wire signatures with the proof key, only the scheduler's production packets
+    /// admitted, once; needs `--worker-trust enforce`). Dispatch fencing is on in both.
+    #[arg(long, default_value = "legacy", value_parser = parse_profile)]
+    pub profile: Profile,
+    /// The production profile's replay store in this Redis (keys
+    /// `cap:replay:worker:<id>:…`); default: in memory.
+    #[arg(long)]
+    pub redis: Option<String>,
+}
+
+/// Parses `legacy | production`.
+pub fn parse_profile(s: &str) -> std::result::Result<Profile, String> {
+    s.parse().map_err(|e: cap_runtime::Error| e.to_string())
+}
+
+/// The replay store of a production component: Redis at `url` under `prefix`, or memory.
+pub async fn replay_store(
+    url: Option<&str>,
+    prefix: &str,
+) -> Result<Arc<dyn cap_sign::production::DynReplayStore>> {
+    Ok(match url {
+        Some(url) => Arc::new(
+            cap_runtime::replay::RedisReplayStore::connect(url, prefix)
+                .await
+                .with_context(|| format!("connecting the replay store to {}", redact(url)))?,
+        ),
+        None => Arc::new(cap_sign::production::MemoryReplayStore::default()),
+    })
+}
+
+/// `url` without a password.
+fn redact(url: &str) -> String {
+    match (url.find("://"), url.rfind('@')) {
+        (Some(scheme), Some(at)) if at > scheme => {
+            format!("{}***{}", &url[..scheme + 3], &url[at..])
+        }
+        _ => url.to_owned(),
+    }
 }
 
 /// The worker trust flags of a worker.
@@ -77,6 +117,10 @@ pub struct WorkerTrustArgs {
     /// (repeatable).
     #[arg(long = "scheduler-key", value_name = "ID=PEM")]
     pub scheduler_keys: Vec<String>,
+    /// The tenant the scheduler binds to the proof key (the production profile's
+    /// tenant).
+    #[arg(long, default_value = cap_runtime::trust::DEFAULT_TENANT)]
+    pub tenant: String,
 }
 
 impl WorkerTrustArgs {
@@ -109,7 +153,8 @@ impl WorkerTrustArgs {
             key_id,
             Arc::new(load_key(path)?),
             self.scheduler_id.clone(),
-        );
+        )
+        .tenant_id(self.tenant.clone());
         for item in &self.scheduler_keys {
             let (id, pem) = item
                 .split_once('=')
@@ -225,6 +270,20 @@ pub async fn echo_until(
             "--trust does not apply with --worker-trust warn|enforce (only the scheduler's packets are accepted)"
         );
     }
+    match a.profile {
+        Profile::Production if a.worker_trust.mode != WorkerTrustMode::Enforce => {
+            bail!("--profile production needs --worker-trust enforce");
+        }
+        Profile::Production if signer.is_some() => {
+            bail!(
+                "--key does not apply with --profile production (packets are sealed with --proof-key)"
+            );
+        }
+        Profile::Legacy if a.redis.is_some() => {
+            bail!("--redis (the replay store) applies to --profile production only");
+        }
+        _ => {}
+    }
     let mut opts = NatsOptions::from_env()?.name(id.clone());
     if a.no_jetstream {
         opts = opts.without_jetstream();
@@ -245,6 +304,12 @@ pub async fn echo_until(
     let store = RedisBlobStore::connect(RedisConfig::from_env())
         .await
         .context("connecting to Redis (REDIS_URL)")?;
+    let replay = match a.profile {
+        Profile::Production => {
+            Some(replay_store(a.redis.as_deref(), &format!("cap:replay:worker:{id}:")).await?)
+        }
+        Profile::Legacy => None,
+    };
     let delay = Duration::from_millis(a.delay_ms);
     let mut builder = Worker::builder(bus.clone(), store)
         .id(id.clone())
@@ -272,11 +337,15 @@ pub async fn echo_until(
     if let Some(config) = worker_trust {
         builder = builder.worker_trust(config);
     }
+    if let Some(replay) = replay {
+        builder = builder.production(replay);
+    }
     let worker = builder.build()?.start().await?;
     println!(
-        "worker {id} ready on {} (pid {})",
+        "worker {id} ready on {} (pid {}, profile {})",
         a.topic,
-        std::process::id()
+        std::process::id(),
+        a.profile
     );
     stop.await;
     let report = worker

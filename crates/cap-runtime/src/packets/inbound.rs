@@ -23,6 +23,14 @@ pub enum RejectReason {
     /// The packet decoded and passed the trust check but breaks protocol rules; the
     /// field paths (ours, not the sender's text) that are wrong.
     Invalid(Vec<String>),
+    /// A CAP-PRODUCTION receiver refused the packet: its exact-wire signature, metadata,
+    /// authority, identity binding or replay admission failed (see
+    /// [`production::failure_name`](super::production::failure_name) for the words
+    /// reported; the error's own strings stay out of logs and alerts).
+    Production(cap_sign::production::ProductionError),
+    /// A CAP-PRODUCTION receiver got a legacy packet (no signature metadata) on a subject
+    /// where it takes none.
+    LegacyRefused,
 }
 
 impl RejectReason {
@@ -32,6 +40,13 @@ impl RejectReason {
             RejectReason::Decode(what) => format!("undecodable packet ({what})"),
             RejectReason::UnknownPayload(f) => format!("unknown payload (field {f})"),
             RejectReason::Signature(what) => format!("signature rejected ({what})"),
+            RejectReason::Production(e) => format!(
+                "production admission failed ({})",
+                super::production::failure_name(e)
+            ),
+            RejectReason::LegacyRefused => {
+                "legacy packet refused by the production profile".to_owned()
+            }
             RejectReason::Invalid(fields) => {
                 let mut s = String::from("invalid packet: ");
                 for (i, f) in fields.iter().take(8).enumerate() {
@@ -145,19 +160,23 @@ pub fn decode_with(
     })
 }
 
+/// A rejection of a decoded packet with `code` and `reason`, naming its (sanitised)
+/// trace and sender ids and its payload kind; no answer.
+pub fn rejection_of(packet: &BusPacket, code: ErrorCode, reason: RejectReason) -> Rejection {
+    Rejection {
+        code,
+        reason,
+        trace_id: non_empty(&packet.trace_id),
+        sender_id: non_empty(&packet.sender_id),
+        kind: packet.kind(),
+        answer: None,
+    }
+}
+
 /// Checks a decoded packet: the trust policy on the raw bytes, then validation (with the
 /// rules that need the bytes, [`validate::received`]).
 pub fn check(raw: &[u8], packet: &BusPacket, trust: &TrustPolicy) -> Result<(), Box<Rejection>> {
-    let base = |code, reason| {
-        Box::new(Rejection {
-            code,
-            reason,
-            trace_id: non_empty(&packet.trace_id),
-            sender_id: non_empty(&packet.sender_id),
-            kind: packet.kind(),
-            answer: None,
-        })
-    };
+    let base = |code, reason| Box::new(rejection_of(packet, code, reason));
     if let Err(e) = trust.check(raw, packet) {
         let code = match e.code() {
             ErrorCode::UNSPECIFIED => ErrorCode::PROTOCOL_SIGNATURE_INVALID,

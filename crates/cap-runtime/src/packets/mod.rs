@@ -47,12 +47,16 @@
 //! ```
 
 pub mod alert;
+mod checked;
 pub mod inbound;
+pub mod production;
 pub mod salvage;
 mod stats;
 
 pub use alert::AlertRate;
+pub use checked::Inbound;
 pub use inbound::{Answer, RejectReason, Rejection};
+pub use production::{Authority, FixedAuthority, ProductionConfig, Profile};
 pub use stats::PacketStats;
 
 use crate::{Error, ErrorKind};
@@ -84,6 +88,9 @@ pub struct PacketConfig {
     /// Where outgoing packets get their `auth_token` (field 18) from, when set: the
     /// worker trust session (see [`crate::trust`]).
     pub auth_token: Option<Arc<dyn AuthTokenSource>>,
+    /// The CAP-PRODUCTION profile, when set (default: the legacy profile). See
+    /// [`production`].
+    pub production: Option<ProductionConfig>,
 }
 
 /// The session token of outgoing packets (the hook of the worker trust handshake).
@@ -103,6 +110,22 @@ impl PacketConfig {
             max_packet_bytes: cap_proto::packet::DEFAULT_MAX_PACKET_BYTES,
             alert_rate: AlertRate::default(),
             auth_token: None,
+            production: None,
+        }
+    }
+
+    /// Switches to the CAP-PRODUCTION profile with `config`.
+    pub fn production(mut self, config: ProductionConfig) -> Self {
+        self.production = Some(config);
+        self
+    }
+
+    /// The signature profile.
+    pub fn profile(&self) -> Profile {
+        if self.production.is_some() {
+            Profile::Production
+        } else {
+            Profile::Legacy
         }
     }
 
@@ -146,6 +169,7 @@ impl fmt::Debug for PacketConfig {
             .field("max_packet_bytes", &self.max_packet_bytes)
             .field("alert_rate", &self.alert_rate)
             .field("auth_token", &self.auth_token.is_some())
+            .field("profile", &self.profile())
             .finish()
     }
 }
@@ -221,25 +245,58 @@ impl<B: Bus> Packets<B> {
         BusPacket::new(trace_id, self.sender_id(), now(), payload)
     }
 
-    /// The wire bytes of `packet`: its `auth_token` from the configured
-    /// [`AuthTokenSource`] (an error when it refuses), canonical encoding, signed when a
-    /// signer is set (the signature is also stored in `packet`).
-    pub fn seal(&self, packet: &mut BusPacket) -> Result<Bytes, Error> {
+    /// The signature profile.
+    pub fn profile(&self) -> Profile {
+        self.shared.config.profile()
+    }
+
+    fn stamp_token(&self, packet: &mut BusPacket) -> Result<(), Error> {
         if let Some(source) = &self.shared.config.auth_token {
             match source.auth_token()? {
                 Some(token) => token.as_ref().clone_into(&mut packet.auth_token),
                 None => packet.auth_token.clear(),
             }
         }
+        Ok(())
+    }
+
+    /// The wire bytes of `packet` in the legacy profile: its `auth_token` from the
+    /// configured [`AuthTokenSource`] (an error when it refuses), canonical encoding,
+    /// signed when a signer is set (the signature is also stored in `packet`). In the
+    /// production profile a seal is bound to the subject: use [`seal_for`](Self::seal_for)
+    /// (this is an [`ErrorKind::Config`] error there).
+    pub fn seal(&self, packet: &mut BusPacket) -> Result<Bytes, Error> {
+        if self.shared.config.production.is_some() {
+            return Err(Error::new(
+                ErrorKind::Config,
+                "a production seal needs the subject: use seal_for",
+            ));
+        }
+        self.stamp_token(packet)?;
         match &self.shared.config.signer {
             Some(signer) => Ok(cap_sign::packet::sign_to_bytes(packet, signer.as_ref())?.into()),
             None => Ok(cap_proto::packet::encode(packet).into()),
         }
     }
 
+    /// The wire bytes of `packet` for publishing on `subject`: in the legacy profile
+    /// [`seal`](Self::seal); in the production profile the `auth_token`, the component's
+    /// identity when the packet has none, and a CAP-PRODUCTION seal whose audience is
+    /// `subject`.
+    pub fn seal_for(&self, subject: &str, packet: &mut BusPacket) -> Result<Bytes, Error> {
+        let Some(production) = &self.shared.config.production else {
+            return self.seal(packet);
+        };
+        self.stamp_token(packet)?;
+        production
+            .seal(packet, subject, SystemTime::now())
+            .map(Bytes::from)
+            .map_err(|e| Error::with_source(ErrorKind::Sign, "production seal", e))
+    }
+
     /// Seals and publishes `packet` to `subject`; returns the bytes sent.
     pub async fn publish(&self, subject: &str, mut packet: BusPacket) -> Result<Bytes, Error> {
-        let bytes = self.seal(&mut packet)?;
+        let bytes = self.seal_for(subject, &mut packet)?;
         self.publish_bytes(subject, bytes.clone()).await?;
         Ok(bytes)
     }
@@ -266,7 +323,9 @@ impl<B: Bus> Packets<B> {
         Ok(receipt)
     }
 
-    /// Decodes, trust-checks and validates `raw` (no IO, nothing reported).
+    /// Decodes, trust-checks and validates `raw` (no IO, nothing reported) with the
+    /// legacy trust policy (production admission needs the subject and the replay store:
+    /// see [`receive_checked`](Self::receive_checked)).
     pub fn open(&self, raw: &[u8]) -> Result<BusPacket, Box<Rejection>> {
         let c = &self.shared.config;
         inbound::open(raw, c.max_packet_bytes, &c.trust)
@@ -298,12 +357,22 @@ impl<B: Bus> Packets<B> {
     }
 
     /// [`receive`](Self::receive) with the filter of [`open_if`](Self::open_if). Packets
-    /// filtered out are acknowledged and give `None`.
+    /// filtered out are acknowledged and give `None`. In the production profile this is
+    /// [`receive_checked`](Self::receive_checked), with redeliveries of packets already
+    /// admitted acknowledged and dropped.
     pub async fn receive_if(
         &self,
         msg: &Message,
         wanted: impl FnOnce(&BusPacket) -> bool,
     ) -> Option<BusPacket> {
+        if self.shared.config.production.is_some() {
+            let inbound = Box::pin(self.receive_checked(msg, wanted)).await?;
+            if inbound.duplicate {
+                ack(msg).await;
+                return None;
+            }
+            return Some(inbound.packet);
+        }
         // Decided before any await, so the decoded packet is not part of this future.
         let rejection = match self.open_if(msg.payload(), wanted) {
             Ok(Some(p)) => {
@@ -334,13 +403,7 @@ impl<B: Bus> Packets<B> {
             subject = %inbound::sanitize(subject),
             "rejected packet"
         );
-        let allowed = self
-            .shared
-            .limiter
-            .lock()
-            .map(|mut b| b.try_take(Instant::now()))
-            .unwrap_or(false);
-        if allowed {
+        if self.may_alert() {
             let alert = alert::for_rejection(rejection, subject, self.sender_id());
             let trace = alert.trace_id.clone();
             let trace = if trace.is_empty() {
@@ -385,6 +448,44 @@ impl<B: Bus> Packets<B> {
         }
     }
 
+    /// Takes a token of the alert rate limit.
+    fn may_alert(&self) -> bool {
+        self.shared
+            .limiter
+            .lock()
+            .map(|mut b| b.try_take(Instant::now()))
+            .unwrap_or(false)
+    }
+
+    /// Publishes `alert` on `sys.alert` within the alert rate limit (counted like the
+    /// alerts about rejected packets); `true` when it went out.
+    pub async fn alert_limited(&self, alert: v1::SystemAlert) -> bool {
+        let counters = &self.shared.counters;
+        if !self.may_alert() {
+            bump(&counters.alerts_suppressed);
+            return false;
+        }
+        let trace = if alert.trace_id.is_empty() {
+            crate::id::new_trace_id()
+        } else {
+            alert.trace_id.clone()
+        };
+        match self
+            .publish(subject::ALERT, self.envelope(&trace, alert))
+            .await
+        {
+            Ok(_) => {
+                bump(&counters.alerts_published);
+                true
+            }
+            Err(e) => {
+                bump(&counters.alerts_failed);
+                tracing::warn!(error = %e, "alert publish failed");
+                false
+            }
+        }
+    }
+
     /// Publishes an alert of our own (not about a received packet). With a known error
     /// code it has the structured shape (severity, code, `source_component` = our sender
     /// id); without one ([`ErrorCode::UNSPECIFIED`] or an unknown number) the legacy
@@ -418,7 +519,7 @@ impl<B: Bus> Packets<B> {
     }
 }
 
-async fn ack(msg: &Message) {
+pub(crate) async fn ack(msg: &Message) {
     if let Err(e) = msg.ack().await {
         tracing::debug!(error = %e, "ack failed");
     }

@@ -13,6 +13,9 @@ pub struct PacketStats {
     pub published: u64,
     /// Packets received and accepted.
     pub accepted: u64,
+    /// CAP-PRODUCTION packets received again after their first admission (redeliveries,
+    /// handed on marked as duplicates).
+    pub duplicates: u64,
     /// Packets received and rejected, by error code (100-104).
     pub rejected: BTreeMap<ErrorCode, u64>,
     /// Alerts published on `sys.alert`.
@@ -41,6 +44,7 @@ impl PacketStats {
 pub(crate) struct Counters {
     pub(crate) published: AtomicU64,
     pub(crate) accepted: AtomicU64,
+    pub(crate) duplicates: AtomicU64,
     rejected: Mutex<BTreeMap<ErrorCode, u64>>,
     pub(crate) alerts_published: AtomicU64,
     pub(crate) alerts_suppressed: AtomicU64,
@@ -59,6 +63,7 @@ impl Counters {
         PacketStats {
             published: get(&self.published),
             accepted: get(&self.accepted),
+            duplicates: get(&self.duplicates),
             rejected: self
                 .rejected
                 .lock()

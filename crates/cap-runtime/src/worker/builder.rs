@@ -7,12 +7,14 @@ use super::metrics::{MetricsHook, NoopMetrics};
 use super::recent::DEFAULT_RECENT_CAPACITY;
 use super::{HandlerEntry, Worker, WorkerConfig};
 use crate::job::{HandlerService, Job, JobError};
-use crate::packets::{AlertRate, PacketConfig};
+use crate::packets::production::DEFAULT_CLOCK_SKEW;
+use crate::packets::{AlertRate, FixedAuthority, PacketConfig, ProductionConfig};
 use crate::trust::{TrustState, WorkerTrustConfig, WorkerTrustMode};
 use crate::{Error, ErrorKind};
 use bytes::Bytes;
 use cap_blob::{BlobStore, PointerScope};
 use cap_bus::Bus;
+use cap_sign::production::{DynReplayStore, ProductionTrust};
 use cap_sign::{Signer, TrustPolicy};
 use futures_core::Stream;
 use futures_core::stream::BoxStream;
@@ -77,6 +79,7 @@ pub struct WorkerBuilder<B: Bus, S: BlobStore> {
     handshake_triggers: Vec<BoxStream<'static, ()>>,
     scope: PointerScope,
     worker_trust: Option<WorkerTrustConfig>,
+    production: Option<Arc<dyn DynReplayStore>>,
     errors: Vec<String>,
 }
 
@@ -106,6 +109,7 @@ impl<B: Bus, S: BlobStore + 'static> WorkerBuilder<B, S> {
             handshake_triggers: Vec::new(),
             scope: PointerScope::default(),
             worker_trust: None,
+            production: None,
             errors: Vec::new(),
         }
     }
@@ -235,6 +239,19 @@ impl<B: Bus, S: BlobStore + 'static> WorkerBuilder<B, S> {
     /// `enforce` mode [`Worker::start`](crate::Worker::start) fails without a session.
     pub fn worker_trust(mut self, config: WorkerTrustConfig) -> Self {
         self.worker_trust = Some(config);
+        self
+    }
+
+    /// Runs the CAP-PRODUCTION profile (requires [`worker_trust`](Self::worker_trust) in
+    /// `enforce` mode, as the reference peer does): every packet is sealed with the proof
+    /// key under its id, for the subject it is published on, bound to the worker's
+    /// tenant; only production packets from the expected scheduler, signed with its keys
+    /// for the worker's tenant and the subject they arrive on, are admitted, once,
+    /// through `replay` (use one namespace per worker, see
+    /// [`crate::replay::RedisReplayStore`]), before any handler runs. Results and
+    /// progress echo the admitted request's identity and dispatch identity.
+    pub fn production(mut self, replay: Arc<dyn DynReplayStore>) -> Self {
+        self.production = Some(replay);
         self
     }
 
@@ -378,6 +395,18 @@ impl<B: Bus, S: BlobStore + 'static> WorkerBuilder<B, S> {
             }
             _ => None,
         };
+        if let Some(replay) = self.production {
+            let resolved = match &trust {
+                Some((r, _)) if r.mode == WorkerTrustMode::Enforce => r,
+                _ => {
+                    return Err(Error::new(
+                        ErrorKind::Config,
+                        "CAP-PRODUCTION requires worker trust in enforce mode",
+                    ));
+                }
+            };
+            packet.production = Some(production_config(resolved, replay)?);
+        }
         let mut layers: Vec<LayerFn> = Vec::new();
         if self.default_layers {
             let timeout = TimeoutLayer::new(self.default_timeout);
@@ -422,4 +451,29 @@ impl<B: Bus, S: BlobStore + 'static> WorkerBuilder<B, S> {
             trust,
         })
     }
+}
+
+/// The production profile of a worker: sealed with its proof key, in its tenant;
+/// admitting the expected scheduler's packets signed with its keys.
+fn production_config(
+    trust: &crate::trust::ResolvedTrust,
+    replay: Arc<dyn DynReplayStore>,
+) -> Result<ProductionConfig, Error> {
+    let config_error = |e| Error::with_source(ErrorKind::Config, "production profile", e);
+    // The audience is replaced by the subject of each received packet.
+    let mut base = ProductionTrust::new(&trust.worker_id, &trust.tenant_id, &trust.scheduler_id)
+        .map_err(config_error)?
+        .with_clock_skew(DEFAULT_CLOCK_SKEW)
+        .map_err(config_error)?;
+    for (id, key) in &trust.scheduler_keys {
+        base = base.with_key(id.clone(), key.clone());
+    }
+    ProductionConfig::new(
+        trust.proof_key.clone(),
+        &trust.proof_key_id,
+        &trust.tenant_id,
+        Arc::new(FixedAuthority::new(base)),
+        replay,
+    )
+    .map_err(config_error)
 }

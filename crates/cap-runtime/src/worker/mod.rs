@@ -9,9 +9,13 @@
 //! the process's CPU and memory load, active jobs, `max_parallel` and pool.
 //!
 //! For every job request: the packet is opened by the [packet layer](crate::packets)
-//! (rejections are alerted, and answered with a FAILED result when possible); a job id
-//! already running here is dropped and one recently finished gets its recorded result
-//! published again ([`RecentJobs`]); at most `max_parallel` jobs run at once (the rest wait
+//! (rejections are alerted, and answered with a FAILED result when possible); a request
+//! carrying a `DispatchIdentity` goes through the dispatch fence ([`DispatchFence`]:
+//! stale, future, foreign and cancelled attempts are refused, an exact redelivery is
+//! dropped or answered with the recorded result, another dispatch id runs), one without
+//! through the job-id dedupe (a job id already running here is dropped and one recently
+//! finished gets its recorded result published again, [`RecentJobs`]); results and
+//! progress echo the dispatch identity; at most `max_parallel` jobs run at once (the rest wait
 //! on the bus; a slot is taken once a message is in hand, so exactly `max_parallel` run
 //! when that many are waiting); a durable delivery in hand is reported in progress every
 //! [`keepalive`](WorkerBuilder::keepalive) interval, so the bus redelivers only the jobs
@@ -26,11 +30,14 @@
 
 mod announce;
 mod builder;
+mod execute;
+pub mod fence;
 pub mod handler;
 mod keepalive;
 pub mod layers;
 pub mod load;
 mod metrics;
+mod process;
 mod recent;
 mod run;
 
@@ -39,6 +46,7 @@ pub use builder::{
     DEFAULT_HEARTBEAT_INTERVAL, DEFAULT_MAX_PARALLEL, DEFAULT_TIMEOUT, HandlerOptions,
     WorkerBuilder,
 };
+pub use fence::{DEFAULT_FENCE_CAPACITY, DispatchFence, FenceReason, FenceStats};
 pub use handler::{Handler, HandlerInfo, RawHandler};
 pub use keepalive::DEFAULT_KEEPALIVE;
 pub use layers::{RetryLayer, RetryPolicy, TimeoutLayer, TraceLayer};
@@ -197,6 +205,17 @@ impl<B: Bus> RunningWorker<B> {
     /// The packet layer's counters (rejections by code, alerts).
     pub fn packet_stats(&self) -> PacketStats {
         self.packets.stats()
+    }
+
+    /// The dispatch fence's counters (admitted, duplicates, replays, rejections by
+    /// reason, cancels).
+    pub fn fence_stats(&self) -> FenceStats {
+        self.state.fence.stats()
+    }
+
+    /// The dispatch fence (what this worker knows of fenced dispatches and cancels).
+    pub fn fence(&self) -> &Arc<DispatchFence> {
+        &self.state.fence
     }
 
     /// The worker trust state (its session), in `warn` and `enforce` mode.

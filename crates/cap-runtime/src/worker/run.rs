@@ -1,30 +1,29 @@
 //! The running worker: intake, job execution, cancellation, heartbeats, shutdown.
 
 use super::announce::{self, HeartbeatInfo};
+use super::fence::{CancelDecision, DispatchFence};
 use super::keepalive;
 use super::load::LoadSampler;
 use super::metrics::MetricsHook;
-use super::recent::{Admission, RecentJobs};
+use super::process::process;
+use super::recent::RecentJobs;
 use super::{HandlerEntry, RunningWorker, ShutdownReport, Worker, WorkerConfig};
-use crate::job::{Context, ContextParts, Job, JobError, JobErrorKind, ProgressSink};
+use crate::job::ProgressSink;
 use crate::packets::Packets;
 use crate::trust::{Announce, TrustLifecycle, TrustState};
 use crate::{Error, ErrorKind};
-use bytes::Bytes;
 use cap_blob::{BlobStore, PointerScope};
-use cap_bus::{Bus, Message};
+use cap_bus::Bus;
+use cap_proto::subject;
 use cap_proto::v1::{self, bus_packet::Payload};
-use cap_proto::{ErrorCode, Pointer, subject};
 use futures_core::future::BoxFuture;
-use futures_util::{FutureExt, StreamExt};
+use futures_util::StreamExt;
 use std::collections::BTreeMap;
-use std::panic::AssertUnwindSafe;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
-use tower::ServiceExt;
 
 /// The bus-independent state of a running worker.
 pub(crate) struct State {
@@ -32,12 +31,14 @@ pub(crate) struct State {
     pub topics: Vec<String>,
     pub signing: bool,
     pub recent: RecentJobs,
+    /// Fenced dispatches and cancels (requests with a `DispatchIdentity`).
+    pub fence: Arc<DispatchFence>,
     pub permits: Arc<Semaphore>,
-    active: AtomicUsize,
-    completed: AtomicU64,
+    pub(super) active: AtomicUsize,
+    pub(super) completed: AtomicU64,
     stop_intake: CancellationToken,
     stop_all: CancellationToken,
-    jobs_root: CancellationToken,
+    pub(super) jobs_root: CancellationToken,
     intake: std::sync::Mutex<Vec<tokio::task::JoinHandle<()>>>,
 }
 
@@ -50,20 +51,21 @@ impl State {
     }
 }
 
-struct Shared<B: Bus, S: BlobStore> {
+pub(super) struct Shared<B: Bus, S: BlobStore> {
     /// The worker id, shared by every job's context.
-    worker_id: Arc<str>,
-    packets: Packets<B>,
-    store: S,
+    pub worker_id: Arc<str>,
+    pub packets: Packets<B>,
+    pub store: S,
     /// What the jobs' pointers may name.
-    scope: PointerScope,
-    handlers: BTreeMap<String, HandlerEntry>,
-    state: Arc<State>,
-    metrics: Arc<dyn MetricsHook>,
-    sink: Arc<dyn ProgressSink>,
-    result_ttl: Option<Duration>,
+    pub scope: PointerScope,
+    pub handlers: BTreeMap<String, HandlerEntry>,
+    pub state: Arc<State>,
+    pub metrics: Arc<dyn MetricsHook>,
+    /// The progress sink of jobs without a dispatch identity to echo.
+    pub sink: Arc<dyn ProgressSink>,
+    pub result_ttl: Option<Duration>,
     /// Whether jobs are admitted (worker trust, `warn` and `enforce` mode).
-    trust: Option<Arc<TrustState>>,
+    pub trust: Option<Arc<TrustState>>,
 }
 
 struct Sink<B: Bus>(Packets<B>);
@@ -81,7 +83,7 @@ impl<B: Bus> ProgressSink for Sink<B> {
 }
 
 #[derive(Clone)]
-enum Route {
+pub(super) enum Route {
     Topic(Arc<str>),
     Direct,
 }
@@ -109,6 +111,10 @@ pub(super) async fn start<B: Bus, S: BlobStore + 'static>(
     };
     let state = Arc::new(State {
         recent: RecentJobs::new(config.recent_capacity),
+        fence: Arc::new(DispatchFence::new(
+            config.worker_id.clone(),
+            config.recent_capacity,
+        )),
         permits: Arc::new(Semaphore::new(config.max_parallel)),
         config,
         topics,
@@ -293,19 +299,43 @@ async fn cancel_loop<B: Bus, S: BlobStore + 'static>(
             _ = state.stop_all.cancelled() => return,
             m = sub.next() => match m { Some(m) => m, None => return },
         };
-        // Only cancels for jobs running here are verified and acted upon.
+        // Cancels naming a dispatch are verified and remembered (a late delivery of it
+        // never runs); cancels without one only for jobs running here.
         let wanted = |p: &v1::BusPacket| match &p.payload {
-            Some(Payload::JobCancel(c)) => state.recent.is_running(&c.job_id),
+            Some(Payload::JobCancel(c)) => {
+                c.dispatch.is_some()
+                    || state.recent.is_running(&c.job_id)
+                    || state.fence.is_running(&c.job_id)
+            }
             _ => false,
         };
-        if let Some(packet) = shared.packets.receive_if(&msg, wanted).await {
-            if let Some(Payload::JobCancel(c)) = &packet.payload
-                && state.recent.cancel(&c.job_id)
-            {
-                tracing::info!(job_id = %c.job_id, trace_id = %packet.trace_id, "job cancel requested");
+        let Some(inbound) = shared.packets.receive_checked(&msg, wanted).await else {
+            continue;
+        };
+        if !inbound.duplicate
+            && let Some(Payload::JobCancel(c)) = &inbound.packet.payload
+        {
+            let trace_id = &inbound.packet.trace_id;
+            match &c.dispatch {
+                Some(d) => match state.fence.cancel(&c.job_id, d) {
+                    CancelDecision::Cancelled => {
+                        tracing::info!(job_id = %c.job_id, attempt = d.attempt, trace_id = %trace_id, "job cancel requested");
+                    }
+                    CancelDecision::Remembered => {
+                        tracing::debug!(job_id = %c.job_id, attempt = d.attempt, "cancel of a dispatch not running here remembered");
+                    }
+                    CancelDecision::Ignored(reason) => {
+                        tracing::debug!(job_id = %c.job_id, attempt = d.attempt, reason = %reason, "cancel for another attempt ignored");
+                    }
+                },
+                None => {
+                    if state.recent.cancel(&c.job_id) || state.fence.cancel_job(&c.job_id) {
+                        tracing::info!(job_id = %c.job_id, trace_id = %trace_id, "job cancel requested");
+                    }
+                }
             }
-            let _ = msg.ack().await;
         }
+        let _ = msg.ack().await;
     }
 }
 
@@ -340,353 +370,6 @@ async fn intake_loop<B: Bus, S: BlobStore + 'static>(
             drop(permit);
         });
     }
-}
-
-/// A job request taken off the bus, with the big request boxed: the per-job future
-/// stays small (spawning moves it around, and its size is copied each time).
-struct Incoming {
-    trace_id: String,
-    sender_id: String,
-    request: Box<v1::JobRequest>,
-}
-
-impl Incoming {
-    fn from_packet(packet: v1::BusPacket) -> Option<Self> {
-        match packet.payload {
-            Some(Payload::JobRequest(request)) => Some(Incoming {
-                trace_id: packet.trace_id,
-                sender_id: packet.sender_id,
-                request: Box::new(request),
-            }),
-            _ => None,
-        }
-    }
-}
-
-async fn process<B: Bus, S: BlobStore + 'static>(
-    shared: &Arc<Shared<B, S>>,
-    msg: &Message,
-    route: Route,
-) {
-    if let Some(trust) = &shared.trust
-        && !trust.admits()
-    {
-        // No session (enforce) or trust failed: no jobs; the delivery goes back.
-        tracing::debug!(
-            subject = msg.subject(),
-            "job not admitted: no worker trust session"
-        );
-        let _ = msg.nak(None).await;
-        return;
-    }
-    let Some(packet) = shared.packets.receive(msg).await else {
-        return;
-    };
-    let Some(Incoming {
-        trace_id,
-        sender_id,
-        request,
-    }) = Incoming::from_packet(packet)
-    else {
-        tracing::debug!(
-            subject = msg.subject(),
-            "ignoring a packet that is not a job request"
-        );
-        let _ = msg.ack().await;
-        return;
-    };
-    let topic: Arc<str> = match route {
-        Route::Topic(t) => t,
-        Route::Direct => Arc::from(request.topic.as_str()),
-    };
-    let Some(entry) = shared.handlers.get(&*topic) else {
-        let mut result = base_result(&request.job_id, &shared.state.config.worker_id, 0);
-        JobError::retryable(
-            ErrorCode::JOB_WORKER_UNAVAILABLE,
-            "this worker has no handler for the job's topic",
-        )
-        .apply_to(&mut result);
-        Box::pin(publish_result(shared, &trace_id, result, msg, None)).await;
-        return;
-    };
-    let state = &shared.state;
-    let token = match state.recent.admit(&request.job_id, &state.jobs_root) {
-        Admission::Run(token) => token,
-        Admission::Running => {
-            tracing::info!(job_id = %request.job_id, "duplicate delivery of a running job dropped");
-            let _ = msg.ack().await;
-            return;
-        }
-        Admission::Finished(bytes) => {
-            tracing::info!(job_id = %request.job_id, "duplicate delivery: re-publishing the recorded result");
-            Box::pin(republish(shared, bytes, msg)).await;
-            return;
-        }
-    };
-    state.active.fetch_add(1, Ordering::Relaxed);
-    shared.metrics.job_received(&request.job_id, &topic);
-    let started = Instant::now();
-    let job_id = request.job_id.clone();
-    let outcome = execute(
-        shared,
-        entry,
-        request,
-        &trace_id,
-        sender_id,
-        topic.clone(),
-        token,
-    )
-    .await;
-    let elapsed = started.elapsed();
-    let mut result = base_result(
-        &job_id,
-        &state.config.worker_id,
-        i64::try_from(elapsed.as_millis()).unwrap_or(i64::MAX),
-    );
-    match &outcome {
-        Ok(ptr) => {
-            result.status = v1::JobStatus::Succeeded as i32;
-            result.result_ptr = ptr.to_string();
-            shared.metrics.job_completed(&job_id, &topic, elapsed);
-        }
-        Err(e) => {
-            e.apply_to(&mut result);
-            shared
-                .metrics
-                .job_failed(&job_id, &topic, e.kind().status(), elapsed);
-        }
-    }
-    drop(outcome);
-    publish_result(shared, &trace_id, result, msg, Some(&job_id)).await;
-    state.active.fetch_sub(1, Ordering::Relaxed);
-    state.completed.fetch_add(1, Ordering::Relaxed);
-}
-
-/// Publishes the recorded result of a finished job again (a duplicate delivery).
-async fn republish<B: Bus, S: BlobStore>(shared: &Shared<B, S>, bytes: Bytes, msg: &Message) {
-    match shared.packets.publish_bytes(subject::RESULT, bytes).await {
-        Ok(()) => {
-            let _ = msg.ack().await;
-        }
-        Err(e) => {
-            tracing::warn!(error = %e, "re-publishing a result failed");
-            let _ = msg.nak(None).await;
-        }
-    }
-}
-
-fn base_result(job_id: &str, worker_id: &str, execution_ms: i64) -> v1::JobResult {
-    v1::JobResult {
-        job_id: job_id.to_owned(),
-        worker_id: worker_id.to_owned(),
-        execution_ms,
-        ..Default::default()
-    }
-}
-
-/// Seals the result, records it (when `record` names the job) so a re-delivery gets the
-/// same bytes, publishes it and acknowledges `msg` (or asks for redelivery when the
-/// publish failed, so the recorded result goes out then).
-async fn publish_result<B: Bus, S: BlobStore>(
-    shared: &Shared<B, S>,
-    trace_id: &str,
-    result: v1::JobResult,
-    msg: &Message,
-    record: Option<&str>,
-) {
-    // A retryable failure is not remembered as finished: the next delivery of this job
-    // is a retry (a scheduler's, or a redelivery) and must run the handler again.
-    let retryable = result.status == v1::JobStatus::FailedRetryable as i32;
-    // Sealed before any await, so the packet is not part of this future.
-    let sealed = {
-        let mut packet = shared.packets.envelope(trace_id, result);
-        shared.packets.seal(&mut packet)
-    };
-    let bytes = match sealed {
-        Ok(b) => b,
-        Err(e) => {
-            tracing::error!(error = %e, "result could not be sealed");
-            if let Some(id) = record {
-                shared.state.recent.forget(id);
-            }
-            let _ = msg.nak(None).await;
-            return;
-        }
-    };
-    if let Some(id) = record {
-        if retryable {
-            shared.state.recent.forget(id);
-        } else {
-            shared.state.recent.finish(id, bytes.clone());
-        }
-    }
-    match shared.packets.publish_bytes(subject::RESULT, bytes).await {
-        Ok(()) => {
-            if let Err(e) = msg.ack().await {
-                tracing::debug!(error = %e, "ack failed");
-            }
-        }
-        Err(e) => {
-            tracing::warn!(error = %e, "result publish failed; asking for redelivery");
-            let _ = msg.nak(None).await;
-        }
-    }
-}
-
-async fn execute<B: Bus, S: BlobStore + 'static>(
-    shared: &Shared<B, S>,
-    entry: &HandlerEntry,
-    request: Box<v1::JobRequest>,
-    trace_id: &str,
-    sender_id: String,
-    topic: Arc<str>,
-    token: CancellationToken,
-) -> Result<Pointer, JobError> {
-    let input = fetch_context(
-        &shared.store,
-        &shared.scope,
-        &request.job_id,
-        &request.context_ptr,
-    )
-    .await?;
-    let deadline = request.budget.as_ref().and_then(|b| {
-        deadline_from_budget(b.deadline_ms, unix_ms(SystemTime::now()), Instant::now())
-    });
-    let job_id = request.job_id.clone();
-    let ctx = Context::new(ContextParts {
-        request,
-        trace_id: trace_id.to_owned(),
-        sender_id,
-        worker_id: shared.worker_id.clone(),
-        topic,
-        cancel: token.clone(),
-        deadline,
-        retry: entry.options.retry,
-        timeout: entry.options.timeout,
-        sink: shared.sink.clone(),
-    });
-    // Announce the start (status RUNNING, 0 %): the scheduler moves the job from
-    // DISPATCHED to RUNNING, so its dispatch timeout stops applying.
-    let started = v1::JobProgress {
-        job_id: job_id.clone(),
-        status: v1::JobStatus::Running as i32,
-        message: "started".into(),
-        ..Default::default()
-    };
-    if let Err(e) = shared.sink.progress(started, trace_id).await {
-        tracing::warn!(job_id = %job_id, error = %e, "start report failed");
-    }
-    let call = AssertUnwindSafe(entry.service.clone().oneshot(Job { ctx, input })).catch_unwind();
-    let output = tokio::select! {
-        biased;
-        _ = token.cancelled() => Err(JobError::cancelled(if shared.state.jobs_root.is_cancelled() {
-            "cancelled: the worker is shutting down"
-        } else {
-            "cancelled by a JobCancel request"
-        })),
-        r = call => match r {
-            Ok(r) => r,
-            Err(panic) => {
-                let what = panic
-                    .downcast_ref::<&str>()
-                    .map(|s| s.to_string())
-                    .or_else(|| panic.downcast_ref::<String>().cloned())
-                    .unwrap_or_else(|| "non-string panic payload".into());
-                tracing::error!(job_id = %job_id, panic = %what, "handler panicked");
-                Err(JobError::panicked(format!("handler panicked: {what}")))
-            }
-        },
-    };
-    let output = output?;
-    shared
-        .store
-        .put_result_with_ttl(&job_id, output, shared.result_ttl)
-        .await
-        .map_err(|e| store_error("result write", e))
-}
-
-/// Reads the job's context through its pointer, if `scope` lets job `job_id` read it.
-pub(crate) async fn fetch_context<S: BlobStore>(
-    store: &S,
-    scope: &PointerScope,
-    job_id: &str,
-    ptr: &str,
-) -> Result<Bytes, JobError> {
-    if ptr.is_empty() {
-        return Err(JobError::not_found("the job has no context_ptr"));
-    }
-    let pointer =
-        Pointer::parse(ptr).map_err(|e| JobError::invalid_input(format!("context_ptr: {e}")))?;
-    let bytes = store
-        .get_scoped(&pointer, &scope.for_job(job_id))
-        .await
-        .map_err(|e| store_error("context read", e))?;
-    let max = store.limits().max_blob_bytes;
-    if bytes.len() > max {
-        return Err(JobError::invalid_input(format!(
-            "context of {} bytes exceeds the limit of {max} bytes",
-            bytes.len()
-        )));
-    }
-    Ok(bytes)
-}
-
-/// The job's view of a store failure. What the submitter sees is fixed text by kind (a
-/// refused pointer names the rule); the store's own words (its address, a server's
-/// error text) only go to this worker's log.
-fn store_error(what: &str, e: cap_blob::Error) -> JobError {
-    use cap_blob::ErrorKind as K;
-    let kind = e.kind();
-    let message = match &e {
-        cap_blob::Error::OutOfScope { rule } => format!("{what}: pointer refused: {rule}"),
-        cap_blob::Error::TooLarge { size, limit } => {
-            format!("{what}: blob of {size} bytes exceeds the limit of {limit} bytes")
-        }
-        _ => format!("{what}: {}", kind.public_message()),
-    };
-    if matches!(kind, K::Unavailable | K::Backend | K::InvalidConfig) {
-        tracing::warn!(error = %e, "{what} failed");
-    } else {
-        tracing::debug!(error = %e, "{what} failed");
-    }
-    match kind {
-        K::NotFound => JobError::not_found(message),
-        K::OutOfScope => JobError::new(
-            JobErrorKind::Failed,
-            ErrorCode::JOB_PERMISSION_DENIED,
-            message,
-        ),
-        K::InvalidPointer | K::UnregisteredScheme | K::InvalidKey => {
-            JobError::invalid_input(message)
-        }
-        K::TooLarge => JobError::fatal(ErrorCode::JOB_RESOURCE_EXHAUSTED, message),
-        K::Unavailable => JobError::retryable(ErrorCode::TRANSPORT_CONNECTION_LOST, message),
-        _ => JobError::failed(message),
-    }
-}
-
-fn unix_ms(t: SystemTime) -> i64 {
-    t.duration_since(UNIX_EPOCH)
-        .map(|d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
-        .unwrap_or(0)
-}
-
-/// Values of `Budget.deadline_ms` at or above this are absolute Unix times in
-/// milliseconds (after September 2001); smaller ones are a time budget in milliseconds
-/// from when the worker received the job.
-pub const ABSOLUTE_DEADLINE_THRESHOLD_MS: i64 = 1_000_000_000_000;
-
-/// The instant a job must end, from `Budget.deadline_ms` (0: none).
-pub fn deadline_from_budget(deadline_ms: i64, now_unix_ms: i64, now: Instant) -> Option<Instant> {
-    if deadline_ms <= 0 {
-        return None;
-    }
-    let remaining = if deadline_ms >= ABSOLUTE_DEADLINE_THRESHOLD_MS {
-        deadline_ms.saturating_sub(now_unix_ms).max(0)
-    } else {
-        deadline_ms
-    };
-    now.checked_add(Duration::from_millis(u64::try_from(remaining).unwrap_or(0)))
 }
 
 pub(super) async fn shutdown<B: Bus>(worker: RunningWorker<B>, grace: Duration) -> ShutdownReport {
@@ -739,26 +422,4 @@ pub(super) async fn shutdown<B: Bus>(worker: RunningWorker<B>, grace: Duration) 
         "worker stopped"
     );
     report
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn deadlines_relative_and_absolute() {
-        let now = Instant::now();
-        let now_ms = 1_700_000_000_000;
-        assert_eq!(deadline_from_budget(0, now_ms, now), None);
-        assert_eq!(deadline_from_budget(-5, now_ms, now), None);
-        assert_eq!(
-            deadline_from_budget(1500, now_ms, now),
-            Some(now + Duration::from_millis(1500))
-        );
-        assert_eq!(
-            deadline_from_budget(now_ms + 2000, now_ms, now),
-            Some(now + Duration::from_millis(2000))
-        );
-        assert_eq!(deadline_from_budget(now_ms - 10, now_ms, now), Some(now));
-    }
 }

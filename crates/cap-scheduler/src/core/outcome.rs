@@ -179,8 +179,12 @@ impl Work<'_, '_> {
         let Some(job) = self.job.as_deref() else {
             return;
         };
-        if job.state.is_terminal() && p.dispatch.is_none() {
-            // Late progress of a job that ended: nothing to fence against, nothing to do.
+        let ended_by_this_attempt = p.dispatch.is_some()
+            && job.result.as_ref().and_then(|r| r.dispatch.as_ref()) == p.dispatch.as_ref();
+        if job.state.is_terminal() && (p.dispatch.is_none() || ended_by_this_attempt) {
+            // Late progress of a job that ended, or of the very attempt whose own result
+            // ended it (progress and results travel on different subjects and may arrive
+            // in either order): nothing to fence against, nothing to do.
             return;
         }
         if !self.admitted("progress", p.dispatch.as_ref(), Reporter::Worker(sender)) {

@@ -32,11 +32,21 @@ pub(crate) async fn packets<B: Bus, St>(
             _ = shutdown.cancelled() => return,
             m = stream.next() => match m { Some(m) => m, None => return },
         };
-        let Some(pkt) = packets.receive(&msg).await else {
+        // Either profile. A production redelivery (`duplicate`) goes on: the per-job
+        // state machine applies a report once, and another instance may have admitted
+        // the first copy without committing it.
+        let Some(inbound) = packets.receive_checked(&msg, |_| true).await else {
             continue;
         };
+        let pkt = inbound.packet;
+        if inbound.duplicate {
+            tracing::debug!(subject = %msg.subject(), "production redelivery handed to the job's state machine");
+        }
         // Worker trust: packets of workers without a live session stop here (enforce).
-        if let Some(gate) = &gate
+        // The scheduler's own production packets were admitted with its own key.
+        let own = inbound.production && pkt.sender_id == packets.sender_id();
+        if !own
+            && let Some(gate) = &gate
             && !gate.admit(&packets, msg.payload(), &pkt).await
         {
             let _ = msg.ack().await;

@@ -65,6 +65,13 @@ pub struct SchedulerOptions {
     /// The worker trust handshake service and its enforcement on inbound worker
     /// packets (`None`: neither, today's behaviour). See [`crate::trust`].
     pub worker_trust: Option<crate::trust::WorkerTrust>,
+    /// Dispatch fencing on the wire (default on, in both signature profiles): every
+    /// dispatch carries its `DispatchIdentity`, reports are compared with it, the
+    /// dispatch's durable receipt is kept so that an ended attempt is withdrawn, and
+    /// cancels name the attempt they end. Off (for measurements): dispatches and
+    /// cancels go out without an identity, no receipt is kept, nothing is withdrawn,
+    /// and reports are matched to the attempt in flight by job id and sender only.
+    pub fencing: bool,
 }
 
 impl Default for SchedulerOptions {
@@ -80,6 +87,7 @@ impl Default for SchedulerOptions {
             claim_batch: 1024,
             cache_cap: 100_000,
             worker_trust: None,
+            fencing: true,
         }
     }
 }
@@ -554,15 +562,35 @@ impl<B: Bus, K: SafetyClient + 'static, S: JobStore> Scheduler<B, K, S> {
                 trace_id,
                 identity,
             } => {
-                let job_id = request.job_id.clone();
-                let dispatch_id = request
-                    .dispatch
-                    .as_ref()
-                    .map(|d| d.dispatch_id.clone())
-                    .unwrap_or_default();
-                let mut pkt = self.packets.envelope(&trace_id, *request);
-                pkt.identity = identity.map(|b| *b);
-                self.seal(out, subject, pkt, Some((job_id, dispatch_id)));
+                let mut request = *request;
+                let mut identity = identity.map(|b| *b);
+                if let Some(production) = &self.packets.config().production {
+                    // What the worker admits and echoes: the job's identity, in the
+                    // envelope and in the request.
+                    let bound = crate::trust::production::dispatch_identity(
+                        &request,
+                        identity.as_ref(),
+                        &production.default_identity().tenant_id,
+                    );
+                    if request.identity.is_none() {
+                        request.identity = Some(bound.clone());
+                    }
+                    identity = Some(bound);
+                }
+                let receipt_for = if self.options.fencing {
+                    let dispatch_id = request
+                        .dispatch
+                        .as_ref()
+                        .map(|d| d.dispatch_id.clone())
+                        .unwrap_or_default();
+                    Some((request.job_id.clone(), dispatch_id))
+                } else {
+                    request.dispatch = None;
+                    None
+                };
+                let mut pkt = self.packets.envelope(&trace_id, request);
+                pkt.identity = identity;
+                self.seal(out, subject, pkt, receipt_for);
             }
             Action::PublishResult { result, trace_id } => {
                 let pkt = self.packets.envelope(&trace_id, *result);
@@ -578,9 +606,14 @@ impl<B: Bus, K: SafetyClient + 'static, S: JobStore> Scheduler<B, K, S> {
                 } else {
                     trace_id
                 };
-                let pkt = self.packets.envelope(&trace, *cancel);
+                let mut cancel = *cancel;
+                if !self.options.fencing {
+                    cancel.dispatch = None;
+                }
+                let pkt = self.packets.envelope(&trace, cancel);
                 self.seal(out, subject::CANCEL.to_owned(), pkt, None);
             }
+            Action::Withdraw { .. } if !self.options.fencing => {}
             Action::Withdraw {
                 job_id,
                 dispatch_id,
@@ -670,6 +703,8 @@ impl<B: Bus, K: SafetyClient + 'static, S: JobStore> Scheduler<B, K, S> {
         }
     }
 
+    /// Seals `pkt` for `subject` in the packet layer's profile (a production seal is
+    /// bound to the subject it goes out on).
     fn seal(
         &self,
         out: &mut Vec<Outgoing>,
@@ -677,7 +712,7 @@ impl<B: Bus, K: SafetyClient + 'static, S: JobStore> Scheduler<B, K, S> {
         mut pkt: v1::BusPacket,
         receipt_for: Option<(String, String)>,
     ) {
-        match self.packets.seal(&mut pkt) {
+        match self.packets.seal_for(&subject, &mut pkt) {
             Ok(bytes) => out.push(Outgoing {
                 subject,
                 bytes,

@@ -10,6 +10,8 @@
 //!   restarted scheduler keeps them.
 //! - [`shell`]: the service on a bus (queue group, reply subjects).
 //! - [`Gate`] ([`gate`]): `off | warn | enforce` on inbound worker packets.
+//! - [`production`]: the scheduler's CAP-PRODUCTION profile, built on the registered
+//!   worker keys and the trust service's own key.
 //!
 //! Turn it on with [`SchedulerOptions::worker_trust`](crate::SchedulerOptions): the
 //! scheduler then serves the handshake and checks every inbound worker packet. Sign the
@@ -34,6 +36,7 @@
 mod error;
 pub mod gate;
 pub mod keys;
+pub mod production;
 #[cfg(feature = "redis")]
 mod redis_store;
 mod refusal;

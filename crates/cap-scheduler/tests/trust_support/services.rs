@@ -30,6 +30,8 @@ pub fn script(name: &str) -> PathBuf {
 pub struct PrivateNats {
     child: Child,
     pub port: u16,
+    /// JetStream's store directory, when it runs with JetStream.
+    js_dir: Option<PathBuf>,
 }
 
 impl PrivateNats {
@@ -40,8 +42,25 @@ impl PrivateNats {
             .unwrap()
             .port();
         PrivateNats {
-            child: spawn_nats(port),
+            child: spawn_nats(port, None),
             port,
+            js_dir: None,
+        }
+    }
+
+    /// A server with JetStream (its store in a temporary directory, removed on drop).
+    pub fn start_with_jetstream() -> Self {
+        let port = TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let dir = std::env::temp_dir().join(format!("cap-sched-js-{port}-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        PrivateNats {
+            child: spawn_nats(port, Some(&dir)),
+            port,
+            js_dir: Some(dir),
         }
     }
 
@@ -49,7 +68,7 @@ impl PrivateNats {
     pub fn restart(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
-        self.child = spawn_nats(self.port);
+        self.child = spawn_nats(self.port, self.js_dir.as_deref());
     }
 
     pub fn url(&self) -> String {
@@ -62,10 +81,20 @@ impl PrivateNats {
             .await
             .unwrap()
     }
+
+    /// A bus with JetStream for the durable CAP subjects, acknowledgements due after
+    /// `ack_wait`.
+    pub async fn js_bus(&self, name: &str, ack_wait: Duration) -> NatsBus {
+        let js = cap_bus::nats::JetStreamOptions::default().ack_wait(ack_wait);
+        NatsBus::connect(NatsOptions::new(&self.url()).name(name).jetstream(js))
+            .await
+            .unwrap()
+    }
 }
 
-/// Starts `nats-server` on `port` and waits until it accepts connections.
-fn spawn_nats(port: u16) -> Child {
+/// Starts `nats-server` on `port` (with JetStream storing in `js`) and waits until it
+/// accepts connections.
+fn spawn_nats(port: u16, js: Option<&std::path::Path>) -> Child {
     let bin = [
         "/usr/sbin/nats-server",
         "/usr/bin/nats-server",
@@ -74,8 +103,21 @@ fn spawn_nats(port: u16) -> Child {
     .into_iter()
     .find(|b| !b.starts_with('/') || std::path::Path::new(b).exists())
     .unwrap();
+    let mut args = vec![
+        "-a".to_owned(),
+        "127.0.0.1".to_owned(),
+        "-p".to_owned(),
+        port.to_string(),
+    ];
+    if let Some(dir) = js {
+        args.extend([
+            "-js".to_owned(),
+            "-sd".to_owned(),
+            dir.display().to_string(),
+        ]);
+    }
     let mut child = Command::new(bin)
-        .args(["-a", "127.0.0.1", "-p", &port.to_string()])
+        .args(&args)
         .stdout(Stdio::null())
         .stderr(Stdio::null())
         .spawn()
@@ -95,6 +137,40 @@ impl Drop for PrivateNats {
     fn drop(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
+        if let Some(dir) = &self.js_dir {
+            let _ = std::fs::remove_dir_all(dir);
+        }
+    }
+}
+
+/// Deletes the Redis keys starting with `prefix` (SCAN, then DEL); how many.
+pub async fn purge_redis(prefix: &str) -> usize {
+    let client = redis::Client::open(redis_url()).unwrap();
+    let mut conn = client.get_multiplexed_async_connection().await.unwrap();
+    let mut cursor: u64 = 0;
+    let mut n = 0;
+    loop {
+        let (next, keys): (u64, Vec<String>) = redis::cmd("SCAN")
+            .arg(cursor)
+            .arg("MATCH")
+            .arg(format!("{prefix}*"))
+            .arg("COUNT")
+            .arg(500)
+            .query_async(&mut conn)
+            .await
+            .unwrap();
+        if !keys.is_empty() {
+            n += keys.len();
+            let _: () = redis::cmd("DEL")
+                .arg(&keys)
+                .query_async(&mut conn)
+                .await
+                .unwrap();
+        }
+        if next == 0 {
+            return n;
+        }
+        cursor = next;
     }
 }
 
