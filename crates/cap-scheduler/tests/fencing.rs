@@ -357,3 +357,45 @@ fn the_start_report_of_the_attempt_that_ended_the_job_arriving_after_its_result_
     );
     assert_eq!(state(&c, "q"), JobState::Succeeded);
 }
+
+#[test]
+fn a_pool_dispatch_redelivered_to_another_worker_is_finished_by_it() {
+    // Worker w1 takes the pool dispatch, starts, and dies; JetStream gives the same
+    // dispatch to w2, which starts it and finishes it.
+    let mut c = core();
+    let d = dispatched(&submit_and_allow(&mut c, "p")).remove(0);
+    let start = |worker: &str, dispatch: Option<v1::DispatchIdentity>| Event::Progress {
+        progress: v1::JobProgress {
+            job_id: "p".into(),
+            status: JobState::Running.status() as i32,
+            dispatch,
+            ..Default::default()
+        },
+        sender: worker.into(),
+    };
+    assert!(fenced(&c.handle(start("w1", Some(d.clone())), 1)).is_empty());
+    assert!(fenced(&c.handle(start("w2", Some(d.clone())), 2)).is_empty());
+    let a = c.handle(result("p", JobState::Succeeded, "w2", Some(d.clone())), 3);
+    assert!(fenced(&a).is_empty(), "{a:?}");
+    assert_eq!(state(&c, "p"), JobState::Succeeded);
+    assert_eq!(c.job("p").unwrap().worker_id, "w2");
+
+    // The same with peers older than 2.17 (no identity): w2's start takes the attempt
+    // over, so w1's late result is foreign.
+    let mut c = core();
+    submit_and_allow(&mut c, "q");
+    let legacy_start = |worker: &str| Event::Progress {
+        progress: v1::JobProgress {
+            job_id: "q".into(),
+            status: JobState::Running.status() as i32,
+            ..Default::default()
+        },
+        sender: worker.into(),
+    };
+    c.handle(legacy_start("w1"), 1);
+    assert!(fenced(&c.handle(legacy_start("w2"), 2)).is_empty());
+    let a = c.handle(result("q", JobState::Succeeded, "w1", None), 3);
+    assert_eq!(fenced(&a), [("result", Fence::Foreign)]);
+    c.handle(result("q", JobState::Succeeded, "w2", None), 4);
+    assert_eq!(state(&c, "q"), JobState::Succeeded);
+}

@@ -22,8 +22,11 @@ pub enum Reporter<'a> {
 ///   assigned worker must be those of the attempt in flight.
 /// - Without one (a peer older than 2.17): accepted only while an attempt is in flight.
 ///
-/// Either way a worker's report must come from the worker the attempt was sent to, or —
-/// for a pool dispatch — from the first worker that reported on it.
+/// A worker's report must come from the worker a direct dispatch was sent to. For a
+/// pool dispatch, a report carrying the attempt's identity may come from any worker: the
+/// unpredictable dispatch id is known only to whoever received the dispatch (after its
+/// first taker died, JetStream gives it to another member of the pool); a report
+/// without one must come from the worker that reported on the attempt first.
 pub fn check(
     job: &JobRecord,
     report: Option<&v1::DispatchIdentity>,
@@ -48,16 +51,18 @@ pub fn check(
         }
     }
     if let Reporter::Worker(sender) = from
-        && !belongs_to(active, sender)
+        && !belongs_to(active, sender, report.is_some())
     {
         return Err(Fence::Foreign);
     }
     Ok(())
 }
 
-fn belongs_to(active: &Attempt, sender: &str) -> bool {
-    (active.assigned.is_empty() || active.assigned == sender)
-        && (active.runner.is_empty() || active.runner == sender)
+fn belongs_to(active: &Attempt, sender: &str, identified: bool) -> bool {
+    if !active.assigned.is_empty() {
+        return active.assigned == sender;
+    }
+    identified || active.runner.is_empty() || active.runner == sender
 }
 
 #[cfg(test)]
@@ -98,6 +103,11 @@ mod tests {
         // The right identity from the wrong worker.
         let w2 = Reporter::Worker("w2");
         assert_eq!(check(&j, Some(&id("d2", 2, "w1")), w2), Err(Fence::Foreign));
+        // A pool dispatch taken over by another worker (a redelivery after the first
+        // taker died) is accepted when it shows the attempt's identity.
+        let pool = job("", "w1");
+        assert_eq!(check(&pool, Some(&id("d2", 2, "")), w2), Ok(()));
+        assert_eq!(check(&pool, Some(&id("d1", 1, "")), w2), Err(Fence::Stale));
         // A cancel is compared by identity only.
         assert_eq!(
             check(&j, Some(&id("d2", 2, "w1")), Reporter::Anyone),

@@ -3,7 +3,7 @@
 //! the retries run out and the job is dead-lettered.
 
 use super::config::backoff;
-use super::event::Action;
+use super::event::{Action, Fence};
 use super::fence::{self, Reporter};
 use super::job::Hold;
 use super::machine::Work;
@@ -17,15 +17,30 @@ impl Work<'_, '_> {
         what: &'static str,
         report: Option<&v1::DispatchIdentity>,
         from: Reporter<'_>,
+        start: bool,
     ) -> bool {
         let Some(job) = self.job.as_deref() else {
             return false;
         };
-        match fence::check(job, report, from) {
+        let mut verdict = fence::check(job, report, from);
+        // A peer older than 2.17 reports without an identity: a start report from
+        // another worker of the pool is the pool's redelivery of the attempt after its
+        // first taker died, and that worker takes the attempt over.
+        if verdict == Err(Fence::Foreign)
+            && start
+            && report.is_none()
+            && job.dispatch.as_ref().is_some_and(|a| a.assigned.is_empty())
+        {
+            verdict = Ok(());
+        }
+        match verdict {
             Ok(()) => {
-                // The first worker to report on a pool dispatch takes the attempt.
+                // The worker reporting on a pool dispatch is the one running it now.
                 if let Reporter::Worker(sender) = from
-                    && job.dispatch.as_ref().is_some_and(|a| a.runner.is_empty())
+                    && job
+                        .dispatch
+                        .as_ref()
+                        .is_some_and(|a| a.assigned.is_empty() && a.runner != sender)
                     && let Some(job) = self.job_mut()
                     && let Some(a) = job.dispatch.as_mut()
                 {
@@ -68,6 +83,7 @@ impl Work<'_, '_> {
             "result",
             result.dispatch.as_ref(),
             Reporter::Worker(&result.worker_id),
+            false,
         ) {
             return;
         }
@@ -187,7 +203,13 @@ impl Work<'_, '_> {
             // in either order): nothing to fence against, nothing to do.
             return;
         }
-        if !self.admitted("progress", p.dispatch.as_ref(), Reporter::Worker(sender)) {
+        let start = p.status == JobState::Running.status() as i32;
+        if !self.admitted(
+            "progress",
+            p.dispatch.as_ref(),
+            Reporter::Worker(sender),
+            start,
+        ) {
             return;
         }
         if self.state() == Some(JobState::Dispatched)
