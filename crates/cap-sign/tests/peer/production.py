@@ -120,7 +120,30 @@ def payloads():
     for _, msg in out:
         msg.sender_id = SENDER
         msg.identity.CopyFrom(identity())
+        # The envelope identity is authoritative: a job request's own mirrors of it (the
+        # shared vectors set some) must agree, or both sides refuse it by design.
+        if msg.WhichOneof("payload") == "job_request":
+            bind(msg.job_request)
     return out
+
+
+def bind(req):
+    who = identity()
+    if req.HasField("identity"):
+        req.identity.CopyFrom(who)
+    if req.tenant_id:
+        req.tenant_id = who.tenant_id
+    if req.principal_id:
+        req.principal_id = who.principal_id
+    if req.HasField("meta"):
+        if req.meta.tenant_id:
+            req.meta.tenant_id = who.tenant_id
+        if req.meta.actor_id:
+            req.meta.actor_id = who.actor_id
+    if req.env.get("tenant_id"):
+        req.env["tenant_id"] = who.tenant_id
+    if req.env.get("principal_id"):
+        req.env["principal_id"] = who.principal_id
 
 
 def make(outdir, now_us):
