@@ -126,6 +126,14 @@ pub trait Bus: Clone + Send + Sync + 'static {
         async { Ok(false) }
     }
 
+    /// Whether the bus is connected to its transport now (a network bus that lost its
+    /// server and is reconnecting answers `false`). Components that judge by silence
+    /// (a scheduler timing out jobs whose results it did not hear) hold their judgement
+    /// while it is `false`. Default `true`.
+    fn is_connected(&self) -> bool {
+        true
+    }
+
     /// Waits until everything published so far has been handed to the transport (for
     /// a network bus: written to and acknowledged by the server).
     fn flush(&self) -> impl Future<Output = Result<(), Error>> + Send;

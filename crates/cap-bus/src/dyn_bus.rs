@@ -71,6 +71,9 @@ pub trait DynBus: Send + Sync + 'static {
     /// [`Bus::withdraw`].
     fn dyn_withdraw<'a>(&'a self, receipt: &'a Receipt) -> BoxFuture<'a, Result<bool, Error>>;
 
+    /// [`Bus::is_connected`].
+    fn dyn_is_connected(&self) -> bool;
+
     /// [`Bus::flush`].
     fn dyn_flush(&self) -> BoxFuture<'_, Result<(), Error>>;
 
@@ -138,6 +141,10 @@ impl<B: Bus> DynBus for B {
         Box::pin(self.withdraw(receipt))
     }
 
+    fn dyn_is_connected(&self) -> bool {
+        self.is_connected()
+    }
+
     fn dyn_flush(&self) -> BoxFuture<'_, Result<(), Error>> {
         Box::pin(self.flush())
     }
@@ -200,6 +207,10 @@ impl Bus for Arc<dyn DynBus> {
 
     async fn withdraw(&self, receipt: &Receipt) -> Result<bool, Error> {
         (**self).dyn_withdraw(receipt).await
+    }
+
+    fn is_connected(&self) -> bool {
+        (**self).dyn_is_connected()
     }
 
     async fn flush(&self) -> Result<(), Error> {

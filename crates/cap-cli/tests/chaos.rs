@@ -21,11 +21,15 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-/// Per job id: how many times the handler ran.
-type SideEffects = Arc<Mutex<HashMap<String, u32>>>;
+/// Per job id: the workers whose handler ran it, in order.
+type SideEffects = Arc<Mutex<HashMap<String, Vec<String>>>>;
 
-const DISPATCH_TIMEOUT: &str = "4s";
-const RUN_TIMEOUT: &str = "8s";
+// Longer than any outage the run makes (a killed node, a JetStream leader election), so
+// that every TIMEOUT would be a real one; short enough to be passed during the run.
+const DISPATCH_TIMEOUT: &str = "15s";
+const RUN_TIMEOUT: &str = "30s";
+/// Waited after the load, past every timeout, before the records are judged.
+const PAST_TIMEOUTS: Duration = Duration::from_secs(35);
 
 enum Servers {
     Clusters(cap_testkit::NatsCluster, cap_testkit::RedisCluster),
@@ -95,14 +99,16 @@ async fn worker(
     let blobs = RedisBlobStore::connect(RedisConfig::new(redis))
         .await
         .unwrap();
+    let me = id.to_owned();
     let handler = move |ctx: Context, v: serde_json::Value| {
-        let effects = effects.clone();
+        let (effects, me) = (effects.clone(), me.clone());
         async move {
-            *effects
+            effects
                 .lock()
                 .unwrap()
                 .entry(ctx.job_id().to_owned())
-                .or_default() += 1;
+                .or_default()
+                .push(me);
             let ms = 20 + (fastrand::u64(..) % 80);
             tokio::time::sleep(Duration::from_millis(ms)).await;
             Ok::<_, JobError>(v)
@@ -151,6 +157,8 @@ struct Report {
     refused: usize,
     terminal: usize,
     lost: usize,
+    /// Jobs whose client was told another outcome than the one recorded.
+    differs: usize,
     rewritten: usize,
     duplicated: usize,
     by_state: HashMap<String, usize>,
@@ -257,7 +265,7 @@ async fn run(servers: Servers, secs: u64, rate: u64) -> Report {
         let _ = w.await;
     }
     // Past every timeout: nothing may change any more.
-    tokio::time::sleep(Duration::from_secs(10)).await;
+    tokio::time::sleep(PAST_TIMEOUTS).await;
 
     let store = RedisJobStore::connect(&redis, "cap:sched:").await.unwrap();
     let answers = answers.lock().unwrap().clone();
@@ -300,6 +308,13 @@ async fn run(servers: Servers, secs: u64, rate: u64) -> Report {
                 report.terminal += 1;
                 *report.by_state.entry(r.state.to_string()).or_default() += 1;
             }
+            (Some(r), Some(status)) if r.state.is_terminal() => {
+                report.differs += 1;
+                eprintln!(
+                    "chaos: {id} recorded {} but its client was told {status}: {:?}",
+                    r.state, r.history
+                );
+            }
             (r, a) => {
                 report.lost += 1;
                 eprintln!(
@@ -315,18 +330,23 @@ async fn run(servers: Servers, secs: u64, rate: u64) -> Report {
                 record.map(|r| r.history.clone())
             );
         }
-        if effects.get(id).copied().unwrap_or(0) > 1 {
+        if effects.get(id).map_or(0, Vec::len) > 1 {
             report.duplicated += 1;
-            eprintln!("chaos: {id} ran {} times", effects[id]);
+            eprintln!(
+                "chaos: {id} ran on {:?}; record {:?}",
+                effects[id],
+                record.map(|r| (&r.history, &r.dispatch, r.attempts))
+            );
         }
     }
     drop(schedulers);
     let _ = std::fs::remove_dir_all(&dir);
     eprintln!(
-        "chaos: submitted {} / terminal {} / lost {} / rewritten {} / duplicated {} (refused at submit: {}); {:?}",
+        "chaos: submitted {} / terminal {} / lost {} / answer differs {} / rewritten {} / duplicated {} (refused at submit: {}); {:?}",
         report.submitted,
         report.terminal,
         report.lost,
+        report.differs,
         report.rewritten,
         report.duplicated,
         report.refused,
@@ -345,6 +365,7 @@ fn secs() -> u64 {
 fn check(r: &Report) {
     assert!(r.submitted > 0);
     assert_eq!(r.lost, 0, "{r:?}");
+    assert_eq!(r.differs, 0, "{r:?}");
     assert_eq!(r.rewritten, 0, "{r:?}");
     assert_eq!(r.duplicated, 0, "{r:?}");
     assert_eq!(r.terminal, r.submitted, "{r:?}");

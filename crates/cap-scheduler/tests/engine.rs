@@ -235,3 +235,96 @@ async fn events_are_given_back_while_the_store_is_down() {
             .any(|a| matches!(a, Action::CheckSafety { job_id, .. } if job_id == "a"))
     );
 }
+
+#[tokio::test]
+async fn no_job_times_out_for_silence_while_the_bus_was_down() {
+    let store = Faulty {
+        inner: MemoryJobStore::new(),
+        fault: Arc::new(Mutex::new(Fault::None)),
+        commits: Arc::default(),
+    };
+    let mut e = engine(&store);
+    e.apply(vec![submitted("j")], 0).await;
+    e.apply(vec![allowed("j")], 0).await;
+    let dispatch_timeout = cap_scheduler::core::timers::ms(Config::default().dispatch_timeout);
+    // The deadline comes while the bus is down (the shell holds timeouts): nothing ends.
+    e.hold_timeouts_until(dispatch_timeout + 5_000);
+    let due = (String::from("j"), JobEvent::Due);
+    let out = e.apply(vec![due.clone()], dispatch_timeout + 1).await;
+    assert!(out.actions.is_empty(), "{:?}", out.actions);
+    let stored = store
+        .inner
+        .load(&["j".into()])
+        .await
+        .unwrap()
+        .remove(0)
+        .unwrap();
+    assert_eq!(stored.record.state, JobState::Dispatched);
+    // Its deadline comes again when the hold ends, and then it is judged.
+    let again = store
+        .inner
+        .claim_due(dispatch_timeout + 4_999, dispatch_timeout + 60_000, 10)
+        .await
+        .unwrap();
+    assert!(again.is_empty(), "re-armed to the end of the hold");
+    let again = store
+        .inner
+        .claim_due(dispatch_timeout + 5_000, dispatch_timeout + 60_000, 10)
+        .await
+        .unwrap();
+    assert_eq!(again, ["j"]);
+    let out = e.apply(vec![due], dispatch_timeout + 5_000).await;
+    assert!(out.actions.iter().any(|a| matches!(
+        a,
+        Action::Transition {
+            state: JobState::Timeout,
+            ..
+        }
+    )));
+}
+
+#[tokio::test]
+async fn a_job_whose_safety_answer_was_lost_with_its_instance_asks_again() {
+    let store = Faulty {
+        inner: MemoryJobStore::new(),
+        fault: Arc::new(Mutex::new(Fault::None)),
+        commits: Arc::default(),
+    };
+    // The instance that recorded the job and asked the kernel dies before the answer.
+    let mut first = engine(&store);
+    let out = first.apply(vec![submitted("j")], 0).await;
+    assert!(
+        out.actions
+            .iter()
+            .any(|a| matches!(a, Action::CheckSafety { .. }))
+    );
+    drop(first);
+    // Another instance: nothing is due while the answer may still come...
+    let stall = cap_scheduler::core::timers::SAFETY_STALL_MS;
+    let none = store
+        .inner
+        .claim_due(stall - 1, stall + 60_000, 10)
+        .await
+        .unwrap();
+    assert!(none.is_empty(), "{none:?}");
+    // ...then the job is claimed and asks again, and the answer dispatches it.
+    let due = store
+        .inner
+        .claim_due(stall, stall + 60_000, 10)
+        .await
+        .unwrap();
+    assert_eq!(due, ["j"]);
+    let mut second = engine(&store);
+    let out = second
+        .apply(vec![(due[0].clone(), JobEvent::Due)], stall)
+        .await;
+    assert!(
+        out.actions
+            .iter()
+            .any(|a| matches!(a, Action::CheckSafety { job_id, .. } if job_id == "j")),
+        "{:?}",
+        out.actions
+    );
+    let out = second.apply(vec![allowed("j")], stall + 1).await;
+    assert_eq!(dispatches(&out.actions), 1);
+}

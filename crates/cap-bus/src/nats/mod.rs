@@ -442,6 +442,11 @@ impl Bus for NatsBus {
         }
     }
 
+    fn is_connected(&self) -> bool {
+        !self.inner.is_closed()
+            && self.inner.client.connection_state() == async_nats::connection::State::Connected
+    }
+
     async fn subscribe(&self, pattern: &str) -> Result<NatsSubscription, Error> {
         let inner = &*self.inner;
         inner.ensure_open()?;

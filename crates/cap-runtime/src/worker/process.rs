@@ -210,6 +210,38 @@ pub(super) async fn process<B: Bus, S: BlobStore + 'static>(
             return;
         }
     };
+    // A JetStream redelivery (the first delivery's acknowledgement was lost, say with a
+    // server that died) may come to this worker after another one finished the job: when
+    // its output is already stored, the job is answered from the store, not run again.
+    if msg.delivery_count() > 1
+        && let Ok(true) = shared
+            .store
+            .exists(&cap_blob::key::result(&request.job_id))
+            .await
+        && let Ok(ptr) = shared
+            .store
+            .pointer_for(&cap_blob::key::result(&request.job_id))
+    {
+        tracing::info!(job_id = %request.job_id, "redelivered job already has its output: answered from the store");
+        let mut result = base_result(&request.job_id, &state.config.worker_id, 0);
+        result.status = v1::JobStatus::Succeeded as i32;
+        result.result_ptr = ptr.to_string();
+        let record = match echo.as_ref().and_then(|e| e.dispatch.as_ref()) {
+            Some(d) => Record::Fenced(&request.job_id, d),
+            None => Record::Legacy(&request.job_id),
+        };
+        drop(token);
+        Box::pin(publish_result(
+            shared,
+            &trace_id,
+            result,
+            echo.as_deref(),
+            msg,
+            record,
+        ))
+        .await;
+        return;
+    }
     state.active.fetch_add(1, Ordering::Relaxed);
     shared.metrics.job_received(&request.job_id, &topic);
     let started = Instant::now();

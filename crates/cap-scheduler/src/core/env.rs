@@ -59,6 +59,9 @@ pub struct Env<'a> {
     pub view: &'a dyn JobView,
     /// Fresh, unpredictable dispatch ids.
     pub ids: &'a mut dyn FnMut() -> String,
+    /// No job is timed out for silence before this time: the shell lost its bus (or
+    /// just got it back), so a missing result may be a result it could not hear.
+    pub hold_timeouts_until: Millis,
     /// Set by a step that read something the view did not have.
     pub(crate) missing: Vec<String>,
 }
@@ -82,8 +85,15 @@ impl<'a> Env<'a> {
             now,
             view,
             ids,
+            hold_timeouts_until: 0,
             missing: Vec::new(),
         }
+    }
+
+    /// Holds timeouts for silence until `until` (see [`hold_timeouts_until`](Self::hold_timeouts_until)).
+    pub fn holding_timeouts_until(mut self, until: Millis) -> Self {
+        self.hold_timeouts_until = until;
+        self
     }
 
     /// The job ids a step asked the view for but the view did not have (fetch them and

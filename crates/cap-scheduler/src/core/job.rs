@@ -11,8 +11,13 @@ pub type Millis = u64;
 /// Why a scheduled job is not dispatched yet.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub enum Hold {
-    /// Waiting for the safety decision.
-    Safety,
+    /// Waiting for the safety decision asked for at `asked`. If none is recorded by
+    /// [`SAFETY_STALL_MS`](super::timers::SAFETY_STALL_MS) later (the instance that asked
+    /// died, or the answer was lost), the job asks again.
+    Safety {
+        /// When the kernel was asked.
+        asked: Millis,
+    },
     /// The kernel said REQUIRE_HUMAN: waiting for approve/reject.
     Approval {
         /// Reference to approve (the job id).

@@ -18,7 +18,7 @@ impl Work<'_, '_> {
     fn waiting_for_safety(&self) -> bool {
         self.job.as_ref().is_some_and(|j| {
             j.state == JobState::Scheduled
-                && matches!(j.hold, Some(Hold::Safety | Hold::Recheck { .. }))
+                && matches!(j.hold, Some(Hold::Safety { .. } | Hold::Recheck { .. }))
         })
     }
 
@@ -154,8 +154,9 @@ impl Work<'_, '_> {
             check.identity.clone_from(&job.identity);
         }
         let id = job.id().to_owned();
+        let asked = self.env.now;
         if let Some(job) = self.job_mut() {
-            job.hold = Some(Hold::Safety);
+            job.hold = Some(Hold::Safety { asked });
         }
         self.actions.push(Action::CheckSafety {
             job_id: id,

@@ -77,7 +77,7 @@ impl SchedulerCore {
     /// decision ask again on the next tick; dispatched and running jobs simply continue.
     pub fn restore(&mut self, records: impl IntoIterator<Item = JobRecord>, now: Millis) {
         for mut r in records {
-            if r.hold == Some(Hold::Safety) {
+            if matches!(r.hold, Some(Hold::Safety { .. })) {
                 r.hold = Some(Hold::Recheck { at: now });
             }
             if let Some(key) = r.idempotency_key() {

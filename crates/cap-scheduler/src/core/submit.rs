@@ -88,8 +88,9 @@ impl Work<'_, '_> {
             );
             return;
         }
+        let asked = self.env.now;
         if let Some(job) = self.job_mut() {
-            job.hold = Some(Hold::Safety);
+            job.hold = Some(Hold::Safety { asked });
         }
         self.actions.push(Action::CheckSafety {
             job_id: id,

@@ -17,6 +17,10 @@ pub const WORKER_POLL_MS: Millis = 100;
 pub const FOLLOW_POLL_MS: Millis = 250;
 /// How long after its end an unsettled job repeats what its end sets off.
 pub const SETTLE_MS: Millis = 2_000;
+/// How long a job waits for a safety decision before it asks again (the instance that
+/// asked may have died between recording the job and recording the decision; a
+/// redelivered submit of a known job is a no-op, so nothing else would ask).
+pub const SAFETY_STALL_MS: Millis = 30_000;
 
 /// A duration in milliseconds (saturating).
 pub fn ms(d: Duration) -> Millis {
@@ -53,6 +57,9 @@ pub fn next_deadline(
 ) -> Option<Millis> {
     match (job.state, &job.hold) {
         (JobState::Scheduled, Some(Hold::Recheck { at })) => Some(*at),
+        (JobState::Scheduled, Some(Hold::Safety { asked })) => {
+            Some(asked.saturating_add(SAFETY_STALL_MS))
+        }
         (JobState::FailedRetryable, Some(Hold::Retry { at })) => Some(*at),
         (JobState::Scheduled, Some(Hold::Worker { since })) => {
             let give_up = since.saturating_add(ms(config.worker_wait_timeout));
@@ -82,6 +89,11 @@ impl Work<'_, '_> {
         let age = now.saturating_sub(job.since);
         match (job.state, job.hold.clone()) {
             (JobState::Scheduled, Some(Hold::Recheck { at })) if at <= now => self.recheck_now(),
+            (JobState::Scheduled, Some(Hold::Safety { asked }))
+                if now.saturating_sub(asked) >= SAFETY_STALL_MS =>
+            {
+                self.recheck_now()
+            }
             (JobState::FailedRetryable, Some(Hold::Retry { at })) if at <= now => {
                 self.try_dispatch()
             }
@@ -97,6 +109,9 @@ impl Work<'_, '_> {
                 }
             }
             (JobState::Pending, Some(Hold::Follow { leader })) => self.follow(&leader),
+            // Silence is no evidence while the bus was down: the deadline waits.
+            (JobState::Dispatched | JobState::Running, _) if now < self.env.hold_timeouts_until => {
+            }
             (JobState::Dispatched, _) if age >= dispatch_limit(job, config, pools) => {
                 self.time_out("not started in time")
             }

@@ -12,6 +12,7 @@ use crate::core::{
     Action, CHILDREN, Claim, Config, Env, FollowUp, JobEvent, JobRecord, MapView, Millis, Pools,
     Registry, step, timers,
 };
+use cap_proto::JobState;
 use std::collections::HashMap;
 use std::sync::Arc;
 
@@ -61,6 +62,8 @@ pub struct Engine<S: JobStore> {
     cache_cap: usize,
     ids: Box<dyn FnMut() -> String + Send>,
     stats: EngineStats,
+    /// See [`Env::hold_timeouts_until`].
+    hold_timeouts_until: Millis,
 }
 
 impl<S: JobStore> Engine<S> {
@@ -83,7 +86,14 @@ impl<S: JobStore> Engine<S> {
             cache_cap: cache_cap.max(1),
             ids,
             stats: EngineStats::default(),
+            hold_timeouts_until: 0,
         }
+    }
+
+    /// Holds timeouts for silence until `until`: the shell lost its bus (see
+    /// [`Env::hold_timeouts_until`]).
+    pub fn hold_timeouts_until(&mut self, until: Millis) {
+        self.hold_timeouts_until = self.hold_timeouts_until.max(until);
     }
 
     /// The settings.
@@ -302,7 +312,8 @@ impl<S: JobStore> Engine<S> {
                             now,
                             &view,
                             &mut *self.ids,
-                        );
+                        )
+                        .holding_timeouts_until(self.hold_timeouts_until);
                         let s = step(&mut env, current.as_deref(), ev.clone());
                         missing.extend(env.missing().iter().cloned());
                         if let Some(r) = s.record {
@@ -414,8 +425,19 @@ impl<S: JobStore> Engine<S> {
                         }
                     }
                     if d.due_unchanged {
+                        let hold = self.hold_timeouts_until;
                         let next = self.cache.get(&d.id).and_then(|c| {
-                            timers::next_deadline(&c.record, &self.config, &self.pools, now, false)
+                            let at = timers::next_deadline(
+                                &c.record,
+                                &self.config,
+                                &self.pools,
+                                now,
+                                false,
+                            )?;
+                            // A deadline held back by an outage comes again when it ends.
+                            let held =
+                                matches!(c.record.state, JobState::Dispatched | JobState::Running);
+                            Some(if held && at <= now { at.max(hold) } else { at })
                         });
                         rearm.push((d.id.clone(), d.base, next));
                     }

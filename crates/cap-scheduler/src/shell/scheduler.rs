@@ -62,6 +62,10 @@ pub struct SchedulerOptions {
     pub claim_batch: usize,
     /// Records cached at most (jobs in flight; dropping the cache is always safe).
     pub cache_cap: usize,
+    /// After the bus was lost, how long no job is timed out for silence (results held
+    /// by the bus during the outage are delivered after it; JetStream redelivers what
+    /// was not acknowledged within its ack wait).
+    pub outage_grace: Duration,
     /// The worker trust handshake service and its enforcement on inbound worker
     /// packets (`None`: neither, today's behaviour). See [`crate::trust`].
     pub worker_trust: Option<crate::trust::WorkerTrust>,
@@ -86,6 +90,7 @@ impl Default for SchedulerOptions {
             lease: Duration::from_secs(10),
             claim_batch: 1024,
             cache_cap: 100_000,
+            outage_grace: Duration::from_secs(10),
             worker_trust: None,
             fencing: true,
         }
@@ -292,6 +297,10 @@ impl<B: Bus, K: SafetyClient + 'static, S: JobStore> Scheduler<B, K, S> {
                 _ = shutdown.cancelled() => break,
                 _ = ticker.tick() => {
                     let now = now_ms();
+                    if !bus.is_connected() {
+                        let grace = crate::core::timers::ms(self.options.outage_grace);
+                        engine.hold_timeouts_until(now.saturating_add(grace));
+                    }
                     let mut events = Vec::new();
                     let lease_until = now.saturating_add(crate::core::timers::ms(self.options.lease));
                     match self.store.claim_due(now, lease_until, self.options.claim_batch).await {
