@@ -86,6 +86,7 @@ pub const CHECKS: &[&str] = &[
     "put_replaces_ttl",
     "size_limit",
     "concurrent_writers",
+    "put_if_absent",
     "invalid_keys",
     "pointers",
 ];
@@ -105,6 +106,7 @@ pub async fn run<S: BlobStore + ?Sized>(
         put_replaces_ttl(store, prefix).await,
         size_limit(store, prefix).await,
         concurrent_writers(store, prefix).await,
+        put_if_absent(store, prefix).await,
         invalid_keys(store, prefix).await,
         pointers(store, prefix).await,
     ];
@@ -183,6 +185,75 @@ where
     let outcome = body.await;
     cleanup(store, keys).await;
     outcome
+}
+
+/// `put_if_absent` creates a missing key, leaves a live one (value and TTL) alone, takes
+/// the place of an expired one, and of 16 concurrent callers on one key exactly one wins.
+pub async fn put_if_absent<S: BlobStore + ?Sized>(store: &S, prefix: &str) -> Outcome {
+    const C: &str = "put_if_absent";
+    let key = format!("{prefix}-pia");
+    let race = format!("{prefix}-pia-race");
+    let short = format!("{prefix}-pia-short");
+    let keys = [key.clone(), race.clone(), short.clone()];
+    with_cleanup(store, &keys, async {
+        let hour = Some(Duration::from_secs(3600));
+        let first = store
+            .put_if_absent(&key, Bytes::from_static(b"a"), hour)
+            .await;
+        if !ok(C, "first put_if_absent", first)? {
+            return Err(fail(C, "false for a key never written"));
+        }
+        let second = store
+            .put_if_absent(&key, Bytes::from_static(b"b"), None)
+            .await;
+        if ok(C, "second put_if_absent", second)? {
+            return Err(fail(C, "true for a key holding a live blob"));
+        }
+        same(C, "value kept", &ok(C, "get", store.get(&key).await)?, b"a")?;
+        // An expired blob is no blob.
+        let put = store
+            .put(&short, Bytes::from_static(b"s"), Some(SHORT_TTL))
+            .await;
+        ok(C, "put short", put)?;
+        tokio::time::sleep(SHORT_TTL + EXPIRY_MARGIN).await;
+        let over = store
+            .put_if_absent(&short, Bytes::from_static(b"n"), hour)
+            .await;
+        if !ok(C, "put_if_absent over an expired blob", over)? {
+            return Err(fail(C, "false for a key whose blob expired"));
+        }
+        same(
+            C,
+            "new value",
+            &ok(C, "get", store.get(&short).await)?,
+            b"n",
+        )?;
+        // Exactly one winner of a race.
+        let racers = (0..16u8).map(|i| {
+            let race = &race;
+            async move { store.put_if_absent(race, Bytes::from(vec![i]), hour).await }
+        });
+        let mut winners = Vec::new();
+        for (i, r) in join_all(racers).await.into_iter().enumerate() {
+            if ok(C, "racing put_if_absent", r)? {
+                winners.push(i);
+            }
+        }
+        let [winner] = winners[..] else {
+            return Err(fail(
+                C,
+                format!("{} winners of one race: {winners:?}", winners.len()),
+            ));
+        };
+        let got = ok(C, "get raced", store.get(&race).await)?;
+        same(
+            C,
+            "the winner's value",
+            &got,
+            &[u8::try_from(winner).unwrap_or(u8::MAX)],
+        )
+    })
+    .await
 }
 
 /// A key that was never written reads as `NotFound`, does not exist, and deletes as `false`.

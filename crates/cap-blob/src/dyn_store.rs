@@ -45,6 +45,13 @@ pub trait DynBlobStore: StoreInfo {
     fn delete_boxed<'a>(&'a self, key: &'a str) -> BoxFuture<'a, Result<bool>>;
     /// [`BlobStore::exists`], boxed.
     fn exists_boxed<'a>(&'a self, key: &'a str) -> BoxFuture<'a, Result<bool>>;
+    /// [`BlobStore::put_if_absent`], boxed.
+    fn put_if_absent_boxed<'a>(
+        &'a self,
+        key: &'a str,
+        value: Bytes,
+        ttl: Option<Duration>,
+    ) -> BoxFuture<'a, Result<bool>>;
 }
 
 impl<S: BlobStore> DynBlobStore for S {
@@ -65,6 +72,14 @@ impl<S: BlobStore> DynBlobStore for S {
     fn exists_boxed<'a>(&'a self, key: &'a str) -> BoxFuture<'a, Result<bool>> {
         Box::pin(self.exists(key))
     }
+    fn put_if_absent_boxed<'a>(
+        &'a self,
+        key: &'a str,
+        value: Bytes,
+        ttl: Option<Duration>,
+    ) -> BoxFuture<'a, Result<bool>> {
+        Box::pin(self.put_if_absent(key, value, ttl))
+    }
 }
 
 // `async fn` captures `self` and `key` separately: returning the boxed future directly
@@ -81,6 +96,9 @@ impl BlobStore for dyn DynBlobStore {
     }
     async fn exists(&self, key: &str) -> Result<bool> {
         self.exists_boxed(key).await
+    }
+    async fn put_if_absent(&self, key: &str, value: Bytes, ttl: Option<Duration>) -> Result<bool> {
+        self.put_if_absent_boxed(key, value, ttl).await
     }
 }
 

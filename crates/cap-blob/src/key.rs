@@ -30,6 +30,20 @@ pub fn result(job_id: &str) -> String {
     format!("{RESULT_PREFIX}{job_id}")
 }
 
+/// The key of a worker's claim to run one dispatch of a job:
+/// `cap:run:<job_id>` or `cap:run:<job_id>:<dispatch_id>` (under the reserved prefix, so
+/// no job's pointer can name it). Taken with [`BlobStore::put_if_absent`](crate::BlobStore::put_if_absent).
+pub fn run_claim(job_id: &str, dispatch_id: &str) -> String {
+    if dispatch_id.is_empty() {
+        format!("{}run:{job_id}", crate::scope::RESERVED_PREFIX)
+    } else {
+        format!(
+            "{}run:{job_id}:{dispatch_id}",
+            crate::scope::RESERVED_PREFIX
+        )
+    }
+}
+
 /// Checks that `key` can be stored and named by a pointer.
 ///
 /// Rules (those of [`cap_proto::Pointer::parse`] for `redis://` and `mem://`): not empty,

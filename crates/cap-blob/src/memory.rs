@@ -167,6 +167,19 @@ impl MemoryBlobStore {
         Ok(())
     }
 
+    fn put_if_absent_now(&self, key: &str, value: Bytes, ttl: Option<Duration>) -> Result<bool> {
+        key::check(key)?;
+        self.inner.limits.check_size(value.len())?;
+        let now = Instant::now();
+        let mut state = self.state();
+        if state.map.get(key).is_some_and(|e| e.live(now)) {
+            return Ok(false);
+        }
+        let expires_at = ttl.and_then(|t| now.checked_add(Duration::from_millis(ttl_millis(t))));
+        state.map.insert(key.into(), Entry { value, expires_at });
+        Ok(true)
+    }
+
     fn delete_now(&self, key: &str) -> Result<bool> {
         key::check(key)?;
         let now = Instant::now();
@@ -224,6 +237,15 @@ impl BlobStore for MemoryBlobStore {
 
     fn exists(&self, key: &str) -> impl Future<Output = Result<bool>> + Send {
         std::future::ready(self.exists_now(key))
+    }
+
+    fn put_if_absent(
+        &self,
+        key: &str,
+        value: Bytes,
+        ttl: Option<Duration>,
+    ) -> impl Future<Output = Result<bool>> + Send {
+        std::future::ready(self.put_if_absent_now(key, value, ttl))
     }
 }
 

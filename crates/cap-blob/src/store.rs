@@ -69,6 +69,18 @@ pub trait BlobStore: StoreInfo {
     /// Whether a live blob is stored under `key`.
     fn exists(&self, key: &str) -> impl Future<Output = Result<bool>> + Send;
 
+    /// Stores `value` under `key` only if no live blob is there (an expired one counts
+    /// as none), atomically: of concurrent callers on one key, exactly one gets `true`.
+    /// `false` leaves the existing blob and its TTL untouched. The building block of
+    /// claims and leases, such as the worker's claim to run a job
+    /// ([`key::run_claim`]).
+    fn put_if_absent(
+        &self,
+        key: &str,
+        value: Bytes,
+        ttl: Option<Duration>,
+    ) -> impl Future<Output = Result<bool>> + Send;
+
     /// The blob `pointer` names.
     fn get_ptr(&self, pointer: &Pointer) -> impl Future<Output = Result<Bytes>> + Send {
         async move { self.get(self.key_for(pointer)?).await }
@@ -193,5 +205,13 @@ impl<S: BlobStore + ?Sized> BlobStore for Arc<S> {
     }
     fn exists(&self, key: &str) -> impl Future<Output = Result<bool>> + Send {
         (**self).exists(key)
+    }
+    fn put_if_absent(
+        &self,
+        key: &str,
+        value: Bytes,
+        ttl: Option<Duration>,
+    ) -> impl Future<Output = Result<bool>> + Send {
+        (**self).put_if_absent(key, value, ttl)
     }
 }

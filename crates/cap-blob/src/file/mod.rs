@@ -220,4 +220,20 @@ impl BlobStore for FileBlobStore {
             self.run(move |inner| inner.exists(&key)).await
         }
     }
+
+    fn put_if_absent(
+        &self,
+        key: &str,
+        value: Bytes,
+        ttl: Option<Duration>,
+    ) -> impl Future<Output = Result<bool>> + Send {
+        let checked = check_key(key)
+            .and_then(|()| self.inner.limits.check_size(value.len()))
+            .map(|()| key.to_owned());
+        async move {
+            let key = checked?;
+            self.run(move |inner| inner.put_if_absent(&key, &value, ttl))
+                .await
+        }
+    }
 }

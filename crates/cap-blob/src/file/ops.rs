@@ -200,6 +200,72 @@ impl Inner {
         Ok(())
     }
 
+    /// [`put`](Self::put), only if no live blob is there: the data file is hard-linked
+    /// into place (which fails if a file is there), then its metadata written. An expired
+    /// blob in the way is removed first. A crash between the link and the metadata leaves
+    /// a blob that never expires.
+    pub(crate) fn put_if_absent(
+        &self,
+        key: &str,
+        value: &[u8],
+        ttl: Option<Duration>,
+    ) -> Result<bool> {
+        if let Some(dir) = key_dir(key) {
+            for base in [&self.layout.root, &self.layout.meta] {
+                fs::create_dir_all(base.join(dir)).map_err(|e| self.io_error(e))?;
+            }
+            self.check_dir(key)?;
+        }
+        let (data_tmp, mut file) = self.create_tmp()?;
+        file.write_all(value).map_err(|e| self.io_error(e))?;
+        if self.durable {
+            file.sync_all().map_err(|e| self.io_error(e))?;
+        }
+        let id = Identity::of(&file.metadata().map_err(|e| self.io_error(e))?);
+        drop(file);
+        let data_path = self.layout.data(key);
+        // An expired blob in the way is removed and the link tried again; a few rounds
+        // suffice unless other writers keep racing for the key.
+        for _ in 0..3 {
+            match fs::hard_link(&data_tmp.path, &data_path) {
+                Ok(()) => {
+                    let meta = Meta::new(id, ttl.map(ttl_millis), SystemTime::now());
+                    let (mut meta_tmp, mut mf) = self.create_tmp()?;
+                    mf.write_all(meta.encode().as_bytes())
+                        .map_err(|e| self.io_error(e))?;
+                    if self.durable {
+                        mf.sync_all().map_err(|e| self.io_error(e))?;
+                    }
+                    drop(mf);
+                    let meta_path = self.layout.meta(key);
+                    fs::rename(&meta_tmp.path, &meta_path).map_err(|e| self.io_error(e))?;
+                    meta_tmp.armed = false;
+                    if self.durable {
+                        for path in [&data_path, &meta_path] {
+                            if let Some(dir) = path.parent() {
+                                sync_dir(dir).map_err(|e| self.io_error(e))?;
+                            }
+                        }
+                    }
+                    // `data_tmp` removes the temporary name; the blob keeps the inode.
+                    return Ok(true);
+                }
+                Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {
+                    let Some(m) = self.stat(key)? else { continue };
+                    let there = Identity::of(&m);
+                    if !self.expired(key, &there)? {
+                        return Ok(false);
+                    }
+                    self.remove_expired(key, &there)?;
+                }
+                Err(e) => return Err(self.io_error(e)),
+            }
+        }
+        Err(self.io_error(io::Error::other(format!(
+            "`{key}` kept being replaced while it was created"
+        ))))
+    }
+
     pub(crate) fn delete(&self, key: &str) -> Result<bool> {
         let Some(m) = self.stat(key)? else {
             return Ok(false);

@@ -305,4 +305,28 @@ impl BlobStore for RedisBlobStore {
             Ok(n > 0)
         }
     }
+
+    fn put_if_absent(
+        &self,
+        key: &str,
+        value: Bytes,
+        ttl: Option<Duration>,
+    ) -> impl Future<Output = Result<bool>> + Send {
+        let mut conn = self.conn.clone();
+        async move {
+            key::check(key)?;
+            self.shared.limits.check_size(value.len())?;
+            let mut cmd = redis::cmd("SET");
+            cmd.arg(key).arg(value.as_ref()).arg("NX");
+            if let Some(ttl) = ttl {
+                cmd.arg("PX").arg(ttl_millis(ttl));
+            }
+            // `OK` when set, nil when the key was there.
+            let set: Option<String> = cmd
+                .query_async(&mut conn)
+                .await
+                .map_err(|e| self.shared.error(e))?;
+            Ok(set.is_some())
+        }
+    }
 }

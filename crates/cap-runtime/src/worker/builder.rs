@@ -94,6 +94,7 @@ impl<B: Bus, S: BlobStore + 'static> WorkerBuilder<B, S> {
                 pool: String::new(),
                 max_parallel: DEFAULT_MAX_PARALLEL,
                 keepalive: DEFAULT_KEEPALIVE,
+                run_lease: super::DEFAULT_RUN_LEASE,
                 heartbeat_interval: DEFAULT_HEARTBEAT_INTERVAL,
                 result_ttl: None,
                 recent_capacity: DEFAULT_RECENT_CAPACITY,
@@ -153,6 +154,16 @@ impl<B: Bus, S: BlobStore + 'static> WorkerBuilder<B, S> {
     /// are not redelivered while a killed worker's jobs are, after one ack wait.
     pub fn keepalive(mut self, every: Duration) -> Self {
         self.config.keepalive = every.max(Duration::from_millis(10));
+        self
+    }
+
+    /// Lease of the claim a worker takes in the blob store before it runs a durable
+    /// delivery (default [`DEFAULT_RUN_LEASE`](super::DEFAULT_RUN_LEASE), at least
+    /// 30 ms), renewed every third of it while the job runs. A delivery of a job another
+    /// worker holds waits for half a lease; the job of a worker that died runs elsewhere
+    /// once its lease lapses. See the [worker module](super) on redelivery.
+    pub fn run_lease(mut self, lease: Duration) -> Self {
+        self.config.run_lease = lease.max(Duration::from_millis(30));
         self
     }
 

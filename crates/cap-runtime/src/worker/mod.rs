@@ -19,7 +19,11 @@
 //! on the bus; a slot is taken once a message is in hand, so exactly `max_parallel` run
 //! when that many are waiting); a durable delivery in hand is reported in progress every
 //! [`keepalive`](WorkerBuilder::keepalive) interval, so the bus redelivers only the jobs
-//! of a worker that died; the context is fetched through `context_ptr` (missing: FAILED with 204);
+//! of a worker that died; a durable delivery runs only under a run claim taken in the
+//! blob store (shared by the pool: a job that ran elsewhere gets its recorded result
+//! republished, one running elsewhere is handed back for later, the job of a worker
+//! whose [lease](WorkerBuilder::run_lease) lapsed runs again — see [`DEFAULT_RUN_LEASE`]);
+//! the context is fetched through `context_ptr` (missing: FAILED with 204);
 //! the handler's service runs (panics become FAILED results, a `JobCancel` or the deadline
 //! ends it with CANCELLED or TIMEOUT); the output is stored at `res:<job_id>` and a signed
 //! `JobResult` with `worker_id` and `execution_ms` goes to `sys.job.result` with the
@@ -30,6 +34,7 @@
 
 mod announce;
 mod builder;
+mod claim;
 mod execute;
 pub mod fence;
 pub mod handler;
@@ -46,6 +51,7 @@ pub use builder::{
     DEFAULT_HEARTBEAT_INTERVAL, DEFAULT_MAX_PARALLEL, DEFAULT_TIMEOUT, HandlerOptions,
     WorkerBuilder,
 };
+pub use claim::DEFAULT_RUN_LEASE;
 pub use fence::{DEFAULT_FENCE_CAPACITY, DispatchFence, FenceReason, FenceStats};
 pub use handler::{Handler, HandlerInfo, RawHandler};
 pub use keepalive::DEFAULT_KEEPALIVE;
@@ -71,6 +77,8 @@ pub(crate) struct WorkerConfig {
     pub max_parallel: usize,
     /// Interval of in-progress acknowledgements of durable deliveries in hand.
     pub keepalive: Duration,
+    /// Lease of the claim taken before a durable delivery runs.
+    pub run_lease: Duration,
     pub heartbeat_interval: Duration,
     /// `None`: the store's default; `Some(x)`: x.
     pub result_ttl: Option<Option<Duration>>,

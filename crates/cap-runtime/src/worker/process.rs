@@ -5,6 +5,7 @@
 //! redeliveries and published, echoing the request's dispatch identity (and, in the
 //! production profile, its admitted identity).
 
+use super::claim::{self, RunClaim, Taken};
 use super::execute::execute;
 use super::fence::{DispatchDecision, FenceReason};
 use super::recent::Admission;
@@ -20,7 +21,7 @@ use cap_proto::{ErrorCode, subject};
 use futures_core::future::BoxFuture;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 /// What a job's reports carry back: the request's dispatch identity, and in the
 /// production profile the identity it was admitted with (the peer's
@@ -104,6 +105,19 @@ impl Incoming {
     }
 }
 
+/// How long a delivery whose run claim could not be taken (store out of reach) waits
+/// before it comes again.
+const CLAIM_RETRY: Duration = Duration::from_secs(1);
+
+/// Undoes the admission of a request that is not run here after all (another worker
+/// holds it, or the claim could not be taken): its next delivery is judged afresh.
+fn unadmit<B: Bus, S: BlobStore>(shared: &Shared<B, S>, request: &v1::JobRequest) {
+    match &request.dispatch {
+        Some(d) => shared.state.fence.forget(&request.job_id, d),
+        None => shared.state.recent.forget(&request.job_id),
+    }
+}
+
 /// Which record a result goes into, for redeliveries.
 enum Record<'a> {
     /// None (a job this worker has no handler for).
@@ -167,15 +181,24 @@ pub(super) async fn process<B: Bus, S: BlobStore + 'static>(
             echo.as_deref(),
             msg,
             Record::Nothing,
+            None,
         ))
         .await;
         return;
     };
     let state = &shared.state;
+    // A duplicate (the production replay store saw these signed bytes before) is a
+    // redelivery only where the transport redelivers; a durable one this worker does not
+    // know (restarted, forgotten, or handed back) is admitted again and left to the run
+    // claim, which knows whether it ran.
+    let durable = msg.ack_handle().is_durable();
     let decision = match &request.dispatch {
-        Some(d) if duplicate => state.fence.redelivered(&request.job_id, d),
+        Some(d) if duplicate => match state.fence.redelivered(&request.job_id, d) {
+            None if durable => Some(state.fence.admit(&request.job_id, d, &state.jobs_root)),
+            known => known,
+        },
         Some(d) => Some(state.fence.admit(&request.job_id, d, &state.jobs_root)),
-        None if duplicate => None,
+        None if duplicate && !durable => None,
         None => Some(
             match state.recent.admit(&request.job_id, &state.jobs_root) {
                 Admission::Run(token) => DispatchDecision::Run(token),
@@ -210,38 +233,49 @@ pub(super) async fn process<B: Bus, S: BlobStore + 'static>(
             return;
         }
     };
-    // A JetStream redelivery (the first delivery's acknowledgement was lost, say with a
-    // server that died) may come to this worker after another one finished the job: when
-    // its output is already stored, the job is answered from the store, not run again.
-    if msg.delivery_count() > 1
-        && let Ok(true) = shared
-            .store
-            .exists(&cap_blob::key::result(&request.job_id))
-            .await
-        && let Ok(ptr) = shared
-            .store
-            .pointer_for(&cap_blob::key::result(&request.job_id))
-    {
-        tracing::info!(job_id = %request.job_id, "redelivered job already has its output: answered from the store");
-        let mut result = base_result(&request.job_id, &state.config.worker_id, 0);
-        result.status = v1::JobStatus::Succeeded as i32;
-        result.result_ptr = ptr.to_string();
-        let record = match echo.as_ref().and_then(|e| e.dispatch.as_ref()) {
-            Some(d) => Record::Fenced(&request.job_id, d),
-            None => Record::Legacy(&request.job_id),
-        };
-        drop(token);
-        Box::pin(publish_result(
-            shared,
-            &trace_id,
-            result,
-            echo.as_deref(),
-            msg,
-            record,
-        ))
+    // A durable delivery may come again, to any worker of the pool, even while this
+    // one runs it: the claim in the store lets one worker run it (see `claim`).
+    let claim = if durable {
+        let dispatch_id = request
+            .dispatch
+            .as_ref()
+            .map_or("", |d| d.dispatch_id.as_str());
+        let lease = state.config.run_lease;
+        let taken = claim::take(
+            &shared.store,
+            &request.job_id,
+            dispatch_id,
+            &state.config.worker_id,
+            lease,
+        )
         .await;
-        return;
-    }
+        match taken {
+            Taken::Ours(c) => Some(c),
+            Taken::Held => {
+                tracing::info!(job_id = %request.job_id, "job held by another worker: delivery handed back for later");
+                unadmit(shared, &request);
+                let _ = msg.nak(Some(lease / 2)).await;
+                return;
+            }
+            Taken::Finished(bytes) => {
+                tracing::info!(job_id = %request.job_id, "job already ran: re-publishing its recorded result");
+                match &request.dispatch {
+                    Some(d) => state.fence.finish(&request.job_id, d, bytes.clone()),
+                    None => state.recent.finish(&request.job_id, bytes.clone()),
+                }
+                Box::pin(republish(shared, bytes, msg)).await;
+                return;
+            }
+            Taken::Unavailable(e) => {
+                tracing::warn!(job_id = %request.job_id, error = %e, "run claim not taken (store unreachable): delivery handed back");
+                unadmit(shared, &request);
+                let _ = msg.nak(Some(CLAIM_RETRY)).await;
+                return;
+            }
+        }
+    } else {
+        None
+    };
     state.active.fetch_add(1, Ordering::Relaxed);
     shared.metrics.job_received(&request.job_id, &topic);
     let started = Instant::now();
@@ -253,7 +287,7 @@ pub(super) async fn process<B: Bus, S: BlobStore + 'static>(
             echo: echo.clone(),
         }),
     };
-    let outcome = execute(
+    let run = execute(
         shared,
         entry,
         request,
@@ -262,8 +296,11 @@ pub(super) async fn process<B: Bus, S: BlobStore + 'static>(
         topic.clone(),
         token,
         sink,
-    )
-    .await;
+    );
+    let outcome = match &claim {
+        Some(c) => c.hold_while(&shared.store, run).await,
+        None => run.await,
+    };
     let elapsed = started.elapsed();
     let mut result = base_result(
         &job_id,
@@ -288,7 +325,16 @@ pub(super) async fn process<B: Bus, S: BlobStore + 'static>(
         Some(d) => Record::Fenced(&job_id, d),
         None => Record::Legacy(&job_id),
     };
-    publish_result(shared, &trace_id, result, echo.as_deref(), msg, record).await;
+    publish_result(
+        shared,
+        &trace_id,
+        result,
+        echo.as_deref(),
+        msg,
+        record,
+        claim.as_ref(),
+    )
+    .await;
     state.active.fetch_sub(1, Ordering::Relaxed);
     state.completed.fetch_add(1, Ordering::Relaxed);
 }
@@ -368,6 +414,7 @@ async fn publish_result<B: Bus, S: BlobStore>(
     echo: Option<&Echo>,
     msg: &Message,
     record: Record<'_>,
+    claim: Option<&RunClaim>,
 ) {
     if let Some(echo) = echo {
         echo.result(&mut result);
@@ -388,6 +435,9 @@ async fn publish_result<B: Bus, S: BlobStore>(
         Ok(b) => b,
         Err(e) => {
             tracing::error!(error = %e, "result could not be sealed");
+            if let Some(c) = claim {
+                c.release(&shared.store).await;
+            }
             match record {
                 Record::Legacy(id) => recent.forget(id),
                 Record::Fenced(id, d) => fence.forget(id, d),
@@ -397,6 +447,14 @@ async fn publish_result<B: Bus, S: BlobStore>(
             return;
         }
     };
+    // The claim holds what went out, for a delivery that comes again (anywhere); a
+    // legacy retryable failure gives it up, as the dedupe does.
+    if let Some(c) = claim {
+        match record {
+            Record::Legacy(_) if retryable => c.release(&shared.store).await,
+            _ => c.finish(&shared.store, &bytes, shared.result_ttl).await,
+        }
+    }
     match record {
         Record::Legacy(id) if retryable => recent.forget(id),
         Record::Legacy(id) => recent.finish(id, bytes.clone()),
