@@ -205,8 +205,8 @@ async fn a_redelivery_of_a_job_another_worker_is_running_is_handed_back() {
     }
     assert_eq!(
         *pool.acks.naks.lock().unwrap(),
-        [Some(Duration::from_millis(2500))],
-        "handed back for half a lease"
+        [Some(Duration::from_millis(1250))],
+        "handed back for a quarter of a lease"
     );
     assert_eq!(pool.runs(), ["w-1"]);
     // w-1 finishes: one result, the handler ran once.

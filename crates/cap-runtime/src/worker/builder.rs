@@ -160,7 +160,7 @@ impl<B: Bus, S: BlobStore + 'static> WorkerBuilder<B, S> {
     /// Lease of the claim a worker takes in the blob store before it runs a durable
     /// delivery (default [`DEFAULT_RUN_LEASE`](super::DEFAULT_RUN_LEASE), at least
     /// 30 ms), renewed every third of it while the job runs. A delivery of a job another
-    /// worker holds waits for half a lease; the job of a worker that died runs elsewhere
+    /// worker holds waits for a quarter of a lease; the job of a worker that died runs elsewhere
     /// once its lease lapses. See the [worker module](super) on redelivery.
     pub fn run_lease(mut self, lease: Duration) -> Self {
         self.config.run_lease = lease.max(Duration::from_millis(30));

@@ -12,7 +12,7 @@
 //!   claim holds the sealed result (the packet it publishes), kept as long as results
 //!   are; a retryable failure releases it, so that the retry runs;
 //! - held by a running worker: the delivery is handed back to the bus for later
-//!   ([`Message::nak`] after half a lease), by which time the job has finished or its
+//!   ([`Message::nak`] for a quarter of a lease), until the job has finished or its
 //!   worker has died and the lease lapsed;
 //! - finished: the recorded result is published again; the handler does not run.
 //!
@@ -34,7 +34,7 @@ use std::time::Duration;
 /// the recorded result, and one of a job running on another worker wait, so a job's
 /// handler runs once across the pool; the job of a worker that died runs again once its
 /// lease lapses.
-pub const DEFAULT_RUN_LEASE: Duration = Duration::from_secs(15);
+pub const DEFAULT_RUN_LEASE: Duration = Duration::from_secs(6);
 
 /// Marks a claim held by a running worker (followed by its id).
 const RUNNING: u8 = b'R';

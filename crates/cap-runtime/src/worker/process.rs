@@ -254,7 +254,7 @@ pub(super) async fn process<B: Bus, S: BlobStore + 'static>(
             Taken::Held => {
                 tracing::info!(job_id = %request.job_id, "job held by another worker: delivery handed back for later");
                 unadmit(shared, &request);
-                let _ = msg.nak(Some(lease / 2)).await;
+                let _ = msg.nak(Some(lease / 4)).await;
                 return;
             }
             Taken::Finished(bytes) => {
