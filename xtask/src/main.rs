@@ -5,12 +5,15 @@
 //! - `interop`: build the venvs of the Python reference peers (cap-sdk-python 2.10.0 and
 //!   2.17.0) and run the cross-SDK tests.
 //! - `bench sign`: our sign/verify rates next to the peer's, in one run.
+//! - `bench scale [--jobs N --rounds R --schedulers 1,3 --rss-jobs M]`: the full path on
+//!   private NATS + Redis with one and three schedulers side by side, and scheduler RSS.
 //! - `chaos --minutes N`: the kill -9 chaos run of the control plane, for N minutes.
 //! - `tck [--require core[,cap-production]]`: the CAP conformance kit against
 //!   `cap tck-adapter`, both roles (exit 0 only if every required profile is
 //!   conformant).
 
 mod bench;
+mod bench_scale;
 mod canonical_gen;
 mod chaos;
 mod codegen;
@@ -63,14 +66,28 @@ enum Task {
     },
     /// Benchmarks that compare cap-rs with the reference peer in one run.
     Bench {
-        /// Which benchmark: `sign`.
+        /// Which benchmark: `sign` (ours vs the peer's sign/verify) or `scale` (the full
+        /// path on private NATS + Redis with 1 and 3 schedulers, and scheduler RSS).
         what: String,
-        /// Seconds per figure.
+        /// `sign`: seconds per figure.
         #[arg(long, default_value_t = 3.0)]
         seconds: f64,
-        /// Where the peer's venv lives (created when missing).
+        /// `sign`: where the peer's venv lives (created when missing).
         #[arg(long, default_value = ".venv-interop")]
         venv: PathBuf,
+        /// `scale`: jobs per measurement.
+        #[arg(long, default_value_t = 20_000)]
+        jobs: u64,
+        /// `scale`: alternating rounds of each configuration.
+        #[arg(long, default_value_t = 3)]
+        rounds: usize,
+        /// `scale`: scheduler counts to compare (the first is the ratios' baseline).
+        #[arg(long, value_delimiter = ',', default_value = "1,3")]
+        schedulers: Vec<usize>,
+        /// `scale`: then push this many jobs through one scheduler, printing its RSS
+        /// after each tenth (0: skip).
+        #[arg(long, default_value_t = 0)]
+        rss_jobs: u64,
     },
     /// Run the CAP conformance kit (adapter-v1) against `cap tck-adapter`, both roles:
     /// a table per role and profile; exit 0 only if the required profiles conform.
@@ -121,9 +138,22 @@ fn main() -> Result<()> {
             what,
             seconds,
             venv,
+            jobs,
+            rounds,
+            schedulers,
+            rss_jobs,
         } => match what.as_str() {
             "sign" => bench::sign(&root, &root.join(venv), seconds),
-            other => anyhow::bail!("unknown benchmark `{other}` (sign)"),
+            "scale" => bench_scale::run(
+                &root,
+                &bench_scale::Options {
+                    jobs,
+                    rounds,
+                    schedulers,
+                    rss_jobs,
+                },
+            ),
+            other => anyhow::bail!("unknown benchmark `{other}` (sign, scale)"),
         },
         Task::Tck {
             require,

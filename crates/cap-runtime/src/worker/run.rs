@@ -366,7 +366,10 @@ async fn intake_loop<B: Bus, S: BlobStore + 'static>(
         let shared = shared.clone();
         let route = route.clone();
         tokio::spawn(async move {
-            keepalive::while_in_hand(&msg, keepalive, process(&shared, &msg, route)).await;
+            // Boxed: a job's whole path (claim, handler, result) makes a future of tens of
+            // KiB; inline, tokio would copy it at every spawn and stage change.
+            let job = Box::pin(process(&shared, &msg, route));
+            keepalive::while_in_hand(&msg, keepalive, job).await;
             drop(permit);
         });
     }
