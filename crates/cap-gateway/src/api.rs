@@ -43,10 +43,7 @@ pub(crate) fn router<B: Bus, S: JobStore, O: BlobStore + 'static>(
             get(crate::events::tenant_stream::<B, S, O>),
         )
         .route("/api/v1/approvals", get(approvals::<B, S, O>))
-        .route(
-            "/api/v1/approvals/{id}/approve",
-            post(approve::<B, S, O>),
-        )
+        .route("/api/v1/approvals/{id}/approve", post(approve::<B, S, O>))
         .route("/api/v1/approvals/{id}/reject", post(reject::<B, S, O>))
         .route("/api/v1/dlq", get(dlq_list::<B, S, O>))
         .route("/api/v1/dlq/page", get(dlq_page::<B, S, O>))
@@ -55,9 +52,7 @@ pub(crate) fn router<B: Bus, S: JobStore, O: BlobStore + 'static>(
             axum::routing::delete(dlq_delete::<B, S, O>),
         )
         .route("/api/v1/dlq/{id}/retry", post(dlq_retry::<B, S, O>))
-        .fallback(|| async {
-            ApiError::new(StatusCode::NOT_FOUND, "not_found", "no such route")
-        })
+        .fallback(|| async { ApiError::new(StatusCode::NOT_FOUND, "not_found", "no such route") })
         .layer(DefaultBodyLimit::max(limit))
         .with_state(gw)
 }
@@ -183,8 +178,10 @@ async fn submit<B: Bus, S: JobStore, O: BlobStore + 'static>(
         && let Ok(record) = job_of(&gw, &caller, &job_id).await
     {
         // Submitted before: the same job.
-        return Ok(Json(serde_json::json!({"job_id": job_id, "trace_id": record.trace_id}))
-            .into_response());
+        return Ok(
+            Json(serde_json::json!({"job_id": job_id, "trace_id": record.trace_id}))
+                .into_response(),
+        );
     }
     let mut input = serde_json::Map::new();
     if let Some(p) = &b.prompt {
@@ -194,10 +191,7 @@ async fn submit<B: Bus, S: JobStore, O: BlobStore + 'static>(
         input.insert("context".into(), c.clone());
     }
     let input = serde_json::to_vec(&input).map_err(|e| ApiError::invalid(e.to_string()))?;
-    let ttl = gw
-        .config
-        .context_ttl
-        .or(gw.blobs.limits().context_ttl);
+    let ttl = gw.config.context_ttl.or(gw.blobs.limits().context_ttl);
     let ptr = gw
         .blobs
         .put_context_with_ttl(&job_id, input.into(), ttl)
@@ -234,10 +228,42 @@ async fn submit<B: Bus, S: JobStore, O: BlobStore + 'static>(
         .map_err(|v| ApiError::invalid(format!("job request: {v}")))?;
     let trace_id = cap_runtime::id::new_trace_id();
     let packet = gw.packets.envelope(&trace_id, request);
-    gw.packets
-        .publish(subject::SUBMIT, packet)
-        .await
-        .map_err(|e| ApiError::unavailable("bus", e))?;
+    let (tx, mut recorded) = tokio::sync::oneshot::channel();
+    gw.recorded
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .insert(job_id.clone(), tx);
+    let published = gw.packets.publish(subject::SUBMIT, packet).await;
+    if let Err(e) = published {
+        gw.recorded
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(&job_id);
+        return Err(ApiError::unavailable("bus", e));
+    }
+    // Answer once the scheduler has recorded the job (its first event, or the store
+    // says so), so that the client finds it at once.
+    let until = tokio::time::Instant::now() + gw.config.submit_wait;
+    let mut look = Duration::from_millis(50);
+    loop {
+        let tick = tokio::time::sleep_until(until.min(tokio::time::Instant::now() + look));
+        tokio::select! {
+            _ = &mut recorded => break,
+            _ = tick => {}
+        }
+        if tokio::time::Instant::now() >= until {
+            tracing::warn!(job_id = %job_id, "the scheduler did not record the job in time");
+            break;
+        }
+        if job_of(&gw, &caller, &job_id).await.is_ok() {
+            break;
+        }
+        look = (look * 2).min(Duration::from_millis(400));
+    }
+    gw.recorded
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .remove(&job_id);
     Ok(Json(serde_json::json!({"job_id": job_id, "trace_id": trace_id})).into_response())
 }
 
@@ -304,9 +330,7 @@ impl ListQuery {
         match self.limit {
             None => Ok(50),
             Some(n @ 1..=500) => Ok(n),
-            Some(n) => Err(ApiError::invalid(format!(
-                "limit {n}: expected 1 to 500"
-            ))),
+            Some(n) => Err(ApiError::invalid(format!("limit {n}: expected 1 to 500"))),
         }
     }
 
@@ -559,10 +583,7 @@ async fn reject<B: Bus, S: JobStore, O: BlobStore + 'static>(
     decide(&gw, &caller, &id, false, raw).await
 }
 
-fn dismissed<B: Bus, S: JobStore, O: BlobStore + 'static>(
-    gw: &Gateway<B, S, O>,
-    id: &str,
-) -> bool {
+fn dismissed<B: Bus, S: JobStore, O: BlobStore + 'static>(gw: &Gateway<B, S, O>, id: &str) -> bool {
     gw.dismissed
         .lock()
         .unwrap_or_else(|p| p.into_inner())

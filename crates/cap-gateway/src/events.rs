@@ -65,6 +65,9 @@ pub(crate) async fn follow<B: Bus, S: JobStore, O: BlobStore + 'static>(
                     let Some(m) = m else { break };
                     match serde_json::from_slice::<JobStateEvent>(m.payload()) {
                         Ok(ev) => {
+                            if let Some(waiter) = g.recorded.lock().unwrap_or_else(|p| p.into_inner()).remove(&ev.job_id) {
+                                let _ = waiter.send(());
+                            }
                             let _ = g.notices.send(Notice { job_id: ev.job_id, tenant: ev.tenant, progress: None });
                         }
                         Err(e) => tracing::debug!(error = %e, "unreadable job event"),

@@ -98,6 +98,9 @@ pub struct GatewayConfig {
     /// How long `POST …/cancel` waits for the scheduler to record the cancel before
     /// answering with the state it sees.
     pub cancel_wait: Duration,
+    /// How long `POST /api/v1/jobs` waits for the scheduler to record the new job
+    /// (so that a `GET` right after finds it) before answering anyway.
+    pub submit_wait: Duration,
     /// How long an approval command waits for the scheduler's answer.
     pub approval_timeout: Duration,
     /// Most records read to fill one filtered page (then the page ends early, with a
@@ -115,6 +118,7 @@ impl Default for GatewayConfig {
             max_inline_result: 256 << 10,
             context_ttl: None,
             cancel_wait: Duration::from_secs(3),
+            submit_wait: Duration::from_secs(2),
             approval_timeout: Duration::from_secs(5),
             max_scan: 5_000,
         }
@@ -163,6 +167,8 @@ pub struct Gateway<B: Bus, S: JobStore, O: BlobStore + 'static> {
     /// Dead letters deleted from the list (by job id), in this process.
     pub(crate) dismissed: Mutex<HashSet<String>>,
     pub(crate) notices: broadcast::Sender<Notice>,
+    /// Submissions waiting for the scheduler to record their job.
+    pub(crate) recorded: Mutex<HashMap<String, tokio::sync::oneshot::Sender<()>>>,
 }
 
 impl<B: Bus, S: JobStore, O: BlobStore + 'static> std::fmt::Debug for Gateway<B, S, O> {
@@ -187,6 +193,7 @@ impl<B: Bus, S: JobStore, O: BlobStore + 'static> Gateway<B, S, O> {
             limiter: Mutex::new(HashMap::new()),
             dismissed: Mutex::new(HashSet::new()),
             notices,
+            recorded: Mutex::new(HashMap::new()),
         })
     }
 

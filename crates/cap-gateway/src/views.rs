@@ -351,14 +351,17 @@ mod tests {
     fn timestamps_are_rfc3339_utc() {
         assert_eq!(rfc3339(0), "1970-01-01T00:00:00.000Z");
         assert_eq!(rfc3339(951_782_400_123), "2000-02-29T00:00:00.123Z");
-        assert_eq!(rfc3339(1_796_050_245_007), "2026-11-30T15:30:45.007Z");
+        assert_eq!(rfc3339(1_796_050_245_007), "2026-11-30T14:50:45.007Z");
     }
 
     #[test]
     fn results_are_objects_inline() {
         assert_eq!(inline_result(br#"{"a":1}"#), serde_json::json!({"a": 1}));
         assert_eq!(inline_result(b"[1]"), serde_json::json!({"value": [1]}));
-        assert_eq!(inline_result(b"\xffhi"), serde_json::json!({"text": "\u{fffd}hi"}));
+        assert_eq!(
+            inline_result(b"\xffhi"),
+            serde_json::json!({"text": "\u{fffd}hi"})
+        );
     }
 
     #[test]
