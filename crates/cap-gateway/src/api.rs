@@ -88,7 +88,7 @@ pub(crate) async fn job_of<B: Bus, S: JobStore, O: BlobStore + 'static>(
         .await
         .map_err(|e| ApiError::unavailable("job store", e))?;
     match stored.into_iter().next().flatten() {
-        Some(s) if s.record.tenant() == caller.tenant => Ok(s.record),
+        Some(s) if s.record.tenant() == gw.store_tenant(&caller.tenant) => Ok(s.record),
         _ => Err(ApiError::no_job(id)),
     }
 }
@@ -197,7 +197,7 @@ async fn submit<B: Bus, S: JobStore, O: BlobStore + 'static>(
         .put_context_with_ttl(&job_id, input.into(), ttl)
         .await
         .map_err(|e| ApiError::unavailable("blob store", e))?;
-    let tenant = caller.tenant.clone();
+    let tenant = gw.store_tenant(&caller.tenant).to_owned();
     let request = v1::JobRequest {
         job_id: job_id.clone(),
         topic,
@@ -372,7 +372,7 @@ where
     loop {
         let records = gw
             .jobs
-            .tenant_jobs(&caller.tenant, cursor.clone(), batch)
+            .tenant_jobs(gw.store_tenant(&caller.tenant), cursor.clone(), batch)
             .await
             .map_err(|e| ApiError::unavailable("job store", e))?;
         let n = records.len();
@@ -440,7 +440,7 @@ async fn list<B: Bus, S: JobStore, O: BlobStore + 'static>(
 }
 
 /// The states a job can be in.
-pub const KNOWN_STATES: [&str; 10] = [
+pub const KNOWN_STATES: [&str; 11] = [
     "PENDING",
     "SCHEDULED",
     "DISPATCHED",
@@ -451,6 +451,7 @@ pub const KNOWN_STATES: [&str; 10] = [
     "TIMEOUT",
     "DENIED",
     "FAILED_RETRYABLE",
+    "FAILED_FATAL",
 ];
 
 async fn cancel<B: Bus, S: JobStore, O: BlobStore + 'static>(

@@ -270,7 +270,7 @@ pub(crate) async fn tenant_stream<B: Bus, S: JobStore, O: BlobStore + 'static>(
         .clone()
         .unwrap_or((now_ms().saturating_sub(5_000), String::new(), 0));
     let (tx, rx) = mpsc::channel(256);
-    let tenant = caller.tenant;
+    let tenant = gw.store_tenant(&caller.tenant).to_owned();
     tokio::spawn(async move {
         let mut sent = Sent {
             floor,

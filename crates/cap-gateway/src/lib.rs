@@ -103,6 +103,9 @@ pub struct GatewayConfig {
     pub submit_wait: Duration,
     /// How long an approval command waits for the scheduler's answer.
     pub approval_timeout: Duration,
+    /// The tenant that owns jobs submitted without one (straight on the bus, by tools
+    /// that name no tenant): its callers see them as their own. `None`: nobody does.
+    pub unnamed_tenant: Option<String>,
     /// Most records read to fill one filtered page (then the page ends early, with a
     /// cursor to go on from).
     pub max_scan: usize,
@@ -121,6 +124,7 @@ impl Default for GatewayConfig {
             submit_wait: Duration::from_secs(2),
             approval_timeout: Duration::from_secs(5),
             max_scan: 5_000,
+            unnamed_tenant: None,
         }
     }
 }
@@ -230,6 +234,15 @@ impl<B: Bus, S: JobStore, O: BlobStore + 'static> Gateway<B, S, O> {
         axum::serve(listener, self.router())
             .with_graceful_shutdown(async move { stop.cancelled().await })
             .await
+    }
+
+    /// The tenant a caller's jobs are recorded under (`""` for the unnamed tenant).
+    pub(crate) fn store_tenant<'a>(&self, caller_tenant: &'a str) -> &'a str {
+        if self.config.unnamed_tenant.as_deref() == Some(caller_tenant) {
+            ""
+        } else {
+            caller_tenant
+        }
     }
 
     /// Takes one request from `key`'s bucket; false when it is empty.

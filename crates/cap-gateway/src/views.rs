@@ -315,9 +315,9 @@ pub fn approval(record: &JobRecord) -> Option<ApprovalItem> {
     })
 }
 
-/// The dead letter of a record (`None` unless it FAILED).
+/// The dead letter of a record (`None` unless it FAILED, or FAILED_FATAL).
 pub fn dead_letter(record: &JobRecord) -> Option<DlqEntry> {
-    if record.state != JobState::Failed {
+    if !matches!(record.state, JobState::Failed | JobState::FailedFatal) {
         return None;
     }
     Some(DlqEntry {

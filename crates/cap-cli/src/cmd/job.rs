@@ -669,7 +669,7 @@ async fn decide(id: &str, approve: bool, reason: &str, src: &Source) -> Result<E
                     Some(serde_json::json!({"reason": reason})),
                 )
                 .await?;
-            format!("job {id} {verb}d")
+            format!("job {id} {}", if approve { "approved" } else { "rejected" })
         }
         Backend::Direct(d) => {
             d.record(id).await?;
