@@ -129,7 +129,7 @@ impl Req {
         self.body = Some(serde_json::to_vec(&v).unwrap());
         self
     }
-    fn as_beta(mut self) -> Self {
+    fn beta(mut self) -> Self {
         self.key = Some("key-beta");
         self.tenant = Some("beta");
         self
@@ -275,19 +275,19 @@ async fn keys_and_tenants_are_enforced() {
 
     // Another tenant never sees the job: not by id, not in lists, not to cancel.
     wait_state(&s.app, &id, "SUCCEEDED").await;
-    let (st, v) = call(&s.app, req("GET", path.clone()).as_beta()).await;
+    let (st, v) = call(&s.app, req("GET", path.clone()).beta()).await;
     assert_eq!(st, StatusCode::NOT_FOUND);
     assert_eq!(error_code(&v), "not_found");
-    let (_, list) = call(&s.app, req("GET", "/api/v1/jobs").as_beta()).await;
+    let (_, list) = call(&s.app, req("GET", "/api/v1/jobs").beta()).await;
     assert_eq!(list["items"], json!([]));
-    let (st, _) = call(&s.app, req("POST", format!("{path}/cancel")).as_beta()).await;
+    let (st, _) = call(&s.app, req("POST", format!("{path}/cancel")).beta()).await;
     assert_eq!(st, StatusCode::NOT_FOUND);
-    let (st, _) = call(&s.app, req("GET", "/api/v1/jobs?tenant=acme").as_beta()).await;
+    let (st, _) = call(&s.app, req("GET", "/api/v1/jobs?tenant=acme").beta()).await;
     assert_eq!(st, StatusCode::FORBIDDEN);
     let (st, _) = call(
         &s.app,
         req("POST", "/api/v1/jobs")
-            .as_beta()
+            .beta()
             .json(json!({"prompt": "x", "tenant_id": "acme"})),
     )
     .await;
@@ -389,7 +389,7 @@ async fn bad_submissions_are_refused_and_keys_are_idempotent() {
     assert_eq!(b["job_id"], id.as_str());
     assert_eq!(b["trace_id"], a["trace_id"]);
     let beta = req("POST", "/api/v1/jobs")
-        .as_beta()
+        .beta()
         .header("Idempotency-Key", "k-1")
         .json(json!({"topic": "job.echo", "prompt": "once"}));
     let (_, c) = call(&s.app, beta).await;
@@ -419,7 +419,7 @@ async fn too_many_requests_get_429() {
     assert_eq!(res.headers()["retry-after"], "1");
     // Per key: the other tenant is not held back.
     assert_eq!(
-        call(&s.app, req("GET", path).as_beta()).await.0,
+        call(&s.app, req("GET", path).beta()).await.0,
         StatusCode::OK
     );
     s.stop.cancel();
@@ -460,12 +460,12 @@ async fn held_jobs_are_listed_approved_and_rejected() {
     assert_eq!(items[0]["policy_rule_id"], "needs-a-human");
     assert_eq!(items[0]["policy_reason"], "needs sign-off");
     // Another tenant can neither see nor decide them.
-    let (_, other) = call(&s.app, req("GET", "/api/v1/approvals").as_beta()).await;
+    let (_, other) = call(&s.app, req("GET", "/api/v1/approvals").beta()).await;
     assert_eq!(other["items"], json!([]));
     let (st, _) = call(
         &s.app,
         req("POST", format!("/api/v1/approvals/{a}/approve"))
-            .as_beta()
+            .beta()
             .json(json!({"reason": "sneaky"})),
     )
     .await;
@@ -595,7 +595,7 @@ async fn event_streams_follow_jobs_and_resume() {
     let beta = s
         .app
         .clone()
-        .oneshot(req("GET", "/api/v1/events").as_beta().build())
+        .oneshot(req("GET", "/api/v1/events").beta().build())
         .await
         .unwrap();
     let id = submit(&s.app, "job.echo", "watch me").await;
@@ -665,7 +665,7 @@ async fn event_streams_follow_jobs_and_resume() {
     assert!(got.is_err(), "beta's stream stayed silent");
     let (st, _) = call(
         &s.app,
-        req("GET", format!("/api/v1/jobs/{id}/events")).as_beta(),
+        req("GET", format!("/api/v1/jobs/{id}/events")).beta(),
     )
     .await;
     assert_eq!(st, StatusCode::NOT_FOUND);
