@@ -227,7 +227,21 @@ async fn submit<B: Bus, S: JobStore, O: BlobStore + 'static>(
     cap_proto::validate::job_request(&request)
         .map_err(|v| ApiError::invalid(format!("job request: {v}")))?;
     let trace_id = cap_runtime::id::new_trace_id();
-    let packet = gw.packets.envelope(&trace_id, request);
+    publish_recorded(&gw, &caller, request, &trace_id).await?;
+    Ok(Json(serde_json::json!({"job_id": job_id, "trace_id": trace_id})).into_response())
+}
+
+/// Publishes a JobRequest on `sys.job.submit` and waits until the scheduler has recorded
+/// the job (its first state event, or the record in the store; at most `submit_wait`),
+/// so that the client finds it at once.
+async fn publish_recorded<B: Bus, S: JobStore, O: BlobStore + 'static>(
+    gw: &Gateway<B, S, O>,
+    caller: &Caller,
+    request: v1::JobRequest,
+    trace_id: &str,
+) -> Result<(), ApiError> {
+    let job_id = request.job_id.clone();
+    let packet = gw.packets.envelope(trace_id, request);
     let (tx, mut recorded) = tokio::sync::oneshot::channel();
     gw.recorded
         .lock()
@@ -241,8 +255,6 @@ async fn submit<B: Bus, S: JobStore, O: BlobStore + 'static>(
             .remove(&job_id);
         return Err(ApiError::unavailable("bus", e));
     }
-    // Answer once the scheduler has recorded the job (its first event, or the store
-    // says so), so that the client finds it at once.
     let until = tokio::time::Instant::now() + gw.config.submit_wait;
     let mut look = Duration::from_millis(50);
     loop {
@@ -255,7 +267,7 @@ async fn submit<B: Bus, S: JobStore, O: BlobStore + 'static>(
             tracing::warn!(job_id = %job_id, "the scheduler did not record the job in time");
             break;
         }
-        if job_of(&gw, &caller, &job_id).await.is_ok() {
+        if job_of(gw, caller, &job_id).await.is_ok() {
             break;
         }
         look = (look * 2).min(Duration::from_millis(400));
@@ -264,7 +276,7 @@ async fn submit<B: Bus, S: JobStore, O: BlobStore + 'static>(
         .lock()
         .unwrap_or_else(|p| p.into_inner())
         .remove(&job_id);
-    Ok(Json(serde_json::json!({"job_id": job_id, "trace_id": trace_id})).into_response())
+    Ok(())
 }
 
 /// The detail of a record, with its output read from the blob store when it has one.
@@ -673,11 +685,7 @@ async fn dlq_retry<B: Bus, S: JobStore, O: BlobStore + 'static>(
         m.idempotency_key.clear();
     }
     let trace_id = cap_runtime::id::new_trace_id();
-    let packet = gw.packets.envelope(&trace_id, request);
-    gw.packets
-        .publish(subject::SUBMIT, packet)
-        .await
-        .map_err(|e| ApiError::unavailable("bus", e))?;
+    publish_recorded(&gw, &caller, request, &trace_id).await?;
     gw.dismissed
         .lock()
         .unwrap_or_else(|p| p.into_inner())

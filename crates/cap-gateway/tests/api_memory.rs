@@ -185,7 +185,7 @@ async fn submit(app: &axum::Router, topic: &str, prompt: &str) -> String {
 }
 
 async fn wait_state(app: &axum::Router, id: &str, want: &str) -> Value {
-    for _ in 0..250 {
+    for _ in 0..750 {
         let (s, v) = call(app, req("GET", format!("/api/v1/jobs/{id}"))).await;
         assert_eq!(s, StatusCode::OK, "{v}");
         if v["state"] == want {
