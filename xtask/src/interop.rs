@@ -2,7 +2,8 @@
 //! cap-sdk-python 2.10.0 and 2.17.0, each in its own throwaway venv.
 //!
 //! The tests find the interpreters in `CAP_INTEROP_PYTHON` (2.10.0) and
-//! `CAP_INTEROP_PYTHON_217` (2.17.0) and fail when either is missing. `--setup-only`
+//! `CAP_INTEROP_PYTHON_217` (2.17.0) and fail when either is missing; the gateway's
+//! test finds cordum-sdk 0.1.0 in `CAP_CORDUM_PYTHON`. `--setup-only`
 //! prints one `NAME=/path/to/python` line per peer, for a shell to export:
 //!
 //! ```text
@@ -34,12 +35,26 @@ pub const PEER_217: Peer = Peer {
     env: "CAP_INTEROP_PYTHON_217",
 };
 
-/// Makes both venvs; with `setup_only` prints their interpreters, else runs every
-/// `interop` test target with both variables set.
-pub fn run(root: &Path, venv_210: &Path, venv_217: &Path, setup_only: bool) -> Result<()> {
+/// cordum-sdk 0.1.0, the Cordum control plane's HTTP client (the gateway's peer).
+/// Its wheel imports `dateutil` without declaring it, so python-dateutil goes with it.
+pub const PEER_CORDUM: Peer = Peer {
+    requirement: "cordum-sdk==0.1.0 python-dateutil>=2.8",
+    env: "CAP_CORDUM_PYTHON",
+};
+
+/// Makes the venvs; with `setup_only` prints their interpreters, else runs every
+/// `interop` test target with the variables set.
+pub fn run(
+    root: &Path,
+    venv_210: &Path,
+    venv_217: &Path,
+    venv_cordum: &Path,
+    setup_only: bool,
+) -> Result<()> {
     let pythons = [
         (&PEER_210, ensure_venv_for(venv_210, &PEER_210)?),
         (&PEER_217, ensure_venv_for(venv_217, &PEER_217)?),
+        (&PEER_CORDUM, ensure_venv_for(venv_cordum, &PEER_CORDUM)?),
     ];
     if setup_only {
         for (peer, python) in &pythons {
@@ -96,8 +111,8 @@ pub fn ensure_venv_for(venv: &Path, peer: &Peer) -> Result<PathBuf> {
                 "install",
                 "--quiet",
                 "--disable-pip-version-check",
-                peer.requirement,
             ])
+            .args(peer.requirement.split_whitespace())
             .stdout(std::process::Stdio::null()),
     )?;
     std::fs::write(&marker, peer.requirement)?;

@@ -39,8 +39,8 @@ enum Task {
         #[arg(long)]
         check: bool,
     },
-    /// Install cap-sdk-python 2.10.0 and 2.17.0 into throwaway venvs and run the interop
-    /// tests against both.
+    /// Install cap-sdk-python 2.10.0 and 2.17.0 (and cordum-sdk 0.1.0, the gateway's
+    /// peer) into throwaway venvs and run the interop tests against both.
     Interop {
         /// Where the 2.10.0 venv lives (created when missing).
         #[arg(long, default_value = ".venv-interop")]
@@ -48,8 +48,11 @@ enum Task {
         /// Where the 2.17.0 venv lives (created when missing).
         #[arg(long, default_value = ".venv-interop-217")]
         venv_217: PathBuf,
-        /// Only prepare the venvs and print `CAP_INTEROP_PYTHON=…` and
-        /// `CAP_INTEROP_PYTHON_217=…`, one per line.
+        /// Where the cordum-sdk 0.1.0 venv lives (created when missing).
+        #[arg(long, default_value = ".venv-cordum")]
+        venv_cordum: PathBuf,
+        /// Only prepare the venvs and print `CAP_INTEROP_PYTHON=…`,
+        /// `CAP_INTEROP_PYTHON_217=…` and `CAP_CORDUM_PYTHON=…`, one per line.
         #[arg(long)]
         setup_only: bool,
     },
@@ -131,8 +134,15 @@ fn main() -> Result<()> {
         Task::Interop {
             venv,
             venv_217,
+            venv_cordum,
             setup_only,
-        } => interop::run(&root, &root.join(venv), &root.join(venv_217), setup_only),
+        } => interop::run(
+            &root,
+            &root.join(venv),
+            &root.join(venv_217),
+            &root.join(venv_cordum),
+            setup_only,
+        ),
         Task::Chaos { minutes, topology } => chaos::run(&root, minutes, topology),
         Task::Bench {
             what,

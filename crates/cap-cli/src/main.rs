@@ -55,6 +55,14 @@ enum Command {
     Demo(cmd::demo::DemoArgs),
     /// Run the scheduler (control plane) against NATS and Redis.
     Scheduler(cmd::scheduler::SchedulerArgs),
+    /// The HTTP API gateway and its dashboard, on NATS and Redis.
+    Gateway(cmd::gateway::GatewayArgs),
+    /// Look at jobs: get, list, watch, result, cancel (over the gateway or the store).
+    #[command(subcommand)]
+    Job(cmd::job::JobCommand),
+    /// Jobs held for a human decision: list, approve, reject.
+    #[command(subcommand)]
+    Approvals(cmd::job::ApprovalsCommand),
     /// Approve a job held for a human decision.
     Approve(cmd::scheduler::ApprovalArgs),
     /// Reject a job held for a human decision.
@@ -83,6 +91,9 @@ fn main() -> ExitCode {
         Command::Submit(a) => cmd::submit::submit(a),
         Command::Demo(a) => cmd::demo::run(a),
         Command::Scheduler(a) => cmd::scheduler::scheduler(a),
+        Command::Gateway(a) => cmd::gateway::gateway(a),
+        Command::Job(c) => cmd::job::job(c),
+        Command::Approvals(c) => cmd::job::approvals(c),
         Command::Approve(a) => cmd::scheduler::approval(a, true),
         Command::Reject(a) => cmd::scheduler::approval(a, false),
         Command::Tail(a) => cmd::scheduler::tail(a),

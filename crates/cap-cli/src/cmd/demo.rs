@@ -61,6 +61,16 @@ pub struct DemoArgs {
     /// Rounds of `--compare-fencing` (each runs the batch with fencing on and off).
     #[arg(long, default_value_t = 3, requires = "compare_fencing")]
     rounds: usize,
+    /// Also serve the API gateway and its dashboard here (e.g. `127.0.0.1:8080`): open
+    /// `http://ADDR/#key=demo&tenant=demo` to watch the demo's jobs live.
+    #[arg(long, value_name = "ADDR")]
+    gateway: Option<String>,
+    /// The gateway's API key for the demo's jobs (tenant `demo`).
+    #[arg(long, default_value = "demo", requires = "gateway")]
+    gateway_key: String,
+    /// Seconds to keep the gateway up after the demo (to look at the page).
+    #[arg(long, default_value_t = 0, requires = "gateway")]
+    linger: u64,
 }
 
 /// Runs `cap demo`.
@@ -192,12 +202,35 @@ struct Scenario {
     expect: JobState,
 }
 
-async fn demo<B: Bus, S: BlobStore + Clone + 'static, J: JobStore>(
+async fn demo<B: Bus, S: BlobStore + Clone + 'static, J: JobStore + Clone>(
     bus: B,
     store: S,
     jobs: J,
     a: &DemoArgs,
 ) -> Result<ExitCode> {
+    let stop = CancellationToken::new();
+    if let Some(addr) = &a.gateway {
+        // The demo's jobs name no tenant: the gateway shows them to tenant `demo`.
+        let mut config = cap_gateway::GatewayConfig::default().api_key(&a.gateway_key, "demo");
+        config.unnamed_tenant = Some("demo".into());
+        let gw = cap_gateway::Gateway::new(
+            Packets::new(bus.clone(), PacketConfig::new("demo-gateway")),
+            jobs.clone(),
+            store.clone(),
+            config,
+        );
+        let listener = tokio::net::TcpListener::bind(addr)
+            .await
+            .with_context(|| format!("--gateway {addr}"))?;
+        let local = listener.local_addr()?;
+        eprintln!("gateway: http://{local}/#key={}&tenant=demo", a.gateway_key);
+        let serving = stop.clone();
+        tokio::spawn(async move {
+            if let Err(e) = gw.serve(listener, serving).await {
+                tracing::error!(error = %e, "the gateway stopped");
+            }
+        });
+    }
     let kernel = Kernel::new(Policy::from_text(POLICY, "demo/policy.yaml")?);
     let config = Config {
         retry_base: Duration::from_millis(50),
@@ -220,7 +253,6 @@ async fn demo<B: Bus, S: BlobStore + Clone + 'static, J: JobStore>(
         Some(n) => Mode::Throughput(n),
         None => Mode::Scenarios(scheduler.observe()),
     };
-    let stop = CancellationToken::new();
     let sched = tokio::spawn(scheduler.run(stop.clone()));
 
     let flaky_attempts: Arc<Mutex<HashMap<String, u32>>> = Arc::default();
@@ -280,6 +312,10 @@ async fn demo<B: Bus, S: BlobStore + Clone + 'static, J: JobStore>(
         Mode::Throughput(n) => throughput(&client, n, a.inflight, a.json).await?,
         Mode::Scenarios(mut observed) => scenarios(&client, &mut observed, &zombie).await?,
     };
+    if a.gateway.is_some() && a.linger > 0 {
+        eprintln!("gateway: up for {} s more", a.linger);
+        tokio::time::sleep(Duration::from_secs(a.linger)).await;
+    }
     worker.shutdown(Duration::from_secs(2)).await;
     stop.cancel();
     match sched.await {

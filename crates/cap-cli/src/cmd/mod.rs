@@ -4,6 +4,8 @@ pub mod bench;
 pub mod bench_e2e;
 pub mod codec;
 pub mod demo;
+pub mod gateway;
+pub mod job;
 pub mod keys;
 pub mod prodsign;
 pub mod safety;

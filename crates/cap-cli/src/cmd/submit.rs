@@ -27,9 +27,14 @@ pub struct SubmitArgs {
     /// Wait for the result and print it.
     #[arg(long)]
     pub wait: bool,
-    /// Seconds to wait for the result.
-    #[arg(long, default_value_t = 30.0)]
+    /// Seconds to wait for the result (longer than the scheduler's 30 s dispatch
+    /// timeout, so a job that finds no worker ends before the wait does).
+    #[arg(long, default_value_t = 90.0)]
     pub timeout: f64,
+    /// Key prefix of the scheduler's job store in Redis: `--wait` reads it to say when
+    /// the job is held for approval or has no live worker.
+    #[arg(long, default_value = "cap:sched:")]
+    pub store_prefix: String,
     /// Private key: sign the request.
     #[arg(long)]
     pub key: Option<PathBuf>,
@@ -90,7 +95,29 @@ pub async fn run(a: SubmitArgs) -> Result<ExitCode> {
         let _ = cap_bus::Bus::close(&bus).await;
         return Ok(ExitCode::SUCCESS);
     }
-    let result: v1::JobResult = job.result().await?.clone();
+    let redis_url = RedisConfig::from_env().url;
+    let watcher = (!a.direct).then(|| {
+        tokio::spawn(explain_wait(
+            redis_url.clone(),
+            a.store_prefix.clone(),
+            job.job_id().to_owned(),
+        ))
+    });
+    let result = job.result().await;
+    if let Some(w) = watcher {
+        w.abort();
+    }
+    let result: v1::JobResult = match result {
+        Ok(r) => r.clone(),
+        Err(e) => {
+            if !a.direct
+                && let Some(why) = why_waiting(&redis_url, &a.store_prefix, job.job_id()).await
+            {
+                bail!("{e}: job {} {why}", job.job_id());
+            }
+            return Err(e.into());
+        }
+    };
     let succeeded = result.status == v1::JobStatus::Succeeded as i32;
     let output = if succeeded {
         Some(job.output::<serde_json::Value>().await?)
@@ -118,6 +145,55 @@ pub async fn run(a: SubmitArgs) -> Result<ExitCode> {
     } else {
         ExitCode::from(1)
     })
+}
+
+/// What the scheduler's record says about a job that has not ended: `is SCHEDULED,
+/// held for approval (…)` and the like; `None` when it cannot tell.
+async fn why_waiting(redis: &str, prefix: &str, job_id: &str) -> Option<String> {
+    use cap_scheduler::JobStore as _;
+    let store = cap_scheduler::RedisJobStore::connect(redis, prefix)
+        .await
+        .ok()?;
+    let record = store
+        .load(&[job_id.to_owned()])
+        .await
+        .ok()?
+        .pop()
+        .flatten()?
+        .record;
+    let state = record.state;
+    Some(match cap_gateway::views::waiting_for(&record).as_deref() {
+        Some("approval") => format!(
+            "is {state}, held for approval: `cap approvals approve {job_id}` (or reject) decides"
+        ),
+        Some("worker") => format!(
+            "is {state}: no live worker serves topic {} (start one: `cap worker echo --topic {}`)",
+            record.request.topic, record.request.topic
+        ),
+        Some(w) => format!("is {state}, waiting for {w}"),
+        None if state == cap_proto::JobState::Dispatched => format!(
+            "is {state} to {}, and no live worker has taken it yet (does one serve topic {}?)",
+            record.dispatched_to, record.request.topic
+        ),
+        None => format!("is {state}"),
+    })
+}
+
+/// Says (on stderr) when the job is held for approval or waits for a worker.
+async fn explain_wait(redis: String, prefix: String, job_id: String) {
+    let mut said = String::new();
+    let mut polls = 0u32;
+    loop {
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        polls += 1;
+        if let Some(why) = why_waiting(&redis, &prefix, &job_id).await
+            && (why.contains("approval") || (why.contains("no live worker") && polls >= 4))
+            && why != said
+        {
+            eprintln!("job {job_id} {why}");
+            said = why;
+        }
+    }
 }
 
 #[cfg(test)]
@@ -158,6 +234,7 @@ mod tests {
             direct: true,
             wait: true,
             timeout: 10.0,
+            store_prefix: "cap:sched:".into(),
             key: None,
             trust: None,
             id: None,
@@ -172,6 +249,7 @@ mod tests {
             direct: true,
             wait: true,
             timeout: 10.0,
+            store_prefix: "cap:sched:".into(),
             key: None,
             trust: None,
             id: None,

@@ -294,5 +294,9 @@ pub enum Action {
         state: cap_proto::JobState,
         /// When.
         at: Millis,
+        /// The job's tenant ([`JobRecord::tenant`](super::JobRecord::tenant)).
+        tenant: String,
+        /// The job's topic.
+        topic: String,
     },
 }

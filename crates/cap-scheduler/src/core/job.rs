@@ -73,6 +73,22 @@ impl Attempt {
     }
 }
 
+/// A decision taken about a job: the safety kernel's answer, or a human's approval or
+/// rejection of a held job. Kept in the record so that the job can be inspected later.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Decision {
+    /// When it was taken.
+    pub at: Millis,
+    /// `ALLOW`, `ALLOW_WITH_CONSTRAINTS`, `DENY`, `REQUIRE_APPROVAL`, `THROTTLE`,
+    /// `REDACT`, `QUARANTINE` (the kernel), `APPROVED`, `REJECTED` (a human).
+    pub action: String,
+    /// Why, as the kernel or the human said.
+    pub reason: String,
+    /// The policy rule that matched (kernel decisions).
+    #[serde(default)]
+    pub rule_id: String,
+}
+
 /// One job.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct JobRecord {
@@ -127,6 +143,9 @@ pub struct JobRecord {
     /// of it is idempotent), so a scheduler that dies between the two loses nothing.
     #[serde(default)]
     pub settled: bool,
+    /// Safety and approval decisions so far, oldest first.
+    #[serde(default)]
+    pub decisions: Vec<Decision>,
 }
 
 impl JobRecord {
@@ -152,6 +171,7 @@ impl JobRecord {
             identity: None,
             chain: Vec::new(),
             settled: false,
+            decisions: Vec::new(),
         }
     }
 
@@ -167,6 +187,26 @@ impl JobRecord {
             .as_ref()
             .map(|m| m.idempotency_key.as_str())
             .filter(|k| !k.is_empty())
+    }
+
+    /// The tenant the job runs for: the request's `tenant_id`, else its metadata's,
+    /// else the envelope identity's (empty when none names one).
+    pub fn tenant(&self) -> &str {
+        let meta = self.request.meta.as_ref().map(|m| m.tenant_id.as_str());
+        let bound = self.identity.as_ref().map(|i| i.tenant_id.as_str());
+        [Some(self.request.tenant_id.as_str()), meta, bound]
+            .into_iter()
+            .flatten()
+            .find(|t| !t.is_empty())
+            .unwrap_or("")
+    }
+
+    /// When the job was first recorded.
+    pub fn created(&self) -> Millis {
+        self.history
+            .first()
+            .map(|(at, _)| *at)
+            .unwrap_or(self.since)
     }
 
     /// The workflow parent, if any.

@@ -119,6 +119,8 @@ impl Work<'_, '_> {
                     job_id: job.id().to_owned(),
                     state: to,
                     at: now,
+                    tenant: job.tenant().to_owned(),
+                    topic: job.request.topic.clone(),
                 });
                 true
             }
@@ -141,10 +143,13 @@ impl Work<'_, '_> {
         job.set_state(to, now);
         job.dispatch = None;
         let id = job.id().to_owned();
+        let (tenant, topic) = (job.tenant().to_owned(), job.request.topic.clone());
         self.actions.push(Action::Transition {
             job_id: id,
             state: to,
             at: now,
+            tenant,
+            topic,
         });
     }
 

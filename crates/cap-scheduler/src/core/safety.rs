@@ -3,7 +3,7 @@
 
 use super::config::backoff;
 use super::event::Action;
-use super::job::Hold;
+use super::job::{Decision, Hold};
 use super::machine::Work;
 use super::timers::ms;
 use cap_proto::{ErrorCode, JobState, v1};
@@ -13,6 +13,20 @@ const REQUIRE_HUMAN: i32 = 3;
 const THROTTLE: i32 = 4;
 const ALLOW_WITH_CONSTRAINTS: i32 = 5;
 const REDACT: i32 = 7;
+
+/// The name of a kernel decision (`DecisionType` without its prefix).
+fn decision_name(decision: i32) -> &'static str {
+    match decision {
+        ALLOW => "ALLOW",
+        2 => "DENY",
+        REQUIRE_HUMAN => "REQUIRE_APPROVAL",
+        THROTTLE => "THROTTLE",
+        ALLOW_WITH_CONSTRAINTS => "ALLOW_WITH_CONSTRAINTS",
+        6 => "QUARANTINE",
+        REDACT => "REDACT",
+        _ => "UNSPECIFIED",
+    }
+}
 
 impl Work<'_, '_> {
     fn waiting_for_safety(&self) -> bool {
@@ -39,6 +53,15 @@ impl Work<'_, '_> {
             response.reason.clone()
         };
         let redacted = !response.redacted_context_ptr.is_empty();
+        let at = self.env.now;
+        if let Some(job) = self.job_mut() {
+            job.decisions.push(Decision {
+                at,
+                action: decision_name(response.decision).to_owned(),
+                reason: response.reason.clone(),
+                rule_id: response.rule_id.clone(),
+            });
+        }
         match response.decision {
             ALLOW | ALLOW_WITH_CONSTRAINTS => {}
             REDACT if redacted => {}
@@ -99,13 +122,27 @@ impl Work<'_, '_> {
 
     pub(crate) fn approved(&mut self) {
         if self.held_for_approval() {
+            self.human_decision("APPROVED", "");
             self.try_dispatch();
         }
     }
 
     pub(crate) fn rejected(&mut self, reason: &str) {
         if self.held_for_approval() {
+            self.human_decision("REJECTED", reason);
             self.deny(&format!("rejected by a human: {reason}"));
+        }
+    }
+
+    fn human_decision(&mut self, action: &str, reason: &str) {
+        let at = self.env.now;
+        if let Some(job) = self.job_mut() {
+            job.decisions.push(Decision {
+                at,
+                action: action.to_owned(),
+                reason: reason.to_owned(),
+                rule_id: String::new(),
+            });
         }
     }
 

@@ -38,12 +38,15 @@ impl Work<'_, '_> {
         let mut record = JobRecord::new(request, trace_id, sender, now);
         record.identity = identity;
         record.chain = chain;
+        let (tenant, topic) = (record.tenant().to_owned(), record.request.topic.clone());
         self.job = Some(Box::new(record));
         self.changed = true;
         self.actions.push(Action::Transition {
             job_id: id.clone(),
             state: JobState::Pending,
             at: now,
+            tenant,
+            topic,
         });
         if let Some(Claim::Follower { leader }) = claim {
             if let Some(job) = self.job_mut() {

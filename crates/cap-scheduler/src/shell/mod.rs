@@ -14,7 +14,8 @@ pub use engine::{Engine, EngineStats, Outcome};
 #[cfg(feature = "redis")]
 pub use redis_store::{BUCKETS, REDIS_CONNECT_TIMEOUT, RedisJobStore};
 pub use scheduler::{
-    APPROVAL_SUBJECT, Error, Observed, QUEUE_GROUP, Scheduler, SchedulerOptions, in_state, now_ms,
+    APPROVAL_SUBJECT, EVENTS_PREFIX, Error, JobStateEvent, Observed, QUEUE_GROUP, Scheduler,
+    SchedulerOptions, events_subject, in_state, now_ms,
 };
 pub use stats::SchedulerStats;
 pub use store::{Commit, Committed, JobStore, MemoryJobStore, StoreError, Stored, WorkerEntry};

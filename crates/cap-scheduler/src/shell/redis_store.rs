@@ -11,6 +11,9 @@
 //! - `<prefix>{b<N>}:kids:<parent>` — set of a workflow parent's children (parent's bucket).
 //! - `<prefix>{b<N>}:rcpt:<id>` — where the durable bus stored the job's dispatch.
 //! - `<prefix>{k<N>}:idem:<key>` — the job holding an idempotency key (bucket of the key).
+//! - `<prefix>{t<N>}:tenant:<tenant>` — sorted set of a tenant's job ids by creation
+//!   time (ms), added when a job's record is created; ids whose record expired are
+//!   dropped when a listing meets them.
 //! - `<prefix>{workers}:seen`, `<prefix>{workers}:info` — workers' handshakes, shared.
 //!
 //! Every change of a record is one script: compare the version, write the record, set
@@ -193,6 +196,14 @@ where
         format!("{}{{k{}}}:idem:{key}", self.prefix, fnv(key) % BUCKETS)
     }
 
+    fn tenant_key(&self, tenant: &str) -> String {
+        format!(
+            "{}{{t{}}}:tenant:{tenant}",
+            self.prefix,
+            fnv(tenant) % BUCKETS
+        )
+    }
+
     fn workers_key(&self, what: &str) -> String {
         format!("{}{{workers}}:{what}", self.prefix)
     }
@@ -325,7 +336,7 @@ where
             cmds.push((self.bucket(id), cmd));
         }
         let replies = self.run_each(cmds).await;
-        Ok(replies
+        let out: Vec<Committed> = replies
             .iter()
             .map(|r| match r {
                 Ok(r) => match as_i64(r) {
@@ -335,7 +346,96 @@ where
                 // Sent but not answered: it may have been applied.
                 Err(_) => Committed::Unknown,
             })
-            .collect())
+            .collect();
+        // New records join their tenant's index (another slot: a command of its own).
+        let index: Vec<(u64, Cmd)> = commits
+            .iter()
+            .zip(&out)
+            .filter(|(c, o)| c.expected == 0 && matches!(o, Committed::Yes(_)))
+            .map(|(c, _)| {
+                let mut z = redis::cmd("ZADD");
+                z.arg(self.tenant_key(c.record.tenant()))
+                    .arg(c.record.created())
+                    .arg(c.record.id());
+                (0, z)
+            })
+            .collect();
+        for r in self.run_each(index).await {
+            if let Err(e) = r {
+                tracing::warn!(error = %e, "adding a job to its tenant's index failed");
+            }
+        }
+        Ok(out)
+    }
+
+    async fn tenant_jobs(
+        &self,
+        tenant: &str,
+        before: Option<(Millis, String)>,
+        limit: usize,
+    ) -> Result<Vec<JobRecord>, StoreError> {
+        let key = self.tenant_key(tenant);
+        let max = before
+            .as_ref()
+            .map(|(c, _)| c.to_string())
+            .unwrap_or_else(|| "+inf".into());
+        let mut out: Vec<JobRecord> = Vec::new();
+        let mut offset = 0usize;
+        let batch = (limit + 16).min(1000);
+        while out.len() < limit {
+            let mut cmd = redis::cmd("ZREVRANGEBYSCORE");
+            cmd.arg(&key)
+                .arg(&max)
+                .arg("-inf")
+                .arg("WITHSCORES")
+                .arg("LIMIT")
+                .arg(offset)
+                .arg(batch);
+            let reply = self.run(vec![(0, cmd)]).await?;
+            let flat = reply.first().map(as_strings).unwrap_or_default();
+            if flat.is_empty() {
+                break;
+            }
+            offset += flat.len() / 2;
+            let mut ids = Vec::new();
+            let mut created = Vec::new();
+            for pair in flat.chunks(2) {
+                let (Some(id), Some(score)) = (pair.first(), pair.get(1)) else {
+                    continue;
+                };
+                let score: Millis = score.parse::<f64>().map(|f| f as Millis).unwrap_or(0);
+                if let Some((c, cid)) = &before
+                    && score == *c
+                    && id.as_str() >= cid.as_str()
+                {
+                    continue;
+                }
+                ids.push(id.clone());
+                created.push(score);
+            }
+            let records = self.load(&ids).await?;
+            let mut stale = Vec::new();
+            for ((id, c), r) in ids.iter().zip(created).zip(records) {
+                match r {
+                    Some(s) if s.record.created() == c => {
+                        if out.len() < limit {
+                            out.push(s.record);
+                        }
+                    }
+                    _ => stale.push(id.clone()),
+                }
+            }
+            if !stale.is_empty() {
+                let mut z = redis::cmd("ZREM");
+                z.arg(&key).arg(&stale);
+                self.run(vec![(0, z)]).await?;
+                offset = offset.saturating_sub(stale.len());
+            }
+            if flat.len() / 2 < batch {
+                break;
+            }
+        }
+        Ok(out)
     }
 
     async fn claim_due(

@@ -28,6 +28,46 @@ use tokio_util::sync::CancellationToken;
 /// `{"ok": bool, "message": "…"}`. Restrict who may publish here with NATS permissions.
 pub const APPROVAL_SUBJECT: &str = "sys.scheduler.approval";
 
+/// Prefix of the subjects job state changes are announced on, one per tenant:
+/// `cap.sched.events.<tenant>` (see [`events_subject`]). Subscribe to
+/// `cap.sched.events.>` for every tenant.
+pub const EVENTS_PREFIX: &str = "cap.sched.events";
+
+/// The subject of a tenant's job state changes: `cap.sched.events.<tenant>`, with every
+/// byte of the tenant that is not an ASCII letter, digit, `-` or `_` written as `_`
+/// (`_` alone for no tenant). Receivers read the tenant from the event, not the subject.
+pub fn events_subject(tenant: &str) -> String {
+    let token: String = tenant
+        .chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || c == '-' || c == '_' {
+                c
+            } else {
+                '_'
+            }
+        })
+        .collect();
+    let token = if token.is_empty() { "_".into() } else { token };
+    format!("{EVENTS_PREFIX}.{token}")
+}
+
+/// A job state change as announced on [`events_subject`] (JSON): a hint that the job's
+/// record changed, published after the change was committed. The record in the job
+/// store stays the truth (its `history` holds every change with its time).
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct JobStateEvent {
+    /// The job.
+    pub job_id: String,
+    /// Its tenant ([`JobRecord::tenant`]).
+    pub tenant: String,
+    /// Its topic.
+    pub topic: String,
+    /// The new state (`SCHEDULED`, `SUCCEEDED`, ...).
+    pub state: String,
+    /// When (scheduler clock, ms since the Unix epoch).
+    pub at: Millis,
+}
+
 /// Most inputs applied together before their records are committed and their messages
 /// acknowledged.
 const MAX_BATCH: usize = 256;
@@ -76,6 +116,9 @@ pub struct SchedulerOptions {
     /// cancels go out without an identity, no receipt is kept, nothing is withdrawn,
     /// and reports are matched to the attempt in flight by job id and sender only.
     pub fencing: bool,
+    /// Announce every job state change on [`events_subject`] (default on): what the
+    /// gateway's live streams follow.
+    pub job_events: bool,
 }
 
 impl Default for SchedulerOptions {
@@ -93,6 +136,7 @@ impl Default for SchedulerOptions {
             outage_grace: Duration::from_secs(10),
             worker_trust: None,
             fencing: true,
+            job_events: true,
         }
     }
 }
@@ -688,14 +732,33 @@ impl<B: Bus, K: SafetyClient + 'static, S: JobStore> Scheduler<B, K, S> {
                 let pkt = self.packets.envelope(&job_id, *alert);
                 self.seal(out, subject::ALERT.to_owned(), pkt, None);
             }
-            Action::Transition { job_id, state, at } => {
+            Action::Transition {
+                job_id,
+                state,
+                at,
+                tenant,
+                topic,
+            } => {
                 tracing::info!(job_id = %job_id, state = %state, "job state");
+                if self.options.job_events {
+                    let event = JobStateEvent {
+                        job_id: job_id.clone(),
+                        tenant: tenant.clone(),
+                        topic: topic.clone(),
+                        state: state.to_string(),
+                        at,
+                    };
+                    match serde_json::to_vec(&event) {
+                        Ok(bytes) => out.push(Outgoing {
+                            subject: events_subject(&tenant),
+                            bytes: Bytes::from(bytes),
+                            receipt_for: None,
+                        }),
+                        Err(e) => tracing::warn!(error = %e, "cannot encode a job event"),
+                    }
+                }
                 // Observers are optional: build the event only for someone.
                 if self.observers.receiver_count() > 0 {
-                    let topic = engine
-                        .cached_record(&job_id)
-                        .map(|j| j.request.topic.clone())
-                        .unwrap_or_default();
                     let _ = self.observers.send(Observed::Transition {
                         job_id,
                         topic,

@@ -137,6 +137,35 @@ pub trait JobStore: Send + Sync + 'static {
         dispatch_id: &str,
     ) -> impl Future<Output = Result<Option<String>, StoreError>> + Send;
 
+    /// A page of one tenant's jobs ([`JobRecord::tenant`]), newest first: at most
+    /// `limit` records ordered by (creation time, job id), descending, starting after
+    /// the cursor `before` (the last `(created, job id)` of the previous page; `None`:
+    /// from the newest). Expired records are left out. The default reads every record;
+    /// the memory and Redis stores keep a per-tenant index.
+    fn tenant_jobs(
+        &self,
+        tenant: &str,
+        before: Option<(Millis, String)>,
+        limit: usize,
+    ) -> impl Future<Output = Result<Vec<JobRecord>, StoreError>> + Send {
+        async move {
+            let mut all: Vec<JobRecord> = self
+                .load_all()
+                .await?
+                .into_iter()
+                .filter(|r| r.tenant() == tenant)
+                .filter(|r| {
+                    before
+                        .as_ref()
+                        .is_none_or(|(c, id)| (r.created(), r.id()) < (*c, id.as_str()))
+                })
+                .collect();
+            all.sort_by(|a, b| (b.created(), b.id()).cmp(&(a.created(), a.id())));
+            all.truncate(limit);
+            Ok(all)
+        }
+    }
+
     /// Every record (tools and tests; a store may cap it).
     fn load_all(&self) -> impl Future<Output = Result<Vec<JobRecord>, StoreError>> + Send;
 
@@ -156,6 +185,8 @@ struct Mem {
     children: HashMap<String, (Vec<String>, Millis)>,
     workers: BTreeMap<String, (WorkerEntry, Millis)>,
     receipts: HashMap<String, (String, String, Millis)>,
+    /// Per tenant: (created, job id) of its jobs.
+    tenants: HashMap<String, BTreeSet<(Millis, String)>>,
 }
 
 impl Mem {
@@ -262,6 +293,12 @@ impl JobStore for MemoryJobStore {
             let expires = c
                 .ttl
                 .map(|t| now.saturating_add(crate::core::timers::ms(t)));
+            if c.expected == 0 {
+                m.tenants
+                    .entry(c.record.tenant().to_owned())
+                    .or_default()
+                    .insert((c.record.created(), id.clone()));
+            }
             m.records
                 .insert(id.clone(), (version, Box::new(c.record.clone()), expires));
             m.set_deadline(&id, c.deadline);
@@ -389,6 +426,41 @@ impl JobStore for MemoryJobStore {
             }
             _ => Ok(None),
         }
+    }
+
+    async fn tenant_jobs(
+        &self,
+        tenant: &str,
+        before: Option<(Millis, String)>,
+        limit: usize,
+    ) -> Result<Vec<JobRecord>, StoreError> {
+        let now = now();
+        let mut m = self.lock();
+        let Some(index) = m.tenants.get(tenant) else {
+            return Ok(Vec::new());
+        };
+        let entries: Vec<(Millis, String)> = match &before {
+            Some(b) => index.range(..b.clone()).rev().cloned().collect(),
+            None => index.iter().rev().cloned().collect(),
+        };
+        let mut out = Vec::new();
+        let mut stale = Vec::new();
+        for (created, id) in entries {
+            if out.len() >= limit {
+                break;
+            }
+            let live = m.version(&id, now) > 0;
+            match m.records.get(&id) {
+                Some((_, r, _)) if live && r.created() == created => out.push((**r).clone()),
+                _ => stale.push((created, id)),
+            }
+        }
+        if let Some(index) = m.tenants.get_mut(tenant) {
+            for e in &stale {
+                index.remove(e);
+            }
+        }
+        Ok(out)
     }
 
     async fn load_all(&self) -> Result<Vec<JobRecord>, StoreError> {
