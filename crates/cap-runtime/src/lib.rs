@@ -83,6 +83,7 @@ mod error;
 pub mod id;
 pub mod job;
 pub mod load;
+pub mod metrics;
 pub mod packets;
 pub mod reconnect;
 pub mod replay;
