@@ -47,30 +47,30 @@ impl Collector for PacketCollector {
         counter(
             &mut encoder,
             "cap_packets_published",
-            "Packets published.",
+            "Packets published",
             s.published,
         )?;
         counter(
             &mut encoder,
             "cap_packets_accepted",
-            "Packets received and accepted.",
+            "Packets received and accepted",
             s.accepted,
         )?;
         counter(
             &mut encoder,
             "cap_packets_duplicates",
-            "CAP-PRODUCTION packets received again after their first admission.",
+            "CAP-PRODUCTION packets received again after their first admission",
             s.duplicates,
         )?;
         counter(
             &mut encoder,
             "cap_packets_failed_results",
-            "FAILED results sent for rejected job requests.",
+            "FAILED results sent for rejected job requests",
             s.failed_results,
         )?;
         let mut m = encoder.encode_descriptor(
             "cap_packets_rejected",
-            "Packets received and rejected, by CAP error code.",
+            "Packets received and rejected, by CAP error code",
             None,
             MetricType::Counter,
         )?;
@@ -80,7 +80,7 @@ impl Collector for PacketCollector {
         }
         let mut m = encoder.encode_descriptor(
             "cap_alerts",
-            "Alerts on sys.alert: published, suppressed by the rate limit, failed.",
+            "Alerts on sys.alert: published, suppressed by the rate limit, failed",
             None,
             MetricType::Counter,
         )?;
@@ -174,13 +174,13 @@ mod tests {
         })));
         registry.register_collector(Box::new(ValueCollector::new(
             "cap_bus_reconnects",
-            "Reconnects.",
+            "Reconnects",
             ValueKind::Counter,
             || 4,
         )));
         registry.register_collector(Box::new(ValueCollector::new(
             "cap_depth",
-            "Depth.",
+            "Depth",
             ValueKind::Gauge,
             || 9,
         )));

@@ -44,23 +44,23 @@ impl WorkerMetrics {
         };
         registry.register(
             "cap_worker_jobs_received",
-            "Jobs accepted for execution.",
+            "Jobs accepted for execution",
             m.received.clone(),
         );
         registry.register(
             "cap_worker_jobs_completed",
-            "Jobs ended, by status.",
+            "Jobs ended, by status",
             m.completed.clone(),
         );
         registry.register("cap_worker_run_seconds", "Run time of jobs.", m.run.clone());
         registry.register(
             "cap_worker_jobs_in_flight",
-            "Jobs running now.",
+            "Jobs running now",
             m.in_flight.clone(),
         );
         registry.register(
             "cap_worker_heartbeats",
-            "Heartbeats published.",
+            "Heartbeats published",
             m.heartbeats.clone(),
         );
         m

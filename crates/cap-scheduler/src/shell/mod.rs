@@ -3,6 +3,7 @@
 
 mod engine;
 mod feed;
+mod metrics;
 #[cfg(feature = "redis")]
 mod redis_store;
 mod scheduler;
@@ -11,6 +12,7 @@ mod stats;
 mod store;
 
 pub use engine::{Engine, EngineStats, Outcome};
+pub use metrics::SchedulerMetrics;
 #[cfg(feature = "redis")]
 pub use redis_store::{BUCKETS, REDIS_CONNECT_TIMEOUT, RedisJobStore};
 pub use scheduler::{

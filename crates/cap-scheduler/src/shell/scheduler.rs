@@ -7,6 +7,7 @@
 
 use super::engine::Engine;
 use super::feed::{self, Item};
+use super::metrics::SchedulerMetrics;
 use super::send::{self, Outgoing};
 use super::stats::SchedulerStats;
 use super::store::JobStore;
@@ -174,6 +175,7 @@ pub struct Scheduler<B: Bus, K: SafetyClient + 'static, S: JobStore> {
     options: SchedulerOptions,
     observers: broadcast::Sender<Observed>,
     stats: SchedulerStats,
+    metrics: Option<SchedulerMetrics>,
 }
 
 impl<B: Bus, K: SafetyClient + 'static, S: JobStore> Scheduler<B, K, S> {
@@ -188,7 +190,15 @@ impl<B: Bus, K: SafetyClient + 'static, S: JobStore> Scheduler<B, K, S> {
             options,
             observers,
             stats: SchedulerStats::default(),
+            metrics: None,
         }
+    }
+
+    /// Counts into `metrics` (made with [`SchedulerMetrics::register`] from this
+    /// scheduler's [`stats`](Self::stats)).
+    pub fn with_metrics(mut self, metrics: SchedulerMetrics) -> Self {
+        self.metrics = Some(metrics);
+        self
     }
 
     /// A stream of what happens (state changes, ignored events, alerts).
@@ -324,7 +334,7 @@ impl<B: Bus, K: SafetyClient + 'static, S: JobStore> Scheduler<B, K, S> {
                     if let Some(rest) = send::start(&self.packets, out, Vec::new(), Vec::new(), &sink).await {
                         let _ = send_tx.send(rest).await;
                     }
-                    self.record_stats(&engine);
+                    self.record_stats(&engine, tx.max_capacity() - tx.capacity());
                 }
                 input = rx.recv() => {
                     let Some(first) = input else { break };
@@ -384,7 +394,7 @@ impl<B: Bus, K: SafetyClient + 'static, S: JobStore> Scheduler<B, K, S> {
                         tracing::error!("the sending task is gone; stopping");
                         break;
                     }
-                    self.record_stats(&engine);
+                    self.record_stats(&engine, tx.max_capacity() - tx.capacity());
                 }
             }
         }
@@ -498,9 +508,12 @@ impl<B: Bus, K: SafetyClient + 'static, S: JobStore> Scheduler<B, K, S> {
         }
     }
 
-    fn record_stats(&self, engine: &Engine<S>) {
+    fn record_stats(&self, engine: &Engine<S>, queue_depth: usize) {
         let e = engine.stats();
         self.stats.engine(e.commits, e.conflicts, e.failed);
+        if let Some(m) = &self.metrics {
+            m.gauges(engine.cached(), queue_depth, engine.registry.len());
+        }
     }
 
     /// Carries out actions; packets come back sealed, in order, for the sending step.
@@ -542,12 +555,22 @@ impl<B: Bus, K: SafetyClient + 'static, S: JobStore> Scheduler<B, K, S> {
                 let safety = self.safety.clone();
                 let timeout = self.options.safety_timeout;
                 let id = job_id.clone();
+                let metrics = self.metrics.clone();
                 let mut check = Box::pin(async move {
-                    match tokio::time::timeout(timeout, safety.check(&request)).await {
+                    let started = std::time::Instant::now();
+                    let event = match tokio::time::timeout(timeout, safety.check(&request)).await {
                         Ok(Ok(response)) => JobEvent::SafetyDecided(response),
                         Ok(Err(e)) => JobEvent::SafetyUnavailable(e.to_string()),
                         Err(_) => JobEvent::SafetyUnavailable("safety check timed out".into()),
+                    };
+                    if let Some(m) = &metrics {
+                        let answer = match &event {
+                            JobEvent::SafetyDecided(r) => Some(r),
+                            _ => None,
+                        };
+                        m.safety(answer, started.elapsed());
                     }
+                    event
                 });
                 // An in-process kernel answers at once: apply the decision now. A remote
                 // one is awaited in its own task so the loop keeps going.
@@ -606,6 +629,9 @@ impl<B: Bus, K: SafetyClient + 'static, S: JobStore> Scheduler<B, K, S> {
                 self.seal(out, subject::RESULT.to_owned(), pkt, None);
             }
             Action::DeadLetter { result, trace_id } => {
+                if let Some(m) = &self.metrics {
+                    m.dead_letter();
+                }
                 let pkt = self.packets.envelope(&trace_id, *result);
                 self.seal(out, subject::DLQ.to_owned(), pkt, None);
             }
@@ -690,6 +716,9 @@ impl<B: Bus, K: SafetyClient + 'static, S: JobStore> Scheduler<B, K, S> {
             }
             Action::Transition { job_id, state, at } => {
                 tracing::info!(job_id = %job_id, state = %state, "job state");
+                if let Some(m) = &self.metrics {
+                    m.transition(&job_id, state, at);
+                }
                 // Observers are optional: build the event only for someone.
                 if self.observers.receiver_count() > 0 {
                     let topic = engine
