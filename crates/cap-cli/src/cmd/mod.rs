@@ -5,6 +5,7 @@ pub mod bench_e2e;
 pub mod codec;
 pub mod demo;
 pub mod keys;
+pub mod observe;
 pub mod prodsign;
 pub mod safety;
 pub mod scheduler;

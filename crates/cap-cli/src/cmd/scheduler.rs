@@ -99,6 +99,9 @@ pub struct SchedulerArgs {
     /// of jobs submitted without one).
     #[arg(long, default_value = cap_runtime::trust::DEFAULT_TENANT)]
     tenant: String,
+    /// Prometheus metrics.
+    #[command(flatten)]
+    metrics: super::observe::MetricsArgs,
 }
 
 /// Parses `90s`, `500ms`, `5m`, `1h` (a bare number is seconds).
@@ -169,6 +172,7 @@ async fn worker_trust(a: &SchedulerArgs, key: Option<&PrivateKey>) -> Result<Opt
 pub fn scheduler(a: SchedulerArgs) -> Result<ExitCode> {
     init_logging();
     runtime()?.block_on(async move {
+        let mut registry = cap_runtime::metrics::Registry::default();
         let safety: Arc<dyn DynSafetyClient> = match (&a.safety, &a.policy) {
             // Connects on first use: the scheduler starts while the kernel is down, and
             // its jobs wait for it (re-checked with back-off, then DENIED: fail closed),
@@ -176,7 +180,13 @@ pub fn scheduler(a: SchedulerArgs) -> Result<ExitCode> {
             (Some(addr), _) => {
                 Arc::new(GrpcSafetyClient::new(GrpcClientOptions::new(addr.clone()))?)
             }
-            (None, Some(path)) => Arc::new(Kernel::from_file(path, KernelOptions::default())?),
+            (None, Some(path)) => {
+                let kernel = Kernel::from_file(path, KernelOptions::default())?;
+                if a.metrics.metrics.is_some() {
+                    kernel.attach_metrics(cap_safety::KernelMetrics::register(&mut registry));
+                }
+                Arc::new(kernel)
+            }
             (None, None) => bail!(
                 "give --safety ADDR or --policy FILE (the scheduler never dispatches unchecked)"
             ),
@@ -222,8 +232,20 @@ pub fn scheduler(a: SchedulerArgs) -> Result<ExitCode> {
             worker_trust,
             ..Default::default()
         };
-        let scheduler = Scheduler::new(Packets::new(bus, config), Arc::new(safety), store, options);
+        let packets = Packets::new(bus.clone(), config);
+        let scheduler = Scheduler::new(packets.clone(), Arc::new(safety), store, options);
         let stop = CancellationToken::new();
+        let scheduler = if a.metrics.metrics.is_some() {
+            let m = cap_scheduler::SchedulerMetrics::register(&mut registry, scheduler.stats());
+            registry.register_collector(Box::new(cap_runtime::metrics::PacketCollector::new(
+                move || packets.stats(),
+            )));
+            super::observe::register_bus(&mut registry, &bus);
+            super::observe::serve(&a.metrics, registry, stop.clone()).await?;
+            scheduler.with_metrics(m)
+        } else {
+            scheduler
+        };
         let s = stop.clone();
         tokio::spawn(async move {
             shutdown_signal().await;

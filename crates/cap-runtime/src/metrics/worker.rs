@@ -52,7 +52,7 @@ impl WorkerMetrics {
             "Jobs ended, by status",
             m.completed.clone(),
         );
-        registry.register("cap_worker_run_seconds", "Run time of jobs.", m.run.clone());
+        registry.register("cap_worker_run_seconds", "Run time of jobs", m.run.clone());
         registry.register(
             "cap_worker_jobs_in_flight",
             "Jobs running now",
