@@ -91,6 +91,7 @@ fn main() -> ExitCode {
         }
         Command::TckAdapter(a) => cmd::tck::run(a),
     };
+    cmd::telemetry::shutdown();
     match result {
         Ok(code) => code,
         Err(e) => {

@@ -88,6 +88,7 @@ pub mod packets;
 pub mod reconnect;
 pub mod replay;
 pub mod testing;
+pub mod trace_context;
 pub mod trust;
 pub mod worker;
 

@@ -11,6 +11,7 @@ pub mod safety;
 pub mod scheduler;
 pub mod submit;
 pub mod tck;
+pub mod telemetry;
 pub mod worker;
 
 use anyhow::{Context, Result};

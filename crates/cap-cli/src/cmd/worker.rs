@@ -204,17 +204,10 @@ pub fn trust_policy(dir: Option<&Path>) -> Result<TrustPolicy> {
     }
 }
 
-/// Installs the log writer (stderr, `info`, `CAP_LOG=debug|warn|...` to change).
+/// Installs the log writer and, when `OTEL_EXPORTER_OTLP_ENDPOINT` is set, span export
+/// (see [`super::telemetry::init`]).
 pub fn init_logging() {
-    let level = std::env::var("CAP_LOG")
-        .ok()
-        .and_then(|l| l.parse::<tracing::Level>().ok())
-        .unwrap_or(tracing::Level::INFO);
-    let _ = tracing_subscriber::fmt()
-        .with_max_level(level)
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
-        .with_writer(std::io::stderr)
-        .try_init();
+    super::telemetry::init();
 }
 
 /// A Tokio runtime for a command.

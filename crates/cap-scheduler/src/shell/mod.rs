@@ -10,6 +10,7 @@ mod scheduler;
 mod send;
 mod stats;
 mod store;
+mod traces;
 
 pub use engine::{Engine, EngineStats, Outcome};
 pub use metrics::SchedulerMetrics;

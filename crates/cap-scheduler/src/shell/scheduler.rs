@@ -176,6 +176,7 @@ pub struct Scheduler<B: Bus, K: SafetyClient + 'static, S: JobStore> {
     observers: broadcast::Sender<Observed>,
     stats: SchedulerStats,
     metrics: Option<SchedulerMetrics>,
+    traces: super::traces::Traces,
 }
 
 impl<B: Bus, K: SafetyClient + 'static, S: JobStore> Scheduler<B, K, S> {
@@ -191,6 +192,7 @@ impl<B: Bus, K: SafetyClient + 'static, S: JobStore> Scheduler<B, K, S> {
             observers,
             stats: SchedulerStats::default(),
             metrics: None,
+            traces: Default::default(),
         }
     }
 
@@ -268,6 +270,7 @@ impl<B: Bus, K: SafetyClient + 'static, S: JobStore> Scheduler<B, K, S> {
                 stream,
                 self.packets.clone(),
                 self.options.worker_trust.as_ref().map(|t| t.gate.clone()),
+                self.traces.clone(),
                 tx.clone(),
                 shutdown.clone(),
             )));
@@ -556,22 +559,38 @@ impl<B: Bus, K: SafetyClient + 'static, S: JobStore> Scheduler<B, K, S> {
                 let timeout = self.options.safety_timeout;
                 let id = job_id.clone();
                 let metrics = self.metrics.clone();
-                let mut check = Box::pin(async move {
-                    let started = std::time::Instant::now();
-                    let event = match tokio::time::timeout(timeout, safety.check(&request)).await {
-                        Ok(Ok(response)) => JobEvent::SafetyDecided(response),
-                        Ok(Err(e)) => JobEvent::SafetyUnavailable(e.to_string()),
-                        Err(_) => JobEvent::SafetyUnavailable("safety check timed out".into()),
-                    };
-                    if let Some(m) = &metrics {
-                        let answer = match &event {
-                            JobEvent::SafetyDecided(r) => Some(r),
-                            _ => None,
+                let span = self.traces.hop(
+                    tracing::info_span!(
+                        "policy_check",
+                        job_id = %job_id,
+                        trace_id = tracing::field::Empty,
+                        topic = %request.topic,
+                        worker_id = "",
+                    ),
+                    &job_id,
+                    None,
+                );
+                let mut check = Box::pin(tracing::Instrument::instrument(
+                    async move {
+                        let started = std::time::Instant::now();
+                        let event = match tokio::time::timeout(timeout, safety.check(&request))
+                            .await
+                        {
+                            Ok(Ok(response)) => JobEvent::SafetyDecided(response),
+                            Ok(Err(e)) => JobEvent::SafetyUnavailable(e.to_string()),
+                            Err(_) => JobEvent::SafetyUnavailable("safety check timed out".into()),
                         };
-                        m.safety(answer, started.elapsed());
-                    }
-                    event
-                });
+                        if let Some(m) = &metrics {
+                            let answer = match &event {
+                                JobEvent::SafetyDecided(r) => Some(r),
+                                _ => None,
+                            };
+                            m.safety(answer, started.elapsed());
+                        }
+                        event
+                    },
+                    span,
+                ));
                 // An in-process kernel answers at once: apply the decision now. A remote
                 // one is awaited in its own task so the loop keeps going.
                 match futures_util::FutureExt::now_or_never(&mut check) {
@@ -620,9 +639,20 @@ impl<B: Bus, K: SafetyClient + 'static, S: JobStore> Scheduler<B, K, S> {
                     request.dispatch = None;
                     None
                 };
+                let span = self.traces.hop(
+                    tracing::info_span!(
+                        "dispatch",
+                        job_id = %request.job_id,
+                        trace_id = %trace_id,
+                        topic = %request.topic,
+                        worker_id = %request.dispatch.as_ref().map_or("", |d| d.assigned_worker_id.as_str()),
+                    ),
+                    &request.job_id,
+                    Some(&trace_id),
+                );
                 let mut pkt = self.packets.envelope(&trace_id, request);
                 pkt.identity = identity;
-                self.seal(out, subject, pkt, receipt_for);
+                self.seal_in(out, subject, pkt, receipt_for, &span);
             }
             Action::PublishResult { result, trace_id } => {
                 let pkt = self.packets.envelope(&trace_id, *result);
@@ -719,6 +749,9 @@ impl<B: Bus, K: SafetyClient + 'static, S: JobStore> Scheduler<B, K, S> {
                 if let Some(m) = &self.metrics {
                     m.transition(&job_id, state, at);
                 }
+                if state.is_terminal() {
+                    self.traces.ended(&job_id);
+                }
                 // Observers are optional: build the event only for someone.
                 if self.observers.receiver_count() > 0 {
                     let topic = engine
@@ -747,13 +780,27 @@ impl<B: Bus, K: SafetyClient + 'static, S: JobStore> Scheduler<B, K, S> {
         &self,
         out: &mut Vec<Outgoing>,
         subject: String,
-        mut pkt: v1::BusPacket,
+        pkt: v1::BusPacket,
         receipt_for: Option<(String, String)>,
     ) {
+        self.seal_in(out, subject, pkt, receipt_for, &tracing::Span::current());
+    }
+
+    /// [`seal`](Self::seal), with the trace context of `span`.
+    fn seal_in(
+        &self,
+        out: &mut Vec<Outgoing>,
+        subject: String,
+        mut pkt: v1::BusPacket,
+        receipt_for: Option<(String, String)>,
+        span: &tracing::Span,
+    ) {
+        let headers = self.packets.trace_headers(&pkt.trace_id, span);
         match self.packets.seal_for(&subject, &mut pkt) {
             Ok(bytes) => out.push(Outgoing {
                 subject,
                 bytes,
+                headers,
                 receipt_for,
             }),
             Err(e) => tracing::error!(subject = %subject, error = %e, "cannot seal a packet"),
