@@ -22,6 +22,7 @@
 use cap_bus::Headers;
 use std::fmt::Write as _;
 use std::sync::OnceLock;
+use std::sync::atomic::{AtomicBool, Ordering};
 
 /// Header name of the W3C `traceparent`.
 pub const TRACEPARENT: &str = "traceparent";
@@ -172,6 +173,22 @@ pub trait TraceHook: Send + Sync + 'static {
 
 static HOOK: OnceLock<Box<dyn TraceHook>> = OnceLock::new();
 
+/// Whether trace context is propagated (default on).
+static ENABLED: AtomicBool = AtomicBool::new(true);
+
+/// Turns trace context off (no headers, the hook ignored) or on again, process-wide.
+/// For measuring what propagation costs (`cap demo --compare-observability`); a
+/// [`PacketConfig::trace_headers`](crate::packets::PacketConfig::trace_headers) of
+/// `false` turns headers off for one packet layer.
+pub fn set_enabled(on: bool) {
+    ENABLED.store(on, Ordering::Relaxed);
+}
+
+/// Whether trace context is propagated (see [`set_enabled`]).
+pub fn enabled() -> bool {
+    ENABLED.load(Ordering::Relaxed)
+}
+
 /// Installs the process's [`TraceHook`]; `false` when one was installed already.
 pub fn install_hook(hook: Box<dyn TraceHook>) -> bool {
     HOOK.set(hook).is_ok()
@@ -179,6 +196,9 @@ pub fn install_hook(hook: Box<dyn TraceHook>) -> bool {
 
 /// The installed hook, if any.
 pub fn hook() -> Option<&'static dyn TraceHook> {
+    if !enabled() {
+        return None;
+    }
     HOOK.get().map(|b| b.as_ref())
 }
 

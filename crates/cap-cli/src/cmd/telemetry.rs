@@ -164,3 +164,37 @@ pub fn shutdown() {
         eprintln!("cap: exporting the last spans failed: {e}");
     }
 }
+
+/// For `cap demo --compare-observability`: installs the subscriber that the "on" runs
+/// pay for — the OpenTelemetry layer recording every span of the libraries (sampled,
+/// built and ended; not exported, so no collector is needed) and the cross-process
+/// [`TraceHook`] — behind a switch. The returned function turns spans and trace context
+/// propagation on or off for the whole process.
+pub fn switchable() -> anyhow::Result<impl Fn(bool) + Send + Sync + 'static> {
+    let provider = SdkTracerProvider::builder()
+        .with_id_generator(Ids(RandomIdGenerator::default()))
+        .build();
+    let tracer = provider.tracer("cap");
+    let (filter, handle) = tracing_subscriber::reload::Layer::new(LevelFilter::OFF);
+    let otel = tracing_opentelemetry::layer()
+        .with_tracer(tracer)
+        .with_filter(filter);
+    tracing_subscriber::registry()
+        .with(otel)
+        .try_init()
+        .map_err(|e| anyhow::anyhow!("installing the tracing subscriber: {e}"))?;
+    trace_context::install_hook(Box::new(Hook));
+    // Kept for the process: its tracer must outlive the runs.
+    std::mem::forget(provider);
+    Ok(move |on: bool| {
+        let level = if on {
+            LevelFilter::INFO
+        } else {
+            LevelFilter::OFF
+        };
+        if let Err(e) = handle.reload(level) {
+            tracing::warn!(error = %e, "switching spans failed");
+        }
+        trace_context::set_enabled(on);
+    })
+}

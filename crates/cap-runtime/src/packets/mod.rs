@@ -308,7 +308,7 @@ impl<B: Bus> Packets<B> {
     /// [`trace_context::outgoing`](crate::trace_context::outgoing)); empty when
     /// [`PacketConfig::trace_headers`] is off.
     pub fn trace_headers(&self, trace_id: &str, span: &tracing::Span) -> Headers {
-        if self.shared.config.trace_headers {
+        if self.shared.config.trace_headers && crate::trace_context::enabled() {
             crate::trace_context::outgoing(trace_id, span).to_headers()
         } else {
             Headers::new()
