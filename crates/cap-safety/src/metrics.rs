@@ -65,6 +65,18 @@ impl KernelMetrics {
             "Time to answer a check",
             m.latency.clone(),
         );
+        // Every series exists from the start (at 0), so rates and dashboards see them.
+        for d in [
+            DecisionType::Allow,
+            DecisionType::Deny,
+            DecisionType::RequireHuman,
+            DecisionType::Throttle,
+            DecisionType::AllowWithConstraints,
+        ] {
+            let _ = m
+                .decisions
+                .get_or_create(&[("decision", decision_label(d as i32))]);
+        }
         m
     }
 

@@ -65,20 +65,6 @@ pub struct SchedulerMetrics {
     timed: Arc<Mutex<HashMap<String, (Millis, bool)>>>,
 }
 
-/// The label of a decision.
-fn decision_name(resp: &PolicyCheckResponse) -> &'static str {
-    match DecisionType::try_from(resp.decision).unwrap_or(DecisionType::Unspecified) {
-        DecisionType::Unspecified => "unspecified",
-        DecisionType::Allow => "allow",
-        DecisionType::Deny => "deny",
-        DecisionType::RequireHuman => "require_human",
-        DecisionType::Throttle => "throttle",
-        DecisionType::AllowWithConstraints => "allow_with_constraints",
-        DecisionType::Quarantine => "quarantine",
-        DecisionType::Redact => "redact",
-    }
-}
-
 /// The label of a terminal state: the status name without its prefix.
 fn state_name(state: JobState) -> &'static str {
     match state {
@@ -178,6 +164,29 @@ impl SchedulerMetrics {
             m.worker_sessions.clone(),
         );
         r.register_collector(Box::new(StatsCollector(stats)));
+        // Every series exists from the start (at 0), so rates and dashboards see them.
+        for s in [
+            JobState::Succeeded,
+            JobState::Failed,
+            JobState::FailedFatal,
+            JobState::Cancelled,
+            JobState::Denied,
+            JobState::Timeout,
+        ] {
+            let _ = m.completed.get_or_create(&[("status", state_name(s))]);
+        }
+        for d in [
+            DecisionType::Allow,
+            DecisionType::Deny,
+            DecisionType::RequireHuman,
+            DecisionType::Throttle,
+            DecisionType::AllowWithConstraints,
+        ] {
+            let _ = m
+                .decisions
+                .get_or_create(&[("decision", cap_safety::decision_label(d as i32))]);
+        }
+        let _ = m.decisions.get_or_create(&[("decision", "unavailable")]);
         m
     }
 
@@ -223,7 +232,7 @@ impl SchedulerMetrics {
 
     /// A safety check answered (`Some`) or failed (`None`) after `elapsed`.
     pub(crate) fn safety(&self, answer: Option<&PolicyCheckResponse>, elapsed: Duration) {
-        let name = answer.map_or("unavailable", decision_name);
+        let name = answer.map_or("unavailable", |r| cap_safety::decision_label(r.decision));
         self.decisions.get_or_create(&[("decision", name)]).inc();
         self.safety_latency.observe(elapsed.as_secs_f64());
     }
