@@ -24,6 +24,9 @@ use std::time::{Duration, Instant};
 
 const READY: Duration = Duration::from_secs(20);
 
+/// A packet seen on the bus: its subject, its `traceparent` header, the packet.
+type Seen = (String, Option<String>, cap_proto::v1::BusPacket);
+
 /// The spans received, with the service that sent them.
 #[derive(Clone, Default)]
 struct Receiver(Arc<Mutex<Vec<(String, Span)>>>);
@@ -103,7 +106,7 @@ async fn one_job_is_one_w3c_trace_across_three_processes() {
     for s in ["sys.job.>", "job.>", "worker.*.jobs"] {
         subs.push(raw.subscribe(s).await.unwrap());
     }
-    let seen: Arc<Mutex<Vec<(String, Option<String>, cap_proto::v1::BusPacket)>>> = Arc::default();
+    let seen: Arc<Mutex<Vec<Seen>>> = Arc::default();
     let sink = seen.clone();
     tokio::spawn(async move {
         let mut all = futures_util::stream::select_all(subs);
