@@ -102,6 +102,7 @@ fn main() -> ExitCode {
         }
         Command::TckAdapter(a) => cmd::tck::run(a),
     };
+    cmd::telemetry::shutdown();
     match result {
         Ok(code) => code,
         Err(e) => {

@@ -92,9 +92,12 @@ fn the_cordum_python_client_works_against_cap_gateway() {
             &format!("key-b-{t}={tb}"),
             "--store-prefix",
             &prefix,
+            "--metrics",
+            "127.0.0.1:0",
         ],
     );
     wait_healthy(port, Duration::from_secs(15));
+    let metrics = common::metrics_addr(&_gateway);
     // Let the workers' handshakes reach the scheduler.
     std::thread::sleep(Duration::from_millis(800));
     let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/peer/cordum_client.py");
@@ -128,4 +131,25 @@ fn the_cordum_python_client_works_against_cap_gateway() {
     ] {
         assert!(stdout.contains(check), "missing {check:?} in:\n{stdout}");
     }
+    // The gateway's /metrics saw those requests, under route patterns (no job ids).
+    let text = common::scrape(&metrics);
+    let requests = |route: &str, status: &str| -> f64 {
+        text.lines()
+            .filter(|l| {
+                l.starts_with("cap_gateway_requests_total{")
+                    && l.contains(&format!("route=\"{route}\""))
+                    && l.contains(&format!("status=\"{status}\""))
+            })
+            .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+            .sum()
+    };
+    assert!(requests("/api/v1/jobs", "200") >= 2.0, "{text}");
+    assert!(requests("/api/v1/jobs/{id}", "200") >= 1.0, "{text}");
+    assert!(requests("/api/v1/jobs/{id}", "404") >= 1.0, "{text}");
+    assert!(requests("/api/v1/jobs/{id}/cancel", "200") >= 1.0, "{text}");
+    assert!(text.lines().any(|l| l.contains("status=\"401\"")), "{text}");
+    assert!(
+        text.contains("cap_gateway_request_seconds_bucket"),
+        "{text}"
+    );
 }

@@ -27,7 +27,7 @@ pub(crate) fn router<B: Bus, S: JobStore, O: BlobStore + 'static>(
     gw: Arc<Gateway<B, S, O>>,
 ) -> axum::Router {
     let limit = gw.config.max_body_bytes;
-    axum::Router::new()
+    let router = axum::Router::new()
         .route("/", get(dashboard))
         .route("/healthz", get(|| async { "ok" }))
         .route("/api/v1/jobs", post(submit::<B, S, O>).get(list::<B, S, O>))
@@ -53,8 +53,15 @@ pub(crate) fn router<B: Bus, S: JobStore, O: BlobStore + 'static>(
         )
         .route("/api/v1/dlq/{id}/retry", post(dlq_retry::<B, S, O>))
         .fallback(|| async { ApiError::new(StatusCode::NOT_FOUND, "not_found", "no such route") })
-        .layer(DefaultBodyLimit::max(limit))
-        .with_state(gw)
+        .layer(DefaultBodyLimit::max(limit));
+    let router = match gw.config.metrics.clone() {
+        Some(m) => router.layer(axum::middleware::from_fn_with_state(
+            m,
+            crate::metrics::track,
+        )),
+        None => router,
+    };
+    router.with_state(gw)
 }
 
 async fn dashboard() -> Html<&'static str> {

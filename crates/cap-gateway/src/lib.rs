@@ -59,10 +59,12 @@ mod api;
 mod auth;
 mod error;
 mod events;
+mod metrics;
 pub mod views;
 
 pub use auth::Caller;
 pub use error::ApiError;
+pub use metrics::GatewayMetrics;
 
 use cap_blob::BlobStore;
 use cap_bus::Bus;
@@ -109,6 +111,8 @@ pub struct GatewayConfig {
     /// Most records read to fill one filtered page (then the page ends early, with a
     /// cursor to go on from).
     pub max_scan: usize,
+    /// Request metrics (Prometheus), when set.
+    pub(crate) metrics: Option<GatewayMetrics>,
 }
 
 impl Default for GatewayConfig {
@@ -125,6 +129,7 @@ impl Default for GatewayConfig {
             approval_timeout: Duration::from_secs(5),
             max_scan: 5_000,
             unnamed_tenant: None,
+            metrics: None,
         }
     }
 }
@@ -133,6 +138,12 @@ impl GatewayConfig {
     /// Adds an API key for `tenant`.
     pub fn api_key(mut self, key: &str, tenant: &str) -> Self {
         self.keys.insert(digest(key), tenant.to_owned());
+        self
+    }
+
+    /// Counts every request in `metrics` (see [`GatewayMetrics`]).
+    pub fn metrics(mut self, metrics: GatewayMetrics) -> Self {
+        self.metrics = Some(metrics);
         self
     }
 

@@ -671,3 +671,61 @@ async fn event_streams_follow_jobs_and_resume() {
     assert_eq!(st, StatusCode::NOT_FOUND);
     s.stop.cancel();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn requests_are_counted_by_route_pattern_and_status() {
+    let mut registry = cap_runtime::metrics::Registry::default();
+    let metrics = cap_gateway::GatewayMetrics::register(&mut registry);
+    let s = stack(keys().metrics(metrics)).await;
+    let id = submit(&s.app, "job.echo", "count me").await;
+    wait_state(&s.app, &id, "SUCCEEDED").await;
+    let (st, _) = call(&s.app, req("GET", "/api/v1/jobs/no-such-job")).await;
+    assert_eq!(st, StatusCode::NOT_FOUND);
+    let mut anonymous = req("GET", format!("/api/v1/jobs/{id}"));
+    anonymous.key = None;
+    let (st, _) = call(&s.app, anonymous).await;
+    assert_eq!(st, StatusCode::UNAUTHORIZED);
+    let (st, _) = call(&s.app, req("GET", "/no/such/route")).await;
+    assert_eq!(st, StatusCode::NOT_FOUND);
+
+    let text = cap_runtime::metrics::encode(&registry);
+    let count = |labels: &str| {
+        cap_runtime::metrics::sample(&text, &format!("cap_gateway_requests_total{{{labels}}}"))
+    };
+    assert_eq!(
+        count(r#"method="POST",route="/api/v1/jobs",status="200""#),
+        Some(1.0),
+        "{text}"
+    );
+    // Job ids never become labels: every GET of a job is under the route's pattern.
+    assert!(!text.contains(&id), "{text}");
+    assert_eq!(
+        count(r#"method="GET",route="/api/v1/jobs/{id}",status="404""#),
+        Some(1.0),
+        "{text}"
+    );
+    assert_eq!(
+        count(r#"method="GET",route="/api/v1/jobs/{id}",status="401""#),
+        Some(1.0),
+        "{text}"
+    );
+    assert!(
+        count(r#"method="GET",route="/api/v1/jobs/{id}",status="200""#).unwrap_or(0.0) >= 1.0,
+        "{text}"
+    );
+    assert_eq!(
+        count(r#"method="GET",route="unmatched",status="404""#),
+        Some(1.0),
+        "{text}"
+    );
+    assert!(
+        cap_runtime::metrics::sample(
+            &text,
+            r#"cap_gateway_request_seconds_count{method="GET",route="/api/v1/jobs/{id}"}"#
+        )
+        .unwrap_or(0.0)
+            >= 3.0,
+        "{text}"
+    );
+    s.stop.cancel();
+}

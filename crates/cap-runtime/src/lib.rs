@@ -83,10 +83,12 @@ mod error;
 pub mod id;
 pub mod job;
 pub mod load;
+pub mod metrics;
 pub mod packets;
 pub mod reconnect;
 pub mod replay;
 pub mod testing;
+pub mod trace_context;
 pub mod trust;
 pub mod worker;
 

@@ -55,6 +55,7 @@ struct Inner {
     store: PolicyStore,
     cache: DecisionCache,
     path: Option<PathBuf>,
+    metrics: std::sync::OnceLock<crate::KernelMetrics>,
 }
 
 impl Kernel {
@@ -103,6 +104,7 @@ impl Kernel {
                 store: PolicyStore::new(first, options.history),
                 cache: DecisionCache::new(options.cache_ttl, options.cache_capacity),
                 path,
+                metrics: std::sync::OnceLock::new(),
             }),
         }
     }
@@ -167,8 +169,26 @@ impl Kernel {
         result
     }
 
+    /// Counts every check into `metrics` from now on; `false` (and nothing changes)
+    /// when metrics were attached already.
+    pub fn attach_metrics(&self, metrics: crate::KernelMetrics) -> bool {
+        self.inner.metrics.set(metrics).is_ok()
+    }
+
     /// Check / Evaluate: the decision for `req` under the current snapshot (cached).
     pub fn check(&self, req: &PolicyCheckRequest) -> PolicyCheckResponse {
+        match self.inner.metrics.get() {
+            None => self.check_inner(req).0,
+            Some(m) => {
+                let started = std::time::Instant::now();
+                let (resp, cached) = self.check_inner(req);
+                m.checked(&resp, cached, started.elapsed());
+                resp
+            }
+        }
+    }
+
+    fn check_inner(&self, req: &PolicyCheckRequest) -> (PolicyCheckResponse, bool) {
         let snap = self.inner.store.load();
         let key = self.inner.cache.key(snap.seq(), req);
         if let Some(k) = &key
@@ -179,7 +199,7 @@ impl Kernel {
                 resp.approval_ref.clone_from(&req.job_id);
             }
             log_decision(&snap, req, &resp, "check", true);
-            return resp;
+            return (resp, true);
         }
         let verdict = snap.policy().evaluate(req);
         let mut resp = verdict.to_response("", snap.id());
@@ -190,7 +210,7 @@ impl Kernel {
             resp.approval_ref.clone_from(&req.job_id);
         }
         log_decision(&snap, req, &resp, "check", false);
-        resp
+        (resp, false)
     }
 
     /// Explain: the decision, with `reason` holding the evaluation trace (see

@@ -95,6 +95,7 @@ mod decision;
 mod error;
 pub mod grpc;
 mod kernel;
+mod metrics;
 pub mod policy;
 pub mod reload;
 pub mod server;
@@ -107,5 +108,8 @@ pub use client::{
 pub use decision::{DECISION_SPELLINGS, Decision};
 pub use error::{Error, ErrorKind, PolicyError};
 pub use kernel::{CANDIDATE_SOURCE, Kernel, KernelOptions, ReloadOutcome};
+pub use metrics::{KernelMetrics, decision_label};
 pub use policy::{Policy, Verdict};
+/// The Prometheus client the kernel's metrics are made with.
+pub use prometheus_client;
 pub use snapshot::Snapshot;

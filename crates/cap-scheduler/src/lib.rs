@@ -29,4 +29,7 @@ pub mod trust;
 
 #[cfg(feature = "redis")]
 pub use shell::RedisJobStore;
-pub use shell::{JobStore, MemoryJobStore, Observed, Scheduler, SchedulerOptions, SchedulerStats};
+pub use shell::{
+    JobStore, MemoryJobStore, Observed, Scheduler, SchedulerMetrics, SchedulerOptions,
+    SchedulerStats,
+};

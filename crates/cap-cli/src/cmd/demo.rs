@@ -5,6 +5,8 @@
 
 #[path = "demo_fencing.rs"]
 mod fencing;
+#[path = "demo_observe.rs"]
+mod observe;
 
 use super::worker::runtime;
 use anyhow::{Context as _, Result, bail};
@@ -56,10 +58,15 @@ pub struct DemoArgs {
     /// With `--jobs`: run the batch with dispatch fencing on and off alternately
     /// (`--rounds` times each, a fresh scheduler and job store per run) and print both
     /// side by side: medians and ranges, and what fencing costs.
-    #[arg(long, requires = "jobs")]
+    #[arg(long, requires = "jobs", conflicts_with = "compare_observability")]
     compare_fencing: bool,
+    /// With `--jobs` (in memory): run the batch with metrics and tracing on and off
+    /// alternately (`--rounds` times each, fresh components per run) and print both rates
+    /// side by side and their ratio.
+    #[arg(long, requires = "jobs", conflicts_with = "nats")]
+    compare_observability: bool,
     /// Rounds of `--compare-fencing` (each runs the batch with fencing on and off).
-    #[arg(long, default_value_t = 3, requires = "compare_fencing")]
+    #[arg(long, default_value_t = 3)]
     rounds: usize,
     /// Also serve the API gateway and its dashboard here (e.g. `127.0.0.1:8080`): open
     /// `http://ADDR/#key=demo&tenant=demo` to watch the demo's jobs live.
@@ -113,6 +120,24 @@ pub fn run(a: DemoArgs) -> Result<ExitCode> {
             }
             _ => {
                 let store = MemoryBlobStore::emulating_redis(Default::default());
+                if let (true, Some(n)) = (a.compare_observability, a.jobs) {
+                    let switch = super::telemetry::switchable()?;
+                    let stores: fencing::JobStores<MemoryJobStore> = Box::new(|| {
+                        let nothing: fencing::Cleanup = Box::new(|| Box::pin(async {}));
+                        Box::pin(async { Ok((MemoryJobStore::new(), nothing)) })
+                    });
+                    return observe::compare(
+                        MemoryBus::new(),
+                        store,
+                        stores,
+                        n,
+                        a.inflight,
+                        a.rounds,
+                        a.json,
+                        switch,
+                    )
+                    .await;
+                }
                 if let (true, Some(n)) = (a.compare_fencing, a.jobs) {
                     let stores: fencing::JobStores<MemoryJobStore> = Box::new(|| {
                         let nothing: fencing::Cleanup = Box::new(|| Box::pin(async {}));

@@ -221,18 +221,18 @@ async fn run_once<B: Bus, S: BlobStore + 'static, J: JobStore>(
 }
 
 /// Median and range of one side.
-struct Summary {
-    median_jobs_per_sec: f64,
-    min_jobs_per_sec: f64,
-    max_jobs_per_sec: f64,
+pub(super) struct Summary {
+    pub(super) median_jobs_per_sec: f64,
+    pub(super) min_jobs_per_sec: f64,
+    pub(super) max_jobs_per_sec: f64,
     /// min, median, max
-    p50_ms: [f64; 3],
+    pub(super) p50_ms: [f64; 3],
     /// min, median, max
-    p99_ms: [f64; 3],
+    pub(super) p99_ms: [f64; 3],
 }
 
 impl Summary {
-    fn to_json(&self) -> serde_json::Value {
+    pub(super) fn to_json(&self) -> serde_json::Value {
         let r = |x: f64| (x * 1e3).round() / 1e3;
         serde_json::json!({
             "median_jobs_per_sec": self.median_jobs_per_sec.round(),
@@ -268,6 +268,11 @@ fn summary(runs: &[Run], fencing: bool) -> Summary {
         .filter(|r| r.fencing == fencing)
         .map(|r| &r.report)
         .collect();
+    summarize(&side)
+}
+
+/// Median and range of the reports of one side.
+pub(super) fn summarize(side: &[&LoadReport]) -> Summary {
     let tput = spread(side.iter().map(|r| r.jobs_per_sec).collect());
     Summary {
         median_jobs_per_sec: tput[1],

@@ -4,7 +4,7 @@ use super::worker::{init_logging, runtime};
 use anyhow::{Context as _, Result, bail};
 use cap_blob::{RedisBlobStore, RedisConfig};
 use cap_bus::{NatsBus, NatsOptions};
-use cap_gateway::{Gateway, GatewayConfig};
+use cap_gateway::{Gateway, GatewayConfig, GatewayMetrics};
 use cap_runtime::packets::{PacketConfig, Packets};
 use cap_scheduler::RedisJobStore;
 use clap::Args;
@@ -38,6 +38,9 @@ pub struct GatewayArgs {
     /// Requests per second per API key (0: no limit).
     #[arg(long, default_value_t = 0.0)]
     pub rate: f64,
+    /// Prometheus metrics.
+    #[command(flatten)]
+    pub metrics: super::observe::MetricsArgs,
 }
 
 /// Parses `KEY=TENANT`.
@@ -89,12 +92,19 @@ pub async fn serve(a: GatewayArgs, stop: CancellationToken) -> Result<()> {
     let listener = tokio::net::TcpListener::bind(&a.listen)
         .await
         .with_context(|| format!("listening on {}", a.listen))?;
-    let gw = Gateway::new(
-        Packets::new(bus, PacketConfig::new(a.id.clone())),
-        jobs,
-        blobs,
-        config(&a),
-    );
+    let packets = Packets::new(bus.clone(), PacketConfig::new(a.id.clone()));
+    let mut config = config(&a);
+    if a.metrics.metrics.is_some() {
+        let mut registry = cap_runtime::metrics::Registry::default();
+        config = config.metrics(GatewayMetrics::register(&mut registry));
+        let p = packets.clone();
+        registry.register_collector(Box::new(cap_runtime::metrics::PacketCollector::new(
+            move || p.stats(),
+        )));
+        super::observe::register_bus(&mut registry, &bus);
+        super::observe::serve(&a.metrics, registry, stop.clone()).await?;
+    }
+    let gw = Gateway::new(packets, jobs, blobs, config);
     tracing::info!(listen = %a.listen, keys = a.api_keys.len(), "gateway up");
     eprintln!("cap gateway listening on http://{}", listener.local_addr()?);
     gw.serve(listener, stop).await?;

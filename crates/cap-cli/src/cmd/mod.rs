@@ -7,11 +7,13 @@ pub mod demo;
 pub mod gateway;
 pub mod job;
 pub mod keys;
+pub mod observe;
 pub mod prodsign;
 pub mod safety;
 pub mod scheduler;
 pub mod submit;
 pub mod tck;
+pub mod telemetry;
 pub mod worker;
 
 use anyhow::{Context, Result};

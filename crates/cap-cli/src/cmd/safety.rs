@@ -64,6 +64,9 @@ pub struct ServeArgs {
     /// Largest request or response message, in bytes.
     #[arg(long, env = "CAP_SAFETY_MAX_MESSAGE_BYTES", default_value_t = server::DEFAULT_MAX_MESSAGE_BYTES)]
     max_message_bytes: usize,
+    /// Prometheus metrics.
+    #[command(flatten)]
+    metrics: super::observe::MetricsArgs,
 }
 
 /// `meta.actor_type` values.
@@ -187,6 +190,13 @@ async fn serve(a: ServeArgs) -> Result<ExitCode> {
         ..KernelOptions::default()
     };
     let kernel = Kernel::from_file(&a.policy, options)?;
+    let stop_metrics = tokio_util::sync::CancellationToken::new();
+    if a.metrics.metrics.is_some() {
+        let mut registry = cap_runtime::metrics::Registry::default();
+        kernel.attach_metrics(cap_safety::KernelMetrics::register(&mut registry));
+        super::observe::serve(&a.metrics, registry, stop_metrics.clone()).await?;
+    }
+    let _stop_metrics = stop_metrics.drop_guard();
     let tls = match (a.tls_cert, a.tls_key) {
         (Some(cert), Some(key)) => Some(TlsFiles {
             cert,

@@ -99,6 +99,9 @@ pub struct SchedulerArgs {
     /// of jobs submitted without one).
     #[arg(long, default_value = cap_runtime::trust::DEFAULT_TENANT)]
     tenant: String,
+    /// Prometheus metrics.
+    #[command(flatten)]
+    metrics: super::observe::MetricsArgs,
 }
 
 /// Parses `90s`, `500ms`, `5m`, `1h` (a bare number is seconds).
@@ -169,6 +172,7 @@ async fn worker_trust(a: &SchedulerArgs, key: Option<&PrivateKey>) -> Result<Opt
 pub fn scheduler(a: SchedulerArgs) -> Result<ExitCode> {
     init_logging();
     runtime()?.block_on(async move {
+        let mut registry = cap_runtime::metrics::Registry::default();
         let safety: Arc<dyn DynSafetyClient> = match (&a.safety, &a.policy) {
             // Connects on first use: the scheduler starts while the kernel is down, and
             // its jobs wait for it (re-checked with back-off, then DENIED: fail closed),
@@ -176,7 +180,13 @@ pub fn scheduler(a: SchedulerArgs) -> Result<ExitCode> {
             (Some(addr), _) => {
                 Arc::new(GrpcSafetyClient::new(GrpcClientOptions::new(addr.clone()))?)
             }
-            (None, Some(path)) => Arc::new(Kernel::from_file(path, KernelOptions::default())?),
+            (None, Some(path)) => {
+                let kernel = Kernel::from_file(path, KernelOptions::default())?;
+                if a.metrics.metrics.is_some() {
+                    kernel.attach_metrics(cap_safety::KernelMetrics::register(&mut registry));
+                }
+                Arc::new(kernel)
+            }
             (None, None) => bail!(
                 "give --safety ADDR or --policy FILE (the scheduler never dispatches unchecked)"
             ),
@@ -222,8 +232,20 @@ pub fn scheduler(a: SchedulerArgs) -> Result<ExitCode> {
             worker_trust,
             ..Default::default()
         };
-        let scheduler = Scheduler::new(Packets::new(bus, config), Arc::new(safety), store, options);
+        let packets = Packets::new(bus.clone(), config);
+        let scheduler = Scheduler::new(packets.clone(), Arc::new(safety), store, options);
         let stop = CancellationToken::new();
+        let scheduler = if a.metrics.metrics.is_some() {
+            let m = cap_scheduler::SchedulerMetrics::register(&mut registry, scheduler.stats());
+            registry.register_collector(Box::new(cap_runtime::metrics::PacketCollector::new(
+                move || packets.stats(),
+            )));
+            super::observe::register_bus(&mut registry, &bus);
+            super::observe::serve(&a.metrics, registry, stop.clone()).await?;
+            scheduler.with_metrics(m)
+        } else {
+            scheduler
+        };
         let s = stop.clone();
         tokio::spawn(async move {
             shutdown_signal().await;
@@ -272,6 +294,10 @@ pub fn approval(a: ApprovalArgs, approve: bool) -> Result<ExitCode> {
 pub struct TailArgs {
     /// Subjects or patterns (default: `sys.>`, `job.>`, `worker.>`).
     subjects: Vec<String>,
+    /// Show each message's headers and its W3C trace context (`traceparent`,
+    /// `tracestate`, the trace id and the sending span's id).
+    #[arg(long)]
+    headers: bool,
 }
 
 /// `cap tail`: every packet on the subjects as one line of JSON, until Ctrl-C.
@@ -303,31 +329,83 @@ pub fn tail(a: TailArgs) -> Result<ExitCode> {
                 _ = shutdown_signal() => return Ok(ExitCode::SUCCESS),
                 m = all.next() => {
                     let Some(msg) = m else { return Ok(ExitCode::SUCCESS) };
-                    println!("{}", line(msg.subject(), msg.payload()));
+                    let headers = a.headers.then(|| msg.headers());
+                    println!("{}", line_with(msg.subject(), headers, msg.payload()));
                 }
             }
         }
     })
 }
 
-/// One bus message as a line of JSON: the decoded packet, or why it does not decode.
-pub fn line(subject: &str, payload: &[u8]) -> String {
+/// One bus message as a line of JSON: the decoded packet, or why it does not decode;
+/// with the message's headers and trace context when `headers` is given:
+/// `"headers": {name: value}` and `"trace": {"traceparent", "tracestate", "trace_id",
+/// "parent_id", "sampled"}` (`null` when the message carries no valid `traceparent`).
+pub fn line_with(subject: &str, headers: Option<&cap_bus::Headers>, payload: &[u8]) -> String {
     let decoded = cap_proto::packet::decode(payload, cap_proto::packet::DEFAULT_MAX_PACKET_BYTES)
         .map_err(|e| e.to_string())
         .and_then(|p| cap_proto::json::to_value(&p).map_err(|e| e.to_string()));
-    match decoded {
-        Ok(packet) => serde_json::json!({ "subject": subject, "packet": packet }).to_string(),
+    let mut v = match decoded {
+        Ok(packet) => serde_json::json!({ "subject": subject, "packet": packet }),
         Err(error) => {
             serde_json::json!({ "subject": subject, "bytes": payload.len(), "error": error })
-                .to_string()
         }
+    };
+    if let Some(h) = headers {
+        let all: serde_json::Map<String, serde_json::Value> = h
+            .iter()
+            .map(|(k, v)| (k.to_owned(), serde_json::Value::from(v)))
+            .collect();
+        let trace = cap_runtime::trace_context::TraceContext::from_headers(h).map(|c| {
+            let mut parent = String::new();
+            for b in c.span_id {
+                parent.push_str(&format!("{b:02x}"));
+            }
+            serde_json::json!({
+                "traceparent": c.traceparent(),
+                "tracestate": c.state,
+                "trace_id": c.trace_id_hex(),
+                "parent_id": parent,
+                "sampled": c.sampled,
+            })
+        });
+        v["headers"] = serde_json::Value::Object(all);
+        v["trace"] = trace.unwrap_or(serde_json::Value::Null);
     }
+    v.to_string()
 }
 
 #[cfg(test)]
 mod tests {
-    use super::line;
+    use super::line_with;
+
+    fn line(subject: &str, payload: &[u8]) -> String {
+        line_with(subject, None, payload)
+    }
     use cap_proto::{Timestamp, v1};
+
+    #[test]
+    fn tail_headers_show_the_trace_context() {
+        let tp = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
+        let h = cap_bus::Headers::new()
+            .with("traceparent", tp)
+            .unwrap()
+            .with("tracestate", "k=v")
+            .unwrap();
+        let v: serde_json::Value =
+            serde_json::from_str(&line_with("sys.job.submit", Some(&h), b"\xff")).unwrap();
+        assert_eq!(v["headers"]["traceparent"], tp);
+        assert_eq!(v["trace"]["trace_id"], "4bf92f3577b34da6a3ce929d0e0e4736");
+        assert_eq!(v["trace"]["parent_id"], "00f067aa0ba902b7");
+        assert_eq!(v["trace"]["tracestate"], "k=v");
+        assert_eq!(v["trace"]["sampled"], true);
+        let v: serde_json::Value =
+            serde_json::from_str(&line_with("x", Some(&cap_bus::Headers::new()), b"\xff")).unwrap();
+        assert!(v["trace"].is_null());
+        assert!(v["headers"].as_object().unwrap().is_empty());
+        let v: serde_json::Value = serde_json::from_str(&line("x", b"\xff")).unwrap();
+        assert!(v.get("headers").is_none() && v.get("trace").is_none());
+    }
 
     #[test]
     fn tail_lines_decode_packets_and_report_garbage() {

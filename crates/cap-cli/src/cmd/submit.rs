@@ -222,6 +222,8 @@ mod tests {
                 worker_trust: Default::default(),
                 profile: Default::default(),
                 redis: None,
+                fail_field: None,
+                metrics: Default::default(),
             },
             async {
                 let _ = rx.await;

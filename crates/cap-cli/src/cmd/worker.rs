@@ -63,6 +63,14 @@ pub struct EchoArgs {
     /// `cap:replay:worker:<id>:…`); default: in memory.
     #[arg(long)]
     pub redis: Option<String>,
+    /// Fail jobs whose input object has this field: `"retryable"` (FAILED_RETRYABLE),
+    /// `"fatal"` (FAILED_FATAL) or any other value (FAILED); others are echoed. For
+    /// exercising retries and dead letters.
+    #[arg(long, value_name = "FIELD")]
+    pub fail_field: Option<String>,
+    /// Prometheus metrics.
+    #[command(flatten)]
+    pub metrics: super::observe::MetricsArgs,
 }
 
 /// Parses `legacy | production`.
@@ -196,17 +204,10 @@ pub fn trust_policy(dir: Option<&Path>) -> Result<TrustPolicy> {
     }
 }
 
-/// Installs the log writer (stderr, `info`, `CAP_LOG=debug|warn|...` to change).
+/// Installs the log writer and, when `OTEL_EXPORTER_OTLP_ENDPOINT` is set, span export
+/// (see [`super::telemetry::init`]).
 pub fn init_logging() {
-    let level = std::env::var("CAP_LOG")
-        .ok()
-        .and_then(|l| l.parse::<tracing::Level>().ok())
-        .unwrap_or(tracing::Level::INFO);
-    let _ = tracing_subscriber::fmt()
-        .with_max_level(level)
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
-        .with_writer(std::io::stderr)
-        .try_init();
+    super::telemetry::init();
 }
 
 /// A Tokio runtime for a command.
@@ -311,6 +312,7 @@ pub async fn echo_until(
         Profile::Legacy => None,
     };
     let delay = Duration::from_millis(a.delay_ms);
+    let fail_field = a.fail_field.clone();
     let mut builder = Worker::builder(bus.clone(), store)
         .id(id.clone())
         .pool(a.pool.clone())
@@ -324,11 +326,24 @@ pub async fn echo_until(
         ))
         .handler(
             a.topic.clone(),
-            move |_ctx: Context, input: serde_json::Value| async move {
-                if !delay.is_zero() {
-                    tokio::time::sleep(delay).await;
+            move |_ctx: Context, input: serde_json::Value| {
+                let fail_field = fail_field.clone();
+                async move {
+                    if !delay.is_zero() {
+                        tokio::time::sleep(delay).await;
+                    }
+                    if let Some(how) = fail_field.as_deref().and_then(|f| input.get(f)) {
+                        let code = cap_proto::ErrorCode::UNSPECIFIED;
+                        return Err(match how.as_str() {
+                            Some("retryable") => {
+                                JobError::retryable(code, "asked to fail (retryable)")
+                            }
+                            Some("fatal") => JobError::fatal(code, "asked to fail (fatal)"),
+                            _ => JobError::failed("asked to fail"),
+                        });
+                    }
+                    Ok::<_, JobError>(input)
                 }
-                Ok::<_, JobError>(input)
             },
         );
     if let Some(key) = signer {
@@ -340,6 +355,16 @@ pub async fn echo_until(
     if let Some(replay) = replay {
         builder = builder.production(replay);
     }
+    let stop_metrics = tokio_util::sync::CancellationToken::new();
+    if a.metrics.metrics.is_some() {
+        let mut registry = cap_runtime::metrics::Registry::default();
+        builder = builder.metrics(Arc::new(cap_runtime::metrics::WorkerMetrics::register(
+            &mut registry,
+        )));
+        super::observe::register_bus(&mut registry, &bus);
+        super::observe::serve(&a.metrics, registry, stop_metrics.clone()).await?;
+    }
+    let _stop_metrics = stop_metrics.drop_guard();
     let worker = builder.build()?.start().await?;
     println!(
         "worker {id} ready on {} (pid {}, profile {})",

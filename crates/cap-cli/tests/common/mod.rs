@@ -12,7 +12,7 @@
 use cap_bus::{Bus, NatsBus, NatsOptions};
 use cap_proto::v1::{self, bus_packet::Payload};
 use futures_util::StreamExt;
-use std::io::{BufRead, BufReader};
+use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{TcpListener, TcpStream};
 use std::process::{Child, Command, Stdio};
 use std::sync::{Arc, Mutex};
@@ -286,4 +286,28 @@ pub async fn client(
     )
     .await
     .unwrap()
+}
+
+/// The address a `cap … --metrics 127.0.0.1:0` printed.
+pub fn metrics_addr(cap: &Cap) -> String {
+    cap.wait_for_line("metrics on http://", Duration::from_secs(20));
+    let lines = cap.stdout.lock().unwrap();
+    let line = lines
+        .iter()
+        .find(|l| l.contains("metrics on http://"))
+        .unwrap();
+    line.trim_start_matches("metrics on http://")
+        .trim_end_matches("/metrics")
+        .to_owned()
+}
+
+/// `GET /metrics` (HTTP/1.1, one request per connection): the body.
+pub fn scrape(addr: &str) -> String {
+    let mut s = std::net::TcpStream::connect(addr).unwrap();
+    s.write_all(b"GET /metrics HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+        .unwrap();
+    let mut out = String::new();
+    s.read_to_string(&mut out).unwrap();
+    assert!(out.starts_with("HTTP/1.1 200"), "{out}");
+    out.split_once("\r\n\r\n").unwrap().1.to_owned()
 }

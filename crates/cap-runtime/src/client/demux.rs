@@ -134,6 +134,18 @@ async fn run_loop<B: Bus>(
                 let Some(msg) = m else { return };
                 if let Some(packet) = packets.receive_if(&msg, &wanted).await {
                     if let Some(Payload::JobResult(r)) = packet.payload {
+                        if crate::trace_context::hook().is_some() {
+                            // The result hop, a child of the span that published it.
+                            let span = tracing::info_span!(
+                                "result",
+                                job_id = %r.job_id,
+                                trace_id = %packet.trace_id,
+                                topic = "",
+                                worker_id = %r.worker_id,
+                            );
+                            crate::trace_context::link_remote(&span, msg.headers());
+                            drop(span.enter());
+                        }
                         pending.complete(r, packet.trace_id);
                     }
                     let _ = msg.ack().await;

@@ -369,6 +369,16 @@ impl<B: Bus, S: BlobStore + 'static> Client<B, S> {
             request,
         } = *prepared;
         let job_id = request.job_id.clone();
+        // The first hop of the job's trace (its W3C trace id is the packet's).
+        let span = tracing::info_span!(
+            "submit",
+            job_id = %job_id,
+            trace_id = %trace_id,
+            topic = %request.topic,
+            worker_id = "",
+        );
+        crate::trace_context::link(&span, &trace_id, None);
+        let headers = inner.packets.trace_headers(&trace_id, &span);
         let resend = (!direct).then(|| Box::new(request.clone()));
         let bytes = {
             let mut packet = inner.packets.envelope(&trace_id, request);
@@ -394,7 +404,11 @@ impl<B: Bus, S: BlobStore + 'static> Client<B, S> {
             progress_rx,
             resend,
         };
-        inner.packets.publish_bytes(&subject, bytes).await?;
+        tracing::Instrument::instrument(
+            inner.packets.publish_bytes_with(&subject, headers, bytes),
+            span,
+        )
+        .await?;
         Ok(handle)
     }
 

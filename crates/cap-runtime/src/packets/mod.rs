@@ -62,7 +62,7 @@ pub use stats::PacketStats;
 use crate::{Error, ErrorKind};
 use alert::TokenBucket;
 use bytes::Bytes;
-use cap_bus::{Bus, Message};
+use cap_bus::{Bus, Headers, Message};
 use cap_proto::v1::{self, BusPacket, bus_packet::Payload};
 use cap_proto::{ErrorCode, subject};
 use cap_sign::{Signer, TrustPolicy};
@@ -91,6 +91,9 @@ pub struct PacketConfig {
     /// The CAP-PRODUCTION profile, when set (default: the legacy profile). See
     /// [`production`].
     pub production: Option<ProductionConfig>,
+    /// Whether published packets carry W3C `traceparent`/`tracestate` headers (default
+    /// true; see [`crate::trace_context`]).
+    pub trace_headers: bool,
 }
 
 /// The session token of outgoing packets (the hook of the worker trust handshake).
@@ -111,7 +114,14 @@ impl PacketConfig {
             alert_rate: AlertRate::default(),
             auth_token: None,
             production: None,
+            trace_headers: true,
         }
+    }
+
+    /// Sets whether published packets carry trace context headers.
+    pub fn trace_headers(mut self, on: bool) -> Self {
+        self.trace_headers = on;
+        self
     }
 
     /// Switches to the CAP-PRODUCTION profile with `config`.
@@ -294,31 +304,63 @@ impl<B: Bus> Packets<B> {
             .map_err(|e| Error::with_source(ErrorKind::Sign, "production seal", e))
     }
 
-    /// Seals and publishes `packet` to `subject`; returns the bytes sent.
+    /// The trace context headers of a packet of `trace_id` sent from `span` (see
+    /// [`trace_context::outgoing`](crate::trace_context::outgoing)); empty when
+    /// [`PacketConfig::trace_headers`] is off.
+    pub fn trace_headers(&self, trace_id: &str, span: &tracing::Span) -> Headers {
+        if self.shared.config.trace_headers && crate::trace_context::enabled() {
+            crate::trace_context::outgoing(trace_id, span).to_headers()
+        } else {
+            Headers::new()
+        }
+    }
+
+    /// Seals and publishes `packet` to `subject` with the trace context of the current
+    /// span; returns the bytes sent.
     pub async fn publish(&self, subject: &str, mut packet: BusPacket) -> Result<Bytes, Error> {
+        let headers = self.trace_headers(&packet.trace_id, &tracing::Span::current());
         let bytes = self.seal_for(subject, &mut packet)?;
-        self.publish_bytes(subject, bytes.clone()).await?;
+        self.publish_bytes_with(subject, headers, bytes.clone())
+            .await?;
         Ok(bytes)
     }
 
-    /// Publishes already sealed bytes (for example a recorded result, re-published).
+    /// Publishes already sealed bytes (for example a recorded result, re-published),
+    /// without headers.
     pub async fn publish_bytes(&self, subject: &str, bytes: Bytes) -> Result<(), Error> {
-        self.bus.publish(subject, bytes).await?;
+        self.publish_bytes_with(subject, Headers::new(), bytes)
+            .await
+    }
+
+    /// Publishes already sealed bytes with `headers` (trace context, see
+    /// [`trace_headers`](Self::trace_headers)).
+    pub async fn publish_bytes_with(
+        &self,
+        subject: &str,
+        headers: Headers,
+        bytes: Bytes,
+    ) -> Result<(), Error> {
+        if headers.is_empty() {
+            self.bus.publish(subject, bytes).await?;
+        } else {
+            self.bus
+                .publish_with_headers(subject, headers, bytes)
+                .await?;
+        }
         bump(&self.shared.counters.published);
         Ok(())
     }
 
-    /// Publishes already sealed bytes and returns where a durable bus stored them (see
-    /// [`Bus::publish_receipted`]), so that the publisher can withdraw them later.
+    /// Publishes already sealed bytes with `headers` and returns where a durable bus
+    /// stored them (see [`Bus::publish_receipted`]), so that the publisher can withdraw
+    /// them later.
     pub async fn publish_bytes_receipted(
         &self,
         subject: &str,
+        headers: Headers,
         bytes: Bytes,
     ) -> Result<Option<cap_bus::Receipt>, Error> {
-        let receipt = self
-            .bus
-            .publish_receipted(subject, cap_bus::Headers::new(), bytes)
-            .await?;
+        let receipt = self.bus.publish_receipted(subject, headers, bytes).await?;
         bump(&self.shared.counters.published);
         Ok(receipt)
     }

@@ -167,6 +167,12 @@ pub(super) async fn process<B: Bus, S: BlobStore + 'static>(
         Route::Topic(t) => t,
         Route::Direct => Arc::from(request.topic.as_str()),
     };
+    {
+        let span = tracing::Span::current();
+        span.record("job_id", request.job_id.as_str());
+        span.record("trace_id", trace_id.as_str());
+        span.record("topic", &*topic);
+    }
     let Some(entry) = shared.handlers.get(&*topic) else {
         let mut result = base_result(&request.job_id, &shared.state.config.worker_id, 0);
         JobError::retryable(
@@ -216,7 +222,7 @@ pub(super) async fn process<B: Bus, S: BlobStore + 'static>(
         }
         Some(DispatchDecision::Replay(bytes)) => {
             tracing::info!(job_id = %request.job_id, "duplicate delivery: re-publishing the recorded result");
-            Box::pin(republish(shared, bytes, msg)).await;
+            Box::pin(republish(shared, bytes, msg, &trace_id)).await;
             return;
         }
         Some(DispatchDecision::Reject(reason)) => {
@@ -263,7 +269,7 @@ pub(super) async fn process<B: Bus, S: BlobStore + 'static>(
                     Some(d) => state.fence.finish(&request.job_id, d, bytes.clone()),
                     None => state.recent.finish(&request.job_id, bytes.clone()),
                 }
-                Box::pin(republish(shared, bytes, msg)).await;
+                Box::pin(republish(shared, bytes, msg, &trace_id)).await;
                 return;
             }
             Taken::Unavailable(e) => {
@@ -383,8 +389,20 @@ async fn refuse<B: Bus, S: BlobStore>(
 }
 
 /// Publishes the recorded result of a finished job again (a duplicate delivery).
-async fn republish<B: Bus, S: BlobStore>(shared: &Shared<B, S>, bytes: Bytes, msg: &Message) {
-    match shared.packets.publish_bytes(subject::RESULT, bytes).await {
+async fn republish<B: Bus, S: BlobStore>(
+    shared: &Shared<B, S>,
+    bytes: Bytes,
+    msg: &Message,
+    trace_id: &str,
+) {
+    let headers = shared
+        .packets
+        .trace_headers(trace_id, &tracing::Span::current());
+    match shared
+        .packets
+        .publish_bytes_with(subject::RESULT, headers, bytes)
+        .await
+    {
         Ok(()) => {
             let _ = msg.ack().await;
         }
@@ -461,7 +479,14 @@ async fn publish_result<B: Bus, S: BlobStore>(
         Record::Fenced(id, d) => fence.finish(id, d, bytes.clone()),
         Record::Nothing => {}
     }
-    match shared.packets.publish_bytes(subject::RESULT, bytes).await {
+    let headers = shared
+        .packets
+        .trace_headers(trace_id, &tracing::Span::current());
+    match shared
+        .packets
+        .publish_bytes_with(subject::RESULT, headers, bytes)
+        .await
+    {
         Ok(()) => {
             if let Err(e) = msg.ack().await {
                 tracing::debug!(error = %e, "ack failed");

@@ -365,13 +365,26 @@ async fn intake_loop<B: Bus, S: BlobStore + 'static>(
         };
         let shared = shared.clone();
         let route = route.clone();
-        tokio::spawn(async move {
-            // Boxed: a job's whole path (claim, handler, result) makes a future of tens of
-            // KiB; inline, tokio would copy it at every spawn and stage change.
-            let job = Box::pin(process(&shared, &msg, route));
-            keepalive::while_in_hand(&msg, keepalive, job).await;
-            drop(permit);
-        });
+        // The hop's span: fields are recorded once the packet is open; its parent is
+        // the dispatch's trace context (W3C headers).
+        let span = tracing::info_span!(
+            "handle",
+            job_id = tracing::field::Empty,
+            trace_id = tracing::field::Empty,
+            topic = tracing::field::Empty,
+            worker_id = %state.config.worker_id,
+        );
+        crate::trace_context::link_remote(&span, msg.headers());
+        tokio::spawn(tracing::Instrument::instrument(
+            async move {
+                // Boxed: a job's whole path (claim, handler, result) makes a future of
+                // tens of KiB; inline, tokio would copy it at every spawn and stage change.
+                let job = Box::pin(process(&shared, &msg, route));
+                keepalive::while_in_hand(&msg, keepalive, job).await;
+                drop(permit);
+            },
+            span,
+        ));
     }
 }
 

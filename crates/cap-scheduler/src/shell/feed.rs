@@ -22,6 +22,7 @@ pub(crate) async fn packets<B: Bus, St>(
     mut stream: St,
     packets: Packets<B>,
     gate: Option<std::sync::Arc<crate::trust::Gate>>,
+    traces: super::traces::Traces,
     tx: mpsc::Sender<Input>,
     shutdown: CancellationToken,
 ) where
@@ -52,9 +53,26 @@ pub(crate) async fn packets<B: Bus, St>(
             let _ = msg.ack().await;
             continue;
         }
+        if cap_runtime::trace_context::hook().is_some()
+            && let Some(Payload::JobResult(r)) = &pkt.payload
+        {
+            // The result hop, a child of the span that published it.
+            let span = tracing::info_span!(
+                "result",
+                job_id = %r.job_id,
+                trace_id = %pkt.trace_id,
+                topic = "",
+                worker_id = %r.worker_id,
+            );
+            cap_runtime::trace_context::link_remote(&span, msg.headers());
+            drop(span.enter());
+        }
         let trace_id = pkt.trace_id;
         let sender = pkt.sender_id;
         let identity = pkt.identity;
+        if let Some(Payload::JobRequest(request)) = &pkt.payload {
+            traces.submitted(&request.job_id, msg.headers());
+        }
         let item = match pkt.payload {
             Some(Payload::JobRequest(request)) => Item::Job(
                 request.job_id.clone(),

@@ -3,14 +3,17 @@
 
 mod engine;
 mod feed;
+mod metrics;
 #[cfg(feature = "redis")]
 mod redis_store;
 mod scheduler;
 mod send;
 mod stats;
 mod store;
+mod traces;
 
 pub use engine::{Engine, EngineStats, Outcome};
+pub use metrics::SchedulerMetrics;
 #[cfg(feature = "redis")]
 pub use redis_store::{BUCKETS, REDIS_CONNECT_TIMEOUT, RedisJobStore};
 pub use scheduler::{

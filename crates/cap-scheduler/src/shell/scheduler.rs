@@ -7,6 +7,7 @@
 
 use super::engine::Engine;
 use super::feed::{self, Item};
+use super::metrics::SchedulerMetrics;
 use super::send::{self, Outgoing};
 use super::stats::SchedulerStats;
 use super::store::JobStore;
@@ -218,6 +219,8 @@ pub struct Scheduler<B: Bus, K: SafetyClient + 'static, S: JobStore> {
     options: SchedulerOptions,
     observers: broadcast::Sender<Observed>,
     stats: SchedulerStats,
+    metrics: Option<SchedulerMetrics>,
+    traces: super::traces::Traces,
 }
 
 impl<B: Bus, K: SafetyClient + 'static, S: JobStore> Scheduler<B, K, S> {
@@ -232,7 +235,16 @@ impl<B: Bus, K: SafetyClient + 'static, S: JobStore> Scheduler<B, K, S> {
             options,
             observers,
             stats: SchedulerStats::default(),
+            metrics: None,
+            traces: Default::default(),
         }
+    }
+
+    /// Counts into `metrics` (made with [`SchedulerMetrics::register`] from this
+    /// scheduler's [`stats`](Self::stats)).
+    pub fn with_metrics(mut self, metrics: SchedulerMetrics) -> Self {
+        self.metrics = Some(metrics);
+        self
     }
 
     /// A stream of what happens (state changes, ignored events, alerts).
@@ -302,6 +314,7 @@ impl<B: Bus, K: SafetyClient + 'static, S: JobStore> Scheduler<B, K, S> {
                 stream,
                 self.packets.clone(),
                 self.options.worker_trust.as_ref().map(|t| t.gate.clone()),
+                self.traces.clone(),
                 tx.clone(),
                 shutdown.clone(),
             )));
@@ -368,7 +381,7 @@ impl<B: Bus, K: SafetyClient + 'static, S: JobStore> Scheduler<B, K, S> {
                     if let Some(rest) = send::start(&self.packets, out, Vec::new(), Vec::new(), &sink).await {
                         let _ = send_tx.send(rest).await;
                     }
-                    self.record_stats(&engine);
+                    self.record_stats(&engine, tx.max_capacity() - tx.capacity());
                 }
                 input = rx.recv() => {
                     let Some(first) = input else { break };
@@ -428,7 +441,7 @@ impl<B: Bus, K: SafetyClient + 'static, S: JobStore> Scheduler<B, K, S> {
                         tracing::error!("the sending task is gone; stopping");
                         break;
                     }
-                    self.record_stats(&engine);
+                    self.record_stats(&engine, tx.max_capacity() - tx.capacity());
                 }
             }
         }
@@ -542,9 +555,12 @@ impl<B: Bus, K: SafetyClient + 'static, S: JobStore> Scheduler<B, K, S> {
         }
     }
 
-    fn record_stats(&self, engine: &Engine<S>) {
+    fn record_stats(&self, engine: &Engine<S>, queue_depth: usize) {
         let e = engine.stats();
         self.stats.engine(e.commits, e.conflicts, e.failed);
+        if let Some(m) = &self.metrics {
+            m.gauges(engine.cached(), queue_depth, engine.registry.len());
+        }
     }
 
     /// Carries out actions; packets come back sealed, in order, for the sending step.
@@ -586,13 +602,39 @@ impl<B: Bus, K: SafetyClient + 'static, S: JobStore> Scheduler<B, K, S> {
                 let safety = self.safety.clone();
                 let timeout = self.options.safety_timeout;
                 let id = job_id.clone();
-                let mut check = Box::pin(async move {
-                    match tokio::time::timeout(timeout, safety.check(&request)).await {
-                        Ok(Ok(response)) => JobEvent::SafetyDecided(response),
-                        Ok(Err(e)) => JobEvent::SafetyUnavailable(e.to_string()),
-                        Err(_) => JobEvent::SafetyUnavailable("safety check timed out".into()),
-                    }
-                });
+                let metrics = self.metrics.clone();
+                let span = self.traces.hop(
+                    tracing::info_span!(
+                        "policy_check",
+                        job_id = %job_id,
+                        trace_id = tracing::field::Empty,
+                        topic = %request.topic,
+                        worker_id = "",
+                    ),
+                    &job_id,
+                    None,
+                );
+                let mut check = Box::pin(tracing::Instrument::instrument(
+                    async move {
+                        let started = std::time::Instant::now();
+                        let event = match tokio::time::timeout(timeout, safety.check(&request))
+                            .await
+                        {
+                            Ok(Ok(response)) => JobEvent::SafetyDecided(response),
+                            Ok(Err(e)) => JobEvent::SafetyUnavailable(e.to_string()),
+                            Err(_) => JobEvent::SafetyUnavailable("safety check timed out".into()),
+                        };
+                        if let Some(m) = &metrics {
+                            let answer = match &event {
+                                JobEvent::SafetyDecided(r) => Some(r),
+                                _ => None,
+                            };
+                            m.safety(answer, started.elapsed());
+                        }
+                        event
+                    },
+                    span,
+                ));
                 // An in-process kernel answers at once: apply the decision now. A remote
                 // one is awaited in its own task so the loop keeps going.
                 match futures_util::FutureExt::now_or_never(&mut check) {
@@ -641,15 +683,29 @@ impl<B: Bus, K: SafetyClient + 'static, S: JobStore> Scheduler<B, K, S> {
                     request.dispatch = None;
                     None
                 };
+                let span = self.traces.hop(
+                    tracing::info_span!(
+                        "dispatch",
+                        job_id = %request.job_id,
+                        trace_id = %trace_id,
+                        topic = %request.topic,
+                        worker_id = %request.dispatch.as_ref().map_or("", |d| d.assigned_worker_id.as_str()),
+                    ),
+                    &request.job_id,
+                    Some(&trace_id),
+                );
                 let mut pkt = self.packets.envelope(&trace_id, request);
                 pkt.identity = identity;
-                self.seal(out, subject, pkt, receipt_for);
+                self.seal_in(out, subject, pkt, receipt_for, &span);
             }
             Action::PublishResult { result, trace_id } => {
                 let pkt = self.packets.envelope(&trace_id, *result);
                 self.seal(out, subject::RESULT.to_owned(), pkt, None);
             }
             Action::DeadLetter { result, trace_id } => {
+                if let Some(m) = &self.metrics {
+                    m.dead_letter();
+                }
                 let pkt = self.packets.envelope(&trace_id, *result);
                 self.seal(out, subject::DLQ.to_owned(), pkt, None);
             }
@@ -740,6 +796,12 @@ impl<B: Bus, K: SafetyClient + 'static, S: JobStore> Scheduler<B, K, S> {
                 topic,
             } => {
                 tracing::info!(job_id = %job_id, state = %state, "job state");
+                if let Some(m) = &self.metrics {
+                    m.transition(&job_id, state, at);
+                }
+                if state.is_terminal() {
+                    self.traces.ended(&job_id);
+                }
                 if self.options.job_events {
                     let event = JobStateEvent {
                         job_id: job_id.clone(),
@@ -752,6 +814,7 @@ impl<B: Bus, K: SafetyClient + 'static, S: JobStore> Scheduler<B, K, S> {
                         Ok(bytes) => out.push(Outgoing {
                             subject: events_subject(&tenant),
                             bytes: Bytes::from(bytes),
+                            headers: cap_bus::Headers::default(),
                             receipt_for: None,
                         }),
                         Err(e) => tracing::warn!(error = %e, "cannot encode a job event"),
@@ -781,13 +844,27 @@ impl<B: Bus, K: SafetyClient + 'static, S: JobStore> Scheduler<B, K, S> {
         &self,
         out: &mut Vec<Outgoing>,
         subject: String,
-        mut pkt: v1::BusPacket,
+        pkt: v1::BusPacket,
         receipt_for: Option<(String, String)>,
     ) {
+        self.seal_in(out, subject, pkt, receipt_for, &tracing::Span::current());
+    }
+
+    /// [`seal`](Self::seal), with the trace context of `span`.
+    fn seal_in(
+        &self,
+        out: &mut Vec<Outgoing>,
+        subject: String,
+        mut pkt: v1::BusPacket,
+        receipt_for: Option<(String, String)>,
+        span: &tracing::Span,
+    ) {
+        let headers = self.packets.trace_headers(&pkt.trace_id, span);
         match self.packets.seal_for(&subject, &mut pkt) {
             Ok(bytes) => out.push(Outgoing {
                 subject,
                 bytes,
+                headers,
                 receipt_for,
             }),
             Err(e) => tracing::error!(subject = %subject, error = %e, "cannot seal a packet"),

@@ -31,6 +31,8 @@ pub(crate) struct Outgoing {
     pub subject: String,
     /// The wire bytes.
     pub bytes: Bytes,
+    /// The trace context headers.
+    pub headers: cap_bus::Headers,
     /// For a dispatch: (job id, dispatch id), whose receipt is kept to withdraw it later.
     pub receipt_for: Option<(String, String)>,
 }
@@ -100,20 +102,24 @@ pub(crate) async fn start<B: Bus>(
     for Outgoing {
         subject,
         bytes,
+        headers,
         receipt_for,
     } in sealed
     {
         let packets = packets.clone();
         let send: Pending = match receipt_for {
             None => Box::pin(async move {
-                if let Err(e) = packets.publish_bytes(&subject, bytes).await {
+                if let Err(e) = packets.publish_bytes_with(&subject, headers, bytes).await {
                     tracing::error!(subject = %subject, error = %e, "publish failed");
                 }
             }),
             Some((job_id, dispatch_id)) => {
                 let receipts = receipts.clone();
                 Box::pin(async move {
-                    match packets.publish_bytes_receipted(&subject, bytes).await {
+                    match packets
+                        .publish_bytes_receipted(&subject, headers, bytes)
+                        .await
+                    {
                         Ok(Some(receipt)) => receipts(job_id, dispatch_id, receipt).await,
                         Ok(None) => {}
                         Err(e) => tracing::error!(subject = %subject, error = %e, "publish failed"),
@@ -271,6 +277,7 @@ mod tests {
             .map(|s| Outgoing {
                 subject: s.to_string(),
                 bytes: Bytes::from_static(b"x"),
+                headers: cap_bus::Headers::new(),
                 receipt_for: None,
             })
             .collect()

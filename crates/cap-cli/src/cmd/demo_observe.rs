@@ -1,0 +1,204 @@
+//! `cap demo --jobs N --compare-observability`: the full path (client → scheduler →
+//! safety → worker → client) with metrics and tracing on and off, alternately, in one
+//! run; medians and ranges side by side.
+//!
+//! "On" is everything an operator turns on: Prometheus metrics of the scheduler
+//! ([`SchedulerMetrics`]), of the in-process kernel ([`cap_safety::KernelMetrics`]) and of
+//! the worker ([`WorkerMetrics`]), the packet layers' counters exported, W3C trace
+//! context headers on every packet, and the spans of every hop recorded by the
+//! OpenTelemetry layer with their cross-process links (built and ended, not exported: no
+//! collector is needed, and export happens off the job path in batches). "Off" is none of
+//! it: no metrics, no headers, spans disabled. Each run gets a fresh scheduler, job
+//! store, worker and client.
+
+use super::fencing::{Cleanup, JobStores, summarize};
+use super::{POLICY, POOLS, echo};
+use anyhow::{Result, bail};
+use cap_blob::BlobStore;
+use cap_bus::Bus;
+use cap_runtime::load::{self, LoadConfig, LoadReport};
+use cap_runtime::metrics::{PacketCollector, Registry, WorkerMetrics};
+use cap_runtime::packets::{PacketConfig, Packets};
+use cap_runtime::{Client, ClientConfig, Worker};
+use cap_safety::Kernel;
+use cap_safety::policy::Policy;
+use cap_scheduler::core::{Config, Pools};
+use cap_scheduler::{JobStore, Scheduler, SchedulerMetrics, SchedulerOptions};
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio_util::sync::CancellationToken;
+
+/// Runs the comparison: `rounds` × (on, off), the order alternating between rounds.
+#[allow(clippy::too_many_arguments)]
+pub async fn compare<B: Bus, S: BlobStore + Clone + 'static, J: JobStore>(
+    bus: B,
+    store: S,
+    stores: JobStores<J>,
+    jobs: u64,
+    inflight: usize,
+    rounds: usize,
+    json: bool,
+    switch: impl Fn(bool),
+) -> Result<ExitCode> {
+    if rounds == 0 {
+        bail!("--rounds must be at least 1");
+    }
+    let mut cfg = LoadConfig::new("job.demo.echo", jobs, inflight);
+    cfg.direct = false;
+    cfg.input = bytes::Bytes::from_static(br#"{"text":"hello"}"#);
+    let mut warm = cfg.clone();
+    warm.jobs = (jobs / 20).clamp(100, 2_000);
+    switch(true);
+    run_once(&bus, &store, stores().await?, true, &warm).await?;
+    let mut runs: Vec<(bool, LoadReport)> = Vec::new();
+    for round in 0..rounds {
+        let order = if round % 2 == 0 {
+            [true, false]
+        } else {
+            [false, true]
+        };
+        for on in order {
+            switch(on);
+            let report = run_once(&bus, &store, stores().await?, on, &cfg).await?;
+            if !json {
+                eprintln!(
+                    "round {}: observability {:<3} {:>8.0} jobs/s, p50 {:.2} ms, p99 {:.2} ms ({} failed)",
+                    round + 1,
+                    if on { "on" } else { "off" },
+                    report.jobs_per_sec,
+                    report.p50.as_secs_f64() * 1e3,
+                    report.p99.as_secs_f64() * 1e3,
+                    report.failed
+                );
+            }
+            runs.push((on, report));
+        }
+    }
+    switch(false);
+    let side = |on: bool| {
+        let v: Vec<&LoadReport> = runs.iter().filter(|r| r.0 == on).map(|r| &r.1).collect();
+        summarize(&v)
+    };
+    let (on, off) = (side(true), side(false));
+    let ratio = on.median_jobs_per_sec / off.median_jobs_per_sec.max(f64::MIN_POSITIVE);
+    let failed: u64 = runs.iter().map(|r| r.1.failed).sum();
+    if json {
+        println!(
+            "{}",
+            serde_json::json!({
+                "path": "client → scheduler → safety → worker → client",
+                "jobs": jobs,
+                "inflight": inflight,
+                "rounds": rounds,
+                "observability_on": on.to_json(),
+                "observability_off": off.to_json(),
+                "on_off_ratio": (ratio * 1e4).round() / 1e4,
+                "throughput_cost": ((1.0 - ratio) * 1e4).round() / 1e4,
+                "failed": failed,
+            })
+        );
+    } else {
+        println!(
+            "{jobs} jobs × {rounds} rounds, {inflight} in flight, metrics and tracing on vs off (median, [range]):"
+        );
+        for (name, s) in [("on", &on), ("off", &off)] {
+            println!(
+                "  observability {name:<3} {:>8.0} jobs/s [{:.0}-{:.0}], p50 {:.2} ms [{:.2}-{:.2}], p99 {:.2} ms [{:.2}-{:.2}]",
+                s.median_jobs_per_sec,
+                s.min_jobs_per_sec,
+                s.max_jobs_per_sec,
+                s.p50_ms[1],
+                s.p50_ms[0],
+                s.p50_ms[2],
+                s.p99_ms[1],
+                s.p99_ms[0],
+                s.p99_ms[2],
+            );
+        }
+        println!(
+            "  metrics and tracing cost {:.1} % of the median throughput (on/off = {ratio:.3})",
+            (1.0 - ratio) * 100.0,
+        );
+    }
+    Ok(if failed == 0 {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(1)
+    })
+}
+
+/// One batch through a fresh scheduler, worker and client, observed or not.
+async fn run_once<B: Bus, S: BlobStore + Clone + 'static, J: JobStore>(
+    bus: &B,
+    store: &S,
+    (jobs, cleanup): (J, Cleanup),
+    on: bool,
+    cfg: &LoadConfig,
+) -> Result<LoadReport> {
+    let mut registry = Registry::default();
+    let kernel = Kernel::new(Policy::from_text(POLICY, "demo/policy.yaml")?);
+    if on {
+        kernel.attach_metrics(cap_safety::KernelMetrics::register(&mut registry));
+    }
+    let options = SchedulerOptions {
+        config: Config {
+            retry_base: Duration::from_millis(50),
+            ..Config::default()
+        },
+        pools: Pools::from_yaml(POOLS)?,
+        tick: Duration::from_millis(20),
+        ..Default::default()
+    };
+    let packets = Packets::new(
+        bus.clone(),
+        PacketConfig::new("demo-scheduler").trace_headers(on),
+    );
+    let mut scheduler = Scheduler::new(packets.clone(), Arc::new(kernel), jobs, options);
+    let mut worker = Worker::builder(bus.clone(), store.clone())
+        .id(format!("demo-worker-{}", cap_runtime::id::new_trace_id()))
+        .max_parallel(256)
+        .handler("job.demo.echo", echo);
+    if on {
+        let m = SchedulerMetrics::register(&mut registry, scheduler.stats());
+        scheduler = scheduler.with_metrics(m);
+        registry.register_collector(Box::new(PacketCollector::new(move || packets.stats())));
+        worker = worker.metrics(Arc::new(WorkerMetrics::register(&mut registry)));
+    }
+    let stop = CancellationToken::new();
+    let sched = tokio::spawn(scheduler.run(stop.clone()));
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let worker = worker.build()?.start().await?;
+    let client = Client::new(
+        bus.clone(),
+        store.clone(),
+        ClientConfig::new(format!("demo-client-{}", cap_runtime::id::new_trace_id())),
+    )
+    .await?;
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let report = load::run(&client, cfg, |_| {}).await;
+    if on {
+        // What a scrape would read: the counters must have seen the batch.
+        let text = cap_runtime::metrics::encode(&registry);
+        let done = cap_runtime::metrics::sample(
+            &text,
+            "cap_scheduler_jobs_completed_total{status=\"SUCCEEDED\"}",
+        )
+        .unwrap_or(0.0);
+        tracing::debug!(succeeded = done, "metrics of the run");
+        if done < 1.0 {
+            bail!("the scheduler's metrics saw no job of the batch");
+        }
+    }
+    client.close();
+    worker.shutdown(Duration::from_secs(2)).await;
+    stop.cancel();
+    let stopped = sched.await;
+    cleanup().await;
+    let report = report?;
+    match stopped {
+        Ok(Ok(())) => Ok(report),
+        Ok(Err(e)) => bail!("scheduler failed: {e}"),
+        Err(e) => bail!("scheduler task failed: {e}"),
+    }
+}
