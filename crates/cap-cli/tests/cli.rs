@@ -306,6 +306,38 @@ fn demo_compares_fencing_on_and_off_in_one_run() {
     assert_eq!(usage.status.code(), Some(2), "needs --jobs");
 }
 
+#[test]
+fn demo_compares_observability_on_and_off_in_one_run() {
+    let out = cap(
+        &[
+            "demo",
+            "--jobs",
+            "300",
+            "--compare-observability",
+            "--rounds",
+            "2",
+            "--json",
+        ],
+        b"",
+    );
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(v["rounds"], 2);
+    assert_eq!(v["failed"], 0);
+    for side in ["observability_on", "observability_off"] {
+        let s = &v[side];
+        assert!(s["median_jobs_per_sec"].as_f64().unwrap() > 0.0, "{v}");
+        assert!(s["min_jobs_per_sec"].as_f64() <= s["max_jobs_per_sec"].as_f64());
+    }
+    let ratio = v["on_off_ratio"].as_f64().unwrap();
+    let cost = v["throughput_cost"].as_f64().unwrap();
+    assert!((ratio + cost - 1.0).abs() < 1e-3, "{v}");
+}
+
 /// Vectors produced by cap-sdk-python 2.17.0: every payload type, the fields added since
 /// 2.10.0, trust-handshake packets and policy.proto messages, with the peer's JSON.
 fn peer_217_vectors() -> Vec<serde_json::Value> {

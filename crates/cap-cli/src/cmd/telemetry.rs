@@ -12,7 +12,7 @@ use std::cell::Cell;
 use std::sync::OnceLock;
 use tracing_opentelemetry::OpenTelemetrySpanExt as _;
 use tracing_subscriber::Layer as _;
-use tracing_subscriber::filter::LevelFilter;
+use tracing_subscriber::filter::{LevelFilter, filter_fn};
 use tracing_subscriber::layer::SubscriberExt as _;
 use tracing_subscriber::util::SubscriberInitExt as _;
 
@@ -113,8 +113,11 @@ pub fn init() {
     match exporter() {
         Ok(export) => {
             let tracer = export.provider.tracer("cap");
+            // Spans only: log events already go to the log writer; copying each into
+            // its span as an OTel event would cost more than the span itself.
             let otel = tracing_opentelemetry::layer()
                 .with_tracer(tracer)
+                .with_filter(filter_fn(|m| m.is_span()))
                 .with_filter(LevelFilter::INFO);
             if tracing_subscriber::registry()
                 .with(fmt)
@@ -178,6 +181,7 @@ pub fn switchable() -> anyhow::Result<impl Fn(bool) + Send + Sync + 'static> {
     let (filter, handle) = tracing_subscriber::reload::Layer::new(LevelFilter::OFF);
     let otel = tracing_opentelemetry::layer()
         .with_tracer(tracer)
+        .with_filter(filter_fn(|m| m.is_span()))
         .with_filter(filter);
     tracing_subscriber::registry()
         .with(otel)
