@@ -7,11 +7,9 @@
 
 mod common;
 
-use common::{Cap, PrivateNats, closed_port, tag};
-use std::io::{Read, Write};
-use std::net::TcpStream;
+use common::{Cap, PrivateNats, closed_port, tag, wait_healthy};
 use std::process::Command;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 const POLICY: &str = r#"
 version: 1
@@ -20,23 +18,6 @@ rules:
     match: { topics: ["job.*"] }
     decision: allow
 "#;
-
-/// Waits until `GET /healthz` answers 200.
-fn wait_healthy(port: u16, within: Duration) {
-    let deadline = Instant::now() + within;
-    while Instant::now() < deadline {
-        if let Ok(mut s) = TcpStream::connect(("127.0.0.1", port)) {
-            let _ = s.write_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n");
-            let mut out = String::new();
-            let _ = s.read_to_string(&mut out);
-            if out.starts_with("HTTP/1.1 200") {
-                return;
-            }
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    panic!("the gateway did not come up on port {port}");
-}
 
 #[test]
 #[ignore = "needs NATS, Redis and cordum-sdk 0.1.0 (CAP_CORDUM_PYTHON): run by .ci/run"]

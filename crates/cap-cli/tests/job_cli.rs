@@ -6,7 +6,7 @@
 
 mod common;
 
-use common::{Cap, PrivateNats, closed_port, tag};
+use common::{Cap, PrivateNats, closed_port, tag, wait_healthy};
 use serde_json::Value;
 use std::io::{Read, Write};
 use std::net::TcpStream;
@@ -28,22 +28,6 @@ fn submit(port: u16, key: &str, tenant: &str, topic: &str) -> String {
     assert!(out.starts_with("HTTP/1.1 200"), "{out}");
     let v: Value = serde_json::from_str(out.split_once("\r\n\r\n").unwrap().1).unwrap();
     v["job_id"].as_str().unwrap().to_owned()
-}
-
-fn wait_healthy(port: u16) {
-    let deadline = Instant::now() + Duration::from_secs(15);
-    while Instant::now() < deadline {
-        if let Ok(mut s) = TcpStream::connect(("127.0.0.1", port)) {
-            let _ = s.write_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n");
-            let mut out = String::new();
-            let _ = s.read_to_string(&mut out);
-            if out.starts_with("HTTP/1.1 200") {
-                return;
-            }
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    panic!("the gateway did not come up on port {port}");
 }
 
 struct Cli {
@@ -161,7 +145,7 @@ fn job_and_approval_commands_over_the_gateway_and_the_store() {
             &prefix,
         ],
     );
-    wait_healthy(port);
+    wait_healthy(port, Duration::from_secs(15));
     std::thread::sleep(Duration::from_millis(800));
     let cli = Cli {
         nats: nats.url(),
