@@ -145,28 +145,7 @@ pub async fn compare<B: Bus, S: BlobStore + Clone + 'static, J: JobStore>(
             })
         );
     } else {
-        println!(
-            "{jobs} jobs × {rounds} rounds, {inflight} in flight, fencing on vs off (median, [range]):"
-        );
-        for (name, s) in [("on", &on), ("off", &off)] {
-            println!(
-                "  fencing {name:<3} {:>8.0} jobs/s [{:.0}-{:.0}], p50 {:.2} ms [{:.2}-{:.2}], p99 {:.2} ms [{:.2}-{:.2}]",
-                s.median_jobs_per_sec,
-                s.min_jobs_per_sec,
-                s.max_jobs_per_sec,
-                s.p50_ms[1],
-                s.p50_ms[0],
-                s.p50_ms[2],
-                s.p99_ms[1],
-                s.p99_ms[0],
-                s.p99_ms[2],
-            );
-        }
-        println!(
-            "  fencing costs {:.1} % of the median throughput (on/off = {:.3})",
-            cost * 100.0,
-            1.0 - cost
-        );
+        print_comparison("fencing", "fencing", jobs, rounds, inflight, &on, &off);
     }
     Ok(if failed == 0 {
         ExitCode::SUCCESS
@@ -272,6 +251,41 @@ fn summary(runs: &[Run], fencing: bool) -> Summary {
 }
 
 /// Median and range of the reports of one side.
+/// Prints both sides of an on/off comparison (median and [range] of each figure) and
+/// what turning `what` on costs. `label` names the sides (`fencing on`).
+pub(super) fn print_comparison(
+    label: &str,
+    what: &str,
+    jobs: u64,
+    rounds: usize,
+    inflight: usize,
+    on: &Summary,
+    off: &Summary,
+) {
+    println!(
+        "{jobs} jobs × {rounds} rounds, {inflight} in flight, {what} on vs off (median, [range]):"
+    );
+    for (name, s) in [("on", on), ("off", off)] {
+        println!(
+            "  {label} {name:<3} {:>8.0} jobs/s [{:.0}-{:.0}], p50 {:.2} ms [{:.2}-{:.2}], p99 {:.2} ms [{:.2}-{:.2}]",
+            s.median_jobs_per_sec,
+            s.min_jobs_per_sec,
+            s.max_jobs_per_sec,
+            s.p50_ms[1],
+            s.p50_ms[0],
+            s.p50_ms[2],
+            s.p99_ms[1],
+            s.p99_ms[0],
+            s.p99_ms[2],
+        );
+    }
+    let ratio = on.median_jobs_per_sec / off.median_jobs_per_sec.max(f64::MIN_POSITIVE);
+    println!(
+        "  turning {what} on costs {:.1} % of the median throughput (on/off = {ratio:.3})",
+        (1.0 - ratio) * 100.0
+    );
+}
+
 pub(super) fn summarize(side: &[&LoadReport]) -> Summary {
     let tput = spread(side.iter().map(|r| r.jobs_per_sec).collect());
     Summary {

@@ -11,7 +11,7 @@
 //! it: no metrics, no headers, spans disabled. Each run gets a fresh scheduler, job
 //! store, worker and client.
 
-use super::fencing::{Cleanup, JobStores, summarize};
+use super::fencing::{Cleanup, JobStores, print_comparison, summarize};
 use super::{POLICY, POOLS, echo};
 use anyhow::{Result, bail};
 use cap_blob::BlobStore;
@@ -99,26 +99,14 @@ pub async fn compare<B: Bus, S: BlobStore + Clone + 'static, J: JobStore>(
             })
         );
     } else {
-        println!(
-            "{jobs} jobs × {rounds} rounds, {inflight} in flight, metrics and tracing on vs off (median, [range]):"
-        );
-        for (name, s) in [("on", &on), ("off", &off)] {
-            println!(
-                "  observability {name:<3} {:>8.0} jobs/s [{:.0}-{:.0}], p50 {:.2} ms [{:.2}-{:.2}], p99 {:.2} ms [{:.2}-{:.2}]",
-                s.median_jobs_per_sec,
-                s.min_jobs_per_sec,
-                s.max_jobs_per_sec,
-                s.p50_ms[1],
-                s.p50_ms[0],
-                s.p50_ms[2],
-                s.p99_ms[1],
-                s.p99_ms[0],
-                s.p99_ms[2],
-            );
-        }
-        println!(
-            "  metrics and tracing cost {:.1} % of the median throughput (on/off = {ratio:.3})",
-            (1.0 - ratio) * 100.0,
+        print_comparison(
+            "observability",
+            "metrics and tracing",
+            jobs,
+            rounds,
+            inflight,
+            &on,
+            &off,
         );
     }
     Ok(if failed == 0 {
