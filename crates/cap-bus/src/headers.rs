@@ -1,6 +1,7 @@
 //! [`Headers`]: message headers, a small ordered multi-map of text names to text values.
 
 use crate::{Error, ErrorKind};
+use std::sync::Arc;
 
 /// Message headers: an ordered list of `(name, value)` pairs; a name may repeat.
 ///
@@ -9,7 +10,8 @@ use crate::{Error, ErrorKind};
 /// the limits every transport in this crate can carry, so they are checked when a header
 /// is added, not when it is sent.
 ///
-/// An empty `Headers` does not allocate.
+/// An empty `Headers` does not allocate, and a clone shares the pairs until one side
+/// changes them (a message delivered to several subscribers carries one copy).
 ///
 /// ```
 /// use cap_bus::Headers;
@@ -22,10 +24,19 @@ use crate::{Error, ErrorKind};
 /// assert!(h.insert("bad name", "x").is_err());
 /// assert!(h.insert("X", "line\nbreak").is_err());
 /// ```
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
+#[derive(Clone, Debug, Default)]
 pub struct Headers {
-    entries: Vec<(String, String)>,
+    /// `None` while empty.
+    entries: Option<Arc<Vec<(String, String)>>>,
 }
+
+impl PartialEq for Headers {
+    fn eq(&self, other: &Self) -> bool {
+        self.pairs() == other.pairs()
+    }
+}
+
+impl Eq for Headers {}
 
 /// Longest header name accepted, in bytes.
 pub const MAX_HEADER_NAME_LEN: usize = 256;
@@ -35,9 +46,15 @@ pub const MAX_HEADER_VALUE_LEN: usize = 4096;
 impl Headers {
     /// No headers.
     pub const fn new() -> Self {
-        Headers {
-            entries: Vec::new(),
-        }
+        Headers { entries: None }
+    }
+
+    fn pairs(&self) -> &[(String, String)] {
+        self.entries.as_deref().map_or(&[], Vec::as_slice)
+    }
+
+    fn pairs_mut(&mut self) -> &mut Vec<(String, String)> {
+        Arc::make_mut(self.entries.get_or_insert_with(Default::default))
     }
 
     /// Sets `name` to `value`, replacing every earlier value of `name`.
@@ -47,8 +64,9 @@ impl Headers {
         value: impl Into<String>,
     ) -> Result<(), Error> {
         let (name, value) = checked(name.into(), value.into())?;
-        self.entries.retain(|(n, _)| *n != name);
-        self.entries.push((name, value));
+        let pairs = self.pairs_mut();
+        pairs.retain(|(n, _)| *n != name);
+        pairs.push((name, value));
         Ok(())
     }
 
@@ -59,7 +77,7 @@ impl Headers {
         value: impl Into<String>,
     ) -> Result<(), Error> {
         let (name, value) = checked(name.into(), value.into())?;
-        self.entries.push((name, value));
+        self.pairs_mut().push((name, value));
         Ok(())
     }
 
@@ -75,7 +93,7 @@ impl Headers {
 
     /// The first value of `name`.
     pub fn get(&self, name: &str) -> Option<&str> {
-        self.entries
+        self.pairs()
             .iter()
             .find(|(n, _)| n == name)
             .map(|(_, v)| v.as_str())
@@ -83,7 +101,7 @@ impl Headers {
 
     /// Every value of `name`, in insertion order.
     pub fn get_all<'a>(&'a self, name: &'a str) -> impl Iterator<Item = &'a str> + 'a {
-        self.entries
+        self.pairs()
             .iter()
             .filter(move |(n, _)| n == name)
             .map(|(_, v)| v.as_str())
@@ -91,35 +109,37 @@ impl Headers {
 
     /// Removes every value of `name`; returns whether there was one.
     pub fn remove(&mut self, name: &str) -> bool {
-        let before = self.entries.len();
-        self.entries.retain(|(n, _)| n != name);
-        before != self.entries.len()
+        if !self.pairs().iter().any(|(n, _)| n == name) {
+            return false;
+        }
+        self.pairs_mut().retain(|(n, _)| n != name);
+        true
     }
 
     /// All pairs in order.
     pub fn iter(&self) -> impl Iterator<Item = (&str, &str)> {
-        self.entries.iter().map(|(n, v)| (n.as_str(), v.as_str()))
+        self.pairs().iter().map(|(n, v)| (n.as_str(), v.as_str()))
     }
 
     /// Number of pairs.
     pub fn len(&self) -> usize {
-        self.entries.len()
+        self.pairs().len()
     }
 
     /// Whether there are no headers.
     pub fn is_empty(&self) -> bool {
-        self.entries.is_empty()
+        self.pairs().is_empty()
     }
 
     /// Bytes these headers take in the NATS wire format (`NATS/1.0\r\n`, one
     /// `name: value\r\n` line each, a final `\r\n`); 0 when empty. Transports use it to
     /// check the maximum message size the way a NATS server does.
     pub fn wire_len(&self) -> usize {
-        if self.entries.is_empty() {
+        if self.is_empty() {
             return 0;
         }
         let lines: usize = self
-            .entries
+            .pairs()
             .iter()
             .map(|(n, v)| n.len() + 2 + v.len() + 2)
             .sum();
@@ -195,6 +215,25 @@ mod tests {
         assert!(h.is_empty());
         h.insert("n", "").unwrap();
         assert_eq!(h.get("n"), Some(""));
+    }
+
+    #[test]
+    fn clones_share_until_changed_and_compare_by_pairs() {
+        let a = Headers::new().with("traceparent", "00-x").unwrap();
+        let mut b = a.clone();
+        assert_eq!(a, b);
+        b.insert("traceparent", "00-y").unwrap();
+        assert_eq!(
+            a.get("traceparent"),
+            Some("00-x"),
+            "the original is untouched"
+        );
+        assert_eq!(b.get("traceparent"), Some("00-y"));
+        assert_ne!(a, b);
+        // Emptied is equal to never filled.
+        assert!(b.remove("traceparent"));
+        assert_eq!(b, Headers::new());
+        assert_eq!(b.wire_len(), 0);
     }
 
     #[test]

@@ -20,9 +20,8 @@
 //! ```
 
 use cap_bus::Headers;
-use std::fmt::Write as _;
 use std::sync::OnceLock;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
 /// Header name of the W3C `traceparent`.
 pub const TRACEPARENT: &str = "traceparent";
@@ -43,19 +42,41 @@ pub struct TraceContext {
     pub state: String,
 }
 
+const HEX: &[u8; 16] = b"0123456789abcdef";
+
+/// Appends `bytes` as lowercase hex (this runs for every packet published: no `fmt`).
 fn hex_into(out: &mut String, bytes: &[u8]) {
-    for b in bytes {
-        let _ = write!(out, "{b:02x}");
+    for &b in bytes {
+        out.push(char::from(HEX[usize::from(b >> 4)]));
+        out.push(char::from(HEX[usize::from(b & 0x0f)]));
     }
 }
 
-fn unhex<const N: usize>(s: &str) -> Option<[u8; N]> {
-    if s.len() != 2 * N || !s.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f')) {
+/// Writes `bytes` as lowercase hex into `out` (twice as long).
+fn hex_to(out: &mut [u8], bytes: &[u8]) {
+    for (pair, &b) in out.chunks_exact_mut(2).zip(bytes) {
+        pair.copy_from_slice(&[HEX[usize::from(b >> 4)], HEX[usize::from(b & 0x0f)]]);
+    }
+}
+
+/// The value of one lowercase hex digit.
+fn nibble(c: u8) -> Option<u8> {
+    match c {
+        b'0'..=b'9' => Some(c - b'0'),
+        b'a'..=b'f' => Some(c - b'a' + 10),
+        _ => None,
+    }
+}
+
+/// `N` bytes from exactly `2 * N` lowercase hex digits.
+fn unhex<const N: usize>(s: &[u8]) -> Option<[u8; N]> {
+    if s.len() != 2 * N {
         return None;
     }
     let mut out = [0u8; N];
-    for (i, o) in out.iter_mut().enumerate() {
-        *o = u8::from_str_radix(s.get(2 * i..2 * i + 2)?, 16).ok()?;
+    for (o, pair) in out.iter_mut().zip(s.chunks_exact(2)) {
+        let &[hi, lo] = pair else { return None };
+        *o = (nibble(hi)? << 4) | nibble(lo)?;
     }
     Some(out)
 }
@@ -71,26 +92,37 @@ impl TraceContext {
         }
     }
 
-    /// A context of `trace_id` from a new random span id (a hop without a span of its own).
+    /// A context of `trace_id` from a new random span id (a hop without a span of its
+    /// own), sampled as this process samples the trace (see [`samples`]).
     pub fn new_hop(trace_id: [u8; 16]) -> Self {
         let span = fastrand::u64(1..).to_be_bytes();
-        TraceContext::new(trace_id, span)
+        TraceContext {
+            sampled: samples(&trace_id),
+            ..TraceContext::new(trace_id, span)
+        }
     }
 
     /// Parses a `traceparent` (version `00`; ids lowercase hex, not all zero; a later
     /// version is read by its first four fields, as the specification asks).
     pub fn parse(traceparent: &str, tracestate: Option<&str>) -> Option<Self> {
-        let mut parts = traceparent.trim().split('-');
-        let version = parts.next()?;
-        let trace = parts.next()?;
-        let span = parts.next()?;
-        let flags = parts.next()?;
-        if version.len() != 2 || version == "ff" || (version == "00" && parts.next().is_some()) {
+        let b = traceparent.trim().as_bytes();
+        // version "-" trace id "-" span id "-" flags, then (after version 00: nothing).
+        let (version, rest) = (b.get(..2)?, b.get(2..)?);
+        if version == b"ff" || (version == b"00" && b.len() != 55) {
             return None;
         }
-        let trace_id: [u8; 16] = unhex(trace)?;
-        let span_id: [u8; 8] = unhex(span)?;
-        let [flags] = unhex::<1>(flags)?;
+        let field = |at: usize, len: usize| {
+            (rest.get(at) == Some(&b'-'))
+                .then(|| rest.get(at + 1..at + 1 + len))
+                .flatten()
+        };
+        let trace_id: [u8; 16] = unhex(field(0, 32)?)?;
+        let span_id: [u8; 8] = unhex(field(33, 16)?)?;
+        let [flags] = unhex::<1>(field(50, 2)?)?;
+        // A later version may go on, after a dash.
+        if !matches!(rest.get(53), None | Some(b'-')) || unhex::<1>(version).is_none() {
+            return None;
+        }
         if trace_id == [0; 16] || span_id == [0; 8] {
             return None;
         }
@@ -98,7 +130,7 @@ impl TraceContext {
             trace_id,
             span_id,
             sampled: flags & 1 == 1,
-            state: tracestate.unwrap_or_default().trim().to_owned(),
+            state: tracestate.map(str::trim).unwrap_or_default().to_owned(),
         })
     }
 
@@ -116,13 +148,14 @@ impl TraceContext {
 
     /// The `traceparent` header value.
     pub fn traceparent(&self) -> String {
-        let mut s = String::with_capacity(55);
-        s.push_str("00-");
-        hex_into(&mut s, &self.trace_id);
-        s.push('-');
-        hex_into(&mut s, &self.span_id);
-        s.push_str(if self.sampled { "-01" } else { "-00" });
-        s
+        let mut b = *b"00-00000000000000000000000000000000-0000000000000000-00";
+        hex_to(&mut b[3..35], &self.trace_id);
+        hex_to(&mut b[36..52], &self.span_id);
+        if self.sampled {
+            b[54] = b'1';
+        }
+        // Hex digits and dashes only: always UTF-8.
+        String::from_utf8_lossy(&b).into_owned()
     }
 
     /// Headers carrying this context (`tracestate` only when not empty).
@@ -138,18 +171,24 @@ impl TraceContext {
 }
 
 /// The W3C trace id of a packet `trace_id`: itself when it is 32 hex digits (not all
-/// zero; upper case is read too), else a stable 128-bit hash (FNV-1a, two seeds).
+/// zero; upper case is read too), else a stable 128-bit hash (FNV-1a with two seeds,
+/// each finished by SplitMix64).
 pub fn w3c_trace_id(trace_id: &str) -> [u8; 16] {
     if trace_id.len() == 32
-        && let Some(id) = unhex::<16>(&trace_id.to_ascii_lowercase())
+        && let Some(id) = unhex_any_case(trace_id)
         && id != [0; 16]
     {
         return id;
     }
+    // FNV-1a, then the SplitMix64 finalizer: FNV alone leaves the low bits of similar
+    // ids alike, and those bits decide sampling (see [`samples`]).
     let fnv = |seed: u64| {
-        trace_id.bytes().fold(seed, |h, b| {
+        let h = trace_id.bytes().fold(seed, |h, b| {
             (h ^ u64::from(b)).wrapping_mul(0x0000_0100_0000_01b3)
-        })
+        });
+        let h = (h ^ (h >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+        let h = (h ^ (h >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+        h ^ (h >> 31)
     };
     let mut out = [0u8; 16];
     out[..8].copy_from_slice(&fnv(0xcbf2_9ce4_8422_2325).to_be_bytes());
@@ -158,6 +197,14 @@ pub fn w3c_trace_id(trace_id: &str) -> [u8; 16] {
         out[15] = 1;
     }
     out
+}
+
+/// 16 bytes from 32 hex digits of either case (a packet `trace_id`, not a header).
+fn unhex_any_case(s: &str) -> Option<[u8; 16]> {
+    let mut lower = [0u8; 32];
+    lower.copy_from_slice(s.as_bytes().get(..32)?);
+    lower.make_ascii_lowercase();
+    unhex::<16>(&lower)
 }
 
 /// Links `tracing` spans to a tracing system across processes. Installed once per
@@ -221,16 +268,103 @@ pub fn link_remote(span: &tracing::Span, headers: &Headers) {
 }
 
 /// The trace context to publish a packet of `trace_id` with from `span`: the span's own
-/// when a hook records it in the same trace, else a new hop of the packet's trace.
+/// when a hook records it in the same trace, else a new hop of the packet's trace
+/// (sampled as [`samples`] decides).
 pub fn outgoing(trace_id: &str, span: &tracing::Span) -> TraceContext {
+    outgoing_after(trace_id, span, None)
+}
+
+/// [`outgoing`] for a hop that received `parent`: a new hop of the packet's trace keeps
+/// the parent's sampling decision (when it is of the same trace).
+pub fn outgoing_after(
+    trace_id: &str,
+    span: &tracing::Span,
+    parent: Option<&TraceContext>,
+) -> TraceContext {
     let id = w3c_trace_id(trace_id);
     if let Some(h) = hook()
+        && !span.is_none()
         && let Some(ctx) = h.context(span)
         && ctx.trace_id == id
     {
         return ctx;
     }
-    TraceContext::new_hop(id)
+    let mut hop = TraceContext::new_hop(id);
+    if let Some(p) = parent.filter(|p| p.trace_id == id) {
+        hop.sampled = p.sampled;
+    }
+    hop
+}
+
+/// The share of traces this process samples, as a bound on the 56 random bits of a
+/// trace id (see [`samples`]); all of them by default.
+static SAMPLE_BOUND: AtomicU64 = AtomicU64::new(u64::MAX);
+
+/// The random part of a trace id: its 56 least significant bits (W3C Trace Context
+/// level 2 asks that they be random; a UUID v4 has them random too).
+const RANDOM_BITS: u32 = 56;
+
+/// Samples `ratio` (0.0 to 1.0) of the traces that start here, or whose packets this
+/// process publishes without a span of its own; 1.0 (every trace) by default.
+///
+/// The decision is the trace id's, by the rule of the OpenTelemetry specification's
+/// `TraceIdRatioBased` sampler (its 56 random bits against the ratio of 2^56), so
+/// every process configured with one ratio makes the same decision for a job without
+/// talking to the others, and a trace is either whole or absent. `cap` sets it from
+/// `OTEL_TRACES_SAMPLER` and `OTEL_TRACES_SAMPLER_ARG`.
+pub fn set_sample_ratio(ratio: f64) {
+    let bound = if ratio.is_nan() || ratio <= 0.0 {
+        0
+    } else if ratio >= 1.0 {
+        u64::MAX
+    } else {
+        (ratio * (1u64 << RANDOM_BITS) as f64) as u64
+    };
+    SAMPLE_BOUND.store(bound, Ordering::Relaxed);
+}
+
+/// Whether this process samples the trace `trace_id` (see [`set_sample_ratio`]).
+pub fn samples(trace_id: &[u8; 16]) -> bool {
+    let bound = SAMPLE_BOUND.load(Ordering::Relaxed);
+    if bound == u64::MAX {
+        return true;
+    }
+    let mut low = [0u8; 8];
+    low.copy_from_slice(&trace_id[8..]);
+    (u64::from_be_bytes(low) & ((1u64 << RANDOM_BITS) - 1)) < bound
+}
+
+/// The span of one hop of a job: made by `make` and linked to `parent` (the context the
+/// hop's packet arrived with) or, without one, made the root of the trace `trace_id`;
+/// or no span at all when a hook is installed and the trace is not sampled (the
+/// parent's flag decides, else [`samples`]), so an unsampled job costs no span.
+///
+/// Without a hook every hop gets its span (log lines carry its fields).
+pub fn hop_span(
+    parent: Option<&TraceContext>,
+    trace_id: &str,
+    make: impl FnOnce() -> tracing::Span,
+) -> tracing::Span {
+    let Some(h) = hook() else {
+        return make();
+    };
+    match parent {
+        Some(p) if p.sampled => {
+            let span = make();
+            h.link(&span, p.trace_id, Some(p));
+            span
+        }
+        Some(_) => tracing::Span::none(),
+        None => {
+            let id = w3c_trace_id(trace_id);
+            if !samples(&id) {
+                return tracing::Span::none();
+            }
+            let span = make();
+            h.link(&span, id, None);
+            span
+        }
+    }
 }
 
 #[cfg(test)]
@@ -267,6 +401,33 @@ mod tests {
             )
             .is_some_and(|c| !c.sampled)
         );
+    }
+
+    #[test]
+    fn samples_a_ratio_of_traces_by_their_random_bits() {
+        set_sample_ratio(0.25);
+        // UUID v4 trace ids (what this crate makes) and hashed ones (any other).
+        let ids: Vec<[u8; 16]> = (0..4000)
+            .map(|i| match i % 2 {
+                0 => w3c_trace_id(&crate::id::new_trace_id()),
+                _ => w3c_trace_id(&format!("job-{i}")),
+            })
+            .collect();
+        let sampled = ids.iter().filter(|id| samples(id)).count();
+        assert!((800..1200).contains(&sampled), "{sampled} of 4000");
+        // The decision is the trace id's: every process with the ratio makes it.
+        let again = ids.iter().filter(|id| samples(id)).count();
+        assert_eq!(sampled, again);
+        // The 56 low bits against a quarter of 2^56; the bits above do not count.
+        let mut id = [0xffu8; 16];
+        id[9..].copy_from_slice(&((1u64 << 54) - 1).to_be_bytes()[1..]);
+        assert!(samples(&id), "just under a quarter of 2^56");
+        id[9..].copy_from_slice(&(1u64 << 54).to_be_bytes()[1..]);
+        assert!(!samples(&id), "a quarter of 2^56 is not under the bound");
+        set_sample_ratio(0.0);
+        assert!(!ids.iter().any(samples));
+        set_sample_ratio(1.0);
+        assert!(ids.iter().all(samples));
     }
 
     #[test]

@@ -128,13 +128,13 @@ pub fn run(a: DemoArgs) -> Result<ExitCode> {
                     });
                     return observe::compare(
                         MemoryBus::new(),
-                        store,
+                        || MemoryBlobStore::emulating_redis(Default::default()),
                         stores,
                         n,
                         a.inflight,
                         a.rounds,
                         a.json,
-                        switch,
+                        &switch,
                     )
                     .await;
                 }

@@ -6,13 +6,16 @@
 //! ([`SchedulerMetrics`]), of the in-process kernel ([`cap_safety::KernelMetrics`]) and of
 //! the worker ([`WorkerMetrics`]), the packet layers' counters exported, W3C trace
 //! context headers on every packet, and the spans of every hop recorded by the
-//! OpenTelemetry layer with their cross-process links (built and ended, not exported: no
-//! collector is needed, and export happens off the job path in batches). "Off" is none of
-//! it: no metrics, no headers, spans disabled. Each run gets a fresh scheduler, job
-//! store, worker and client.
+//! OpenTelemetry layer as `cap` ships it, with their cross-process links, handed to the
+//! batch span processor and exported to a sink that counts and drops them (no collector
+//! is needed). Every trace is sampled unless `OTEL_TRACES_SAMPLER` says otherwise. "Off"
+//! is none of it: no metrics, no headers, spans disabled. Each run gets a fresh
+//! scheduler, job store, blob store, worker and client; each run is checked to be what it claims
+//! (an observed run exports at least one span per job, an unobserved one none).
 
 use super::fencing::{Cleanup, JobStores, print_comparison, summarize};
 use super::{POLICY, POOLS, echo};
+use crate::cmd::telemetry::Switch;
 use anyhow::{Result, bail};
 use cap_blob::BlobStore;
 use cap_bus::Bus;
@@ -33,13 +36,13 @@ use tokio_util::sync::CancellationToken;
 #[allow(clippy::too_many_arguments)]
 pub async fn compare<B: Bus, S: BlobStore + Clone + 'static, J: JobStore>(
     bus: B,
-    store: S,
+    blobs: impl Fn() -> S,
     stores: JobStores<J>,
     jobs: u64,
     inflight: usize,
     rounds: usize,
     json: bool,
-    switch: impl Fn(bool),
+    switch: &Switch,
 ) -> Result<ExitCode> {
     if rounds == 0 {
         bail!("--rounds must be at least 1");
@@ -49,9 +52,12 @@ pub async fn compare<B: Bus, S: BlobStore + Clone + 'static, J: JobStore>(
     cfg.input = bytes::Bytes::from_static(br#"{"text":"hello"}"#);
     let mut warm = cfg.clone();
     warm.jobs = (jobs / 20).clamp(100, 2_000);
-    switch(true);
-    run_once(&bus, &store, stores().await?, true, &warm).await?;
+    switch.set(true);
+    run_once(&bus, &blobs(), stores().await?, true, &warm).await?;
     let mut runs: Vec<(bool, LoadReport)> = Vec::new();
+    let mut spans_on = 0u64;
+    // The process's CPU time per job, [off, on].
+    let mut cpu_us: [Vec<f64>; 2] = [Vec::new(), Vec::new()];
     for round in 0..rounds {
         let order = if round % 2 == 0 {
             [true, false]
@@ -59,23 +65,47 @@ pub async fn compare<B: Bus, S: BlobStore + Clone + 'static, J: JobStore>(
             [false, true]
         };
         for on in order {
-            switch(on);
-            let report = run_once(&bus, &store, stores().await?, on, &cfg).await?;
+            switch.set(on);
+            let before = switch.spans_exported();
+            let cpu = cpu_time();
+            let report = run_once(&bus, &blobs(), stores().await?, on, &cfg).await?;
+            let cpu_per_job = (cpu_time() - cpu).as_secs_f64() * 1e6 / jobs as f64;
+            // Each side must be what it claims: "on" exports every job's spans, "off" none.
+            let spans = switch.spans_exported().saturating_sub(before);
+            // Every job's spans when all traces are sampled; some when enough are.
+            let ratio = crate::cmd::telemetry::sample_ratio();
+            let expected = if ratio >= 1.0 {
+                jobs
+            } else {
+                u64::from(jobs as f64 * ratio >= 20.0)
+            };
+            if on && spans < expected {
+                bail!("an observed run of {jobs} jobs exported only {spans} spans");
+            }
+            if !on && spans > 0 {
+                bail!("an unobserved run exported {spans} spans");
+            }
             if !json {
                 eprintln!(
-                    "round {}: observability {:<3} {:>8.0} jobs/s, p50 {:.2} ms, p99 {:.2} ms ({} failed)",
+                    "round {}: observability {:<3} {:>8.0} jobs/s, p50 {:.2} ms, p99 {:.2} ms, CPU {:.1} µs/job ({} failed, {:.1} spans/job)",
                     round + 1,
                     if on { "on" } else { "off" },
                     report.jobs_per_sec,
                     report.p50.as_secs_f64() * 1e3,
                     report.p99.as_secs_f64() * 1e3,
-                    report.failed
+                    cpu_per_job,
+                    report.failed,
+                    spans as f64 / jobs as f64,
                 );
             }
+            if on {
+                spans_on += spans;
+            }
+            cpu_us[usize::from(on)].push(cpu_per_job);
             runs.push((on, report));
         }
     }
-    switch(false);
+    switch.set(false);
     let side = |on: bool| {
         let v: Vec<&LoadReport> = runs.iter().filter(|r| r.0 == on).map(|r| &r.1).collect();
         summarize(&v)
@@ -83,6 +113,10 @@ pub async fn compare<B: Bus, S: BlobStore + Clone + 'static, J: JobStore>(
     let (on, off) = (side(true), side(false));
     let ratio = on.median_jobs_per_sec / off.median_jobs_per_sec.max(f64::MIN_POSITIVE);
     let failed: u64 = runs.iter().map(|r| r.1.failed).sum();
+    let [cpu_off, cpu_on] = cpu_us.map(|mut v| {
+        v.sort_by(f64::total_cmp);
+        v.get(v.len() / 2).copied().unwrap_or(0.0)
+    });
     if json {
         println!(
             "{}",
@@ -95,6 +129,9 @@ pub async fn compare<B: Bus, S: BlobStore + Clone + 'static, J: JobStore>(
                 "observability_off": off.to_json(),
                 "on_off_ratio": (ratio * 1e4).round() / 1e4,
                 "throughput_cost": ((1.0 - ratio) * 1e4).round() / 1e4,
+                "trace_sample_ratio": crate::cmd::telemetry::sample_ratio(),
+                "spans_per_job_on": spans_on as f64 / (jobs as f64 * rounds as f64),
+                "cpu_us_per_job": { "on": (cpu_on * 10.0).round() / 10.0, "off": (cpu_off * 10.0).round() / 10.0 },
                 "failed": failed,
             })
         );
@@ -108,12 +145,30 @@ pub async fn compare<B: Bus, S: BlobStore + Clone + 'static, J: JobStore>(
             &on,
             &off,
         );
+        println!(
+            "  traces sampled: {:.4} (OTEL_TRACES_SAMPLER, OTEL_TRACES_SAMPLER_ARG); {:.2} spans per job exported",
+            crate::cmd::telemetry::sample_ratio(),
+            spans_on as f64 / (jobs as f64 * rounds as f64),
+        );
+        println!(
+            "  CPU time of the process per job (median): on {cpu_on:.1} µs, off {cpu_off:.1} µs ({:+.1} %)",
+            (cpu_on / cpu_off.max(f64::MIN_POSITIVE) - 1.0) * 100.0
+        );
     }
     Ok(if failed == 0 {
         ExitCode::SUCCESS
     } else {
         ExitCode::from(1)
     })
+}
+
+/// CPU time this process has used so far, on all its threads.
+fn cpu_time() -> Duration {
+    let t = rustix::time::clock_gettime(rustix::time::ClockId::ProcessCPUTime);
+    Duration::new(
+        u64::try_from(t.tv_sec).unwrap_or(0),
+        u32::try_from(t.tv_nsec).unwrap_or(0),
+    )
 }
 
 /// One batch through a fresh scheduler, worker and client, observed or not.

@@ -7,12 +7,16 @@ use cap_runtime::trace_context::{self, TraceContext, TraceHook};
 use opentelemetry::trace::{
     SpanContext, SpanId, TraceContextExt as _, TraceFlags, TraceId, TraceState, TracerProvider as _,
 };
-use opentelemetry_sdk::trace::{IdGenerator, RandomIdGenerator, SdkTracerProvider};
+use opentelemetry_sdk::error::OTelSdkResult;
+use opentelemetry_sdk::trace::{
+    IdGenerator, RandomIdGenerator, Sampler, SdkTracerProvider, SpanData, SpanExporter,
+};
 use std::cell::Cell;
-use std::sync::OnceLock;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, OnceLock};
 use tracing_opentelemetry::OpenTelemetrySpanExt as _;
 use tracing_subscriber::Layer as _;
-use tracing_subscriber::filter::{LevelFilter, filter_fn};
+use tracing_subscriber::filter::{LevelFilter, dynamic_filter_fn};
 use tracing_subscriber::layer::SubscriberExt as _;
 use tracing_subscriber::util::SubscriberInitExt as _;
 
@@ -101,27 +105,30 @@ pub fn init() {
         .ok()
         .and_then(|l| l.parse::<tracing::Level>().ok())
         .unwrap_or(tracing::Level::INFO);
-    let fmt = tracing_subscriber::fmt::layer()
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
-        .with_writer(std::io::stderr)
-        .with_filter(LevelFilter::from_level(level));
+    let log_level = LevelFilter::from_level(level);
+    trace_context::set_sample_ratio(sample_ratio());
     let endpoint = std::env::var(ENDPOINT_ENV).unwrap_or_default();
     if endpoint.trim().is_empty() {
-        let _ = tracing_subscriber::registry().with(fmt).try_init();
+        let _ = tracing_subscriber::registry()
+            .with(log_level)
+            .with(log_layer())
+            .try_init();
         return;
     }
     match exporter() {
         Ok(export) => {
-            let tracer = export.provider.tracer("cap");
-            // Spans only: log events already go to the log writer; copying each into
-            // its span as an OTel event would cost more than the span itself.
-            let otel = tracing_opentelemetry::layer()
-                .with_tracer(tracer)
-                .with_filter(filter_fn(|m| m.is_span()))
-                .with_filter(LevelFilter::INFO);
+            // Spans at INFO and above are exported; log lines keep their level. One global
+            // filter where one will do: a per-layer filter costs on every span and poll.
+            let (plain, filtered) = if log_level < LevelFilter::INFO {
+                (None, Some(log_layer().with_filter(log_level)))
+            } else {
+                (Some(log_layer()), None)
+            };
             if tracing_subscriber::registry()
-                .with(fmt)
-                .with(otel)
+                .with(log_level.max(LevelFilter::INFO))
+                .with(plain)
+                .with(filtered)
+                .with(span_layer(&export.provider))
                 .try_init()
                 .is_ok()
             {
@@ -130,10 +137,73 @@ pub fn init() {
             }
         }
         Err(e) => {
-            let _ = tracing_subscriber::registry().with(fmt).try_init();
+            let _ = tracing_subscriber::registry()
+                .with(log_level)
+                .with(log_layer())
+                .try_init();
             tracing::warn!(error = %e, "{ENDPOINT_ENV} is set but the OTLP exporter could not be built; spans are not exported");
         }
     }
+}
+
+/// The share of traces sampled, from the OpenTelemetry variables `OTEL_TRACES_SAMPLER`
+/// (`always_on`, `always_off`, `traceidratio` and their `parentbased_` forms; every
+/// trace when unset) and `OTEL_TRACES_SAMPLER_ARG` (the ratio, 0 to 1).
+///
+/// The decision is made once per job, where its trace starts (see
+/// [`trace_context::set_sample_ratio`]): a job that is not sampled gets no span at all,
+/// and its packets say so, so the other processes make none either. The SDK then
+/// records what it is given ([`sampler`]).
+pub fn sample_ratio() -> f64 {
+    let sampler = std::env::var("OTEL_TRACES_SAMPLER").unwrap_or_default();
+    match sampler.trim() {
+        "always_off" | "parentbased_always_off" => 0.0,
+        "traceidratio" | "parentbased_traceidratio" => std::env::var("OTEL_TRACES_SAMPLER_ARG")
+            .ok()
+            .and_then(|a| a.trim().parse::<f64>().ok())
+            .filter(|r| (0.0..=1.0).contains(r))
+            // As the SDK does: a missing or invalid ratio samples everything.
+            .unwrap_or(1.0),
+        _ => 1.0,
+    }
+}
+
+/// The SDK's sampler: follow the parent's decision, record every root. Roots are made
+/// only for sampled jobs ([`trace_context::hop_span`]), so the ratio is applied once.
+fn sampler() -> Sampler {
+    Sampler::ParentBased(Box::new(Sampler::AlwaysOn))
+}
+
+/// The log writer: stderr, coloured on a terminal.
+fn log_layer<S>() -> impl tracing_subscriber::Layer<S> + use<S>
+where
+    S: tracing::Subscriber + for<'a> tracing_subscriber::registry::LookupSpan<'a>,
+{
+    tracing_subscriber::fmt::layer()
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+        .with_writer(std::io::stderr)
+}
+
+/// The layer that turns the libraries' spans into OpenTelemetry spans, as `cap` ships it
+/// (and as `cap demo --compare-observability` measures it).
+///
+/// Each span carries its own fields (job id, trace id, topic, worker id) and nothing per
+/// process or per poll: no source location, thread or target attributes (the same on
+/// every span of a hop), no busy/idle timings (two clock reads on every poll of an
+/// instrumented future), and no OTel context activation on entry (nothing in `cap` reads
+/// the ambient OTel context; parents come from the `tracing` span tree and, across
+/// processes, from [`Hook`]). A log event inside a span becomes an event of that span.
+fn span_layer<S>(provider: &SdkTracerProvider) -> impl tracing_subscriber::Layer<S> + use<S>
+where
+    S: tracing::Subscriber + for<'a> tracing_subscriber::registry::LookupSpan<'a>,
+{
+    tracing_opentelemetry::layer()
+        .with_tracer(provider.tracer("cap"))
+        .with_location(false)
+        .with_threads(false)
+        .with_target(false)
+        .with_tracked_inactivity(false)
+        .with_context_activation(false)
 }
 
 fn exporter() -> anyhow::Result<Export> {
@@ -150,6 +220,7 @@ fn exporter() -> anyhow::Result<Export> {
     };
     let provider = SdkTracerProvider::builder()
         .with_batch_exporter(exporter)
+        .with_sampler(sampler())
         .with_id_generator(Ids(RandomIdGenerator::default()))
         .with_resource(opentelemetry_sdk::Resource::builder().build())
         .build();
@@ -168,37 +239,68 @@ pub fn shutdown() {
     }
 }
 
+/// A span exporter that counts and drops what it is given: the batch processor, its queue
+/// and its export thread do all the work they do in production, without a collector.
+#[derive(Debug, Default)]
+struct Discard(Arc<AtomicU64>);
+
+impl SpanExporter for Discard {
+    async fn export(&self, batch: Vec<SpanData>) -> OTelSdkResult {
+        self.0.fetch_add(batch.len() as u64, Ordering::Relaxed);
+        Ok(())
+    }
+}
+
+/// Whether the spans of the libraries are recorded (see [`Switch`]).
+static SPANS: AtomicBool = AtomicBool::new(false);
+
+/// The subscriber `cap demo --compare-observability` measures, behind a switch (see
+/// [`switchable`]).
+pub struct Switch {
+    provider: SdkTracerProvider,
+    exported: Arc<AtomicU64>,
+}
+
+impl Switch {
+    /// Turns span recording and trace context propagation on or off, process-wide.
+    pub fn set(&self, on: bool) {
+        SPANS.store(on, Ordering::Relaxed);
+        trace_context::set_enabled(on);
+    }
+
+    /// Spans exported so far, after handing over those still queued.
+    pub fn spans_exported(&self) -> u64 {
+        if let Err(e) = self.provider.force_flush() {
+            tracing::warn!(error = %e, "flushing spans failed");
+        }
+        self.exported.load(Ordering::Relaxed)
+    }
+}
+
 /// For `cap demo --compare-observability`: installs the subscriber that the "on" runs
-/// pay for — the OpenTelemetry layer recording every span of the libraries (sampled,
-/// built and ended; not exported, so no collector is needed) and the cross-process
-/// [`TraceHook`] — behind a switch. The returned function turns spans and trace context
-/// propagation on or off for the whole process.
-pub fn switchable() -> anyhow::Result<impl Fn(bool) + Send + Sync + 'static> {
+/// pay for, behind a [`Switch`]: the OpenTelemetry layer as `cap` ships it
+/// ([`span_layer`]) recording every span of the libraries at INFO and above (all
+/// sampled, unless `OTEL_TRACES_SAMPLER` says otherwise), the batch span processor
+/// handing them to an exporter that counts and drops them (no collector is needed), and
+/// the cross-process [`TraceHook`]. Off, the global filter turns every span away at its
+/// callsite (one atomic load).
+pub fn switchable() -> anyhow::Result<Switch> {
+    trace_context::set_sample_ratio(sample_ratio());
+    let exported = Arc::new(AtomicU64::new(0));
     let provider = SdkTracerProvider::builder()
+        .with_batch_exporter(Discard(exported.clone()))
+        .with_sampler(sampler())
         .with_id_generator(Ids(RandomIdGenerator::default()))
         .build();
-    let tracer = provider.tracer("cap");
-    let (filter, handle) = tracing_subscriber::reload::Layer::new(LevelFilter::OFF);
-    let otel = tracing_opentelemetry::layer()
-        .with_tracer(tracer)
-        .with_filter(filter_fn(|m| m.is_span()))
-        .with_filter(filter);
+    let gate = dynamic_filter_fn(|m, _| {
+        SPANS.load(Ordering::Relaxed) && *m.level() <= tracing::Level::INFO
+    })
+    .with_max_level_hint(LevelFilter::INFO);
     tracing_subscriber::registry()
-        .with(otel)
+        .with(gate)
+        .with(span_layer(&provider))
         .try_init()
         .map_err(|e| anyhow::anyhow!("installing the tracing subscriber: {e}"))?;
     trace_context::install_hook(Box::new(Hook));
-    // Kept for the process: its tracer must outlive the runs.
-    std::mem::forget(provider);
-    Ok(move |on: bool| {
-        let level = if on {
-            LevelFilter::INFO
-        } else {
-            LevelFilter::OFF
-        };
-        if let Err(e) = handle.reload(level) {
-            tracing::warn!(error = %e, "switching spans failed");
-        }
-        trace_context::set_enabled(on);
-    })
+    Ok(Switch { provider, exported })
 }

@@ -370,14 +370,15 @@ impl<B: Bus, S: BlobStore + 'static> Client<B, S> {
         } = *prepared;
         let job_id = request.job_id.clone();
         // The first hop of the job's trace (its W3C trace id is the packet's).
-        let span = tracing::info_span!(
-            "submit",
-            job_id = %job_id,
-            trace_id = %trace_id,
-            topic = %request.topic,
-            worker_id = "",
-        );
-        crate::trace_context::link(&span, &trace_id, None);
+        let span = crate::trace_context::hop_span(None, &trace_id, || {
+            tracing::info_span!(
+                "submit",
+                job_id = job_id.as_str(),
+                trace_id = trace_id.as_str(),
+                topic = request.topic.as_str(),
+                worker_id = "",
+            )
+        });
         let headers = inner.packets.trace_headers(&trace_id, &span);
         let resend = (!direct).then(|| Box::new(request.clone()));
         let bytes = {

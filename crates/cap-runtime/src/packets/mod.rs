@@ -308,8 +308,20 @@ impl<B: Bus> Packets<B> {
     /// [`trace_context::outgoing`](crate::trace_context::outgoing)); empty when
     /// [`PacketConfig::trace_headers`] is off.
     pub fn trace_headers(&self, trace_id: &str, span: &tracing::Span) -> Headers {
+        self.trace_headers_after(trace_id, span, None)
+    }
+
+    /// [`trace_headers`](Self::trace_headers) for a hop that received `parent`: without
+    /// a span of its own, the packet keeps the parent's sampling decision (see
+    /// [`trace_context::outgoing_after`](crate::trace_context::outgoing_after)).
+    pub fn trace_headers_after(
+        &self,
+        trace_id: &str,
+        span: &tracing::Span,
+        parent: Option<&crate::trace_context::TraceContext>,
+    ) -> Headers {
         if self.shared.config.trace_headers && crate::trace_context::enabled() {
-            crate::trace_context::outgoing(trace_id, span).to_headers()
+            crate::trace_context::outgoing_after(trace_id, span, parent).to_headers()
         } else {
             Headers::new()
         }

@@ -208,7 +208,7 @@ pub(super) async fn start<B: Bus, S: BlobStore + 'static>(
         }
     }
     tracing::info!(
-        worker_id = %state.config.worker_id,
+        worker_id = state.config.worker_id.as_str(),
         topics = ?state.topics,
         max_parallel = state.config.max_parallel,
         signing,
@@ -367,14 +367,24 @@ async fn intake_loop<B: Bus, S: BlobStore + 'static>(
         let route = route.clone();
         // The hop's span: fields are recorded once the packet is open; its parent is
         // the dispatch's trace context (W3C headers).
-        let span = tracing::info_span!(
-            "handle",
-            job_id = tracing::field::Empty,
-            trace_id = tracing::field::Empty,
-            topic = tracing::field::Empty,
-            worker_id = %state.config.worker_id,
-        );
-        crate::trace_context::link_remote(&span, msg.headers());
+        let make = || {
+            tracing::info_span!(
+                "handle",
+                job_id = tracing::field::Empty,
+                trace_id = tracing::field::Empty,
+                topic = tracing::field::Empty,
+                worker_id = state.config.worker_id.as_str(),
+            )
+        };
+        let span = match crate::trace_context::TraceContext::from_headers(msg.headers()) {
+            Some(parent) => crate::trace_context::hop_span(Some(&parent), "", make),
+            // A sender without trace context: a trace of its own, sampled at this
+            // process's ratio.
+            None if crate::trace_context::hook().is_some() => {
+                crate::trace_context::hop_span(None, &crate::id::new_trace_id(), make)
+            }
+            None => make(),
+        };
         tokio::spawn(tracing::Instrument::instrument(
             async move {
                 // Boxed: a job's whole path (claim, handler, result) makes a future of

@@ -11,6 +11,7 @@ use super::metrics::SchedulerMetrics;
 use super::send::{self, Outgoing};
 use super::stats::SchedulerStats;
 use super::store::JobStore;
+use super::traces::Traces;
 use crate::core::{
     Action, Config, Event, Fence, Hold, JobEvent, JobRecord, Millis, Pools, workers,
 };
@@ -18,6 +19,7 @@ use bytes::Bytes;
 use cap_bus::{AckHandle, Bus, Message};
 use cap_proto::{JobState, subject, v1};
 use cap_runtime::packets::Packets;
+use cap_runtime::trace_context::TraceContext;
 use cap_safety::SafetyClient;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -220,7 +222,7 @@ pub struct Scheduler<B: Bus, K: SafetyClient + 'static, S: JobStore> {
     observers: broadcast::Sender<Observed>,
     stats: SchedulerStats,
     metrics: Option<SchedulerMetrics>,
-    traces: super::traces::Traces,
+    traces: Traces,
 }
 
 impl<B: Bus, K: SafetyClient + 'static, S: JobStore> Scheduler<B, K, S> {
@@ -603,17 +605,16 @@ impl<B: Bus, K: SafetyClient + 'static, S: JobStore> Scheduler<B, K, S> {
                 let timeout = self.options.safety_timeout;
                 let id = job_id.clone();
                 let metrics = self.metrics.clone();
-                let span = self.traces.hop(
+                let parent = self.traces.parent(&job_id);
+                let span = Traces::hop(parent.as_ref(), None, || {
                     tracing::info_span!(
                         "policy_check",
-                        job_id = %job_id,
+                        job_id = job_id.as_str(),
                         trace_id = tracing::field::Empty,
-                        topic = %request.topic,
+                        topic = request.topic.as_str(),
                         worker_id = "",
-                    ),
-                    &job_id,
-                    None,
-                );
+                    )
+                });
                 let mut check = Box::pin(tracing::Instrument::instrument(
                     async move {
                         let started = std::time::Instant::now();
@@ -683,20 +684,22 @@ impl<B: Bus, K: SafetyClient + 'static, S: JobStore> Scheduler<B, K, S> {
                     request.dispatch = None;
                     None
                 };
-                let span = self.traces.hop(
+                let parent = self.traces.parent(&request.job_id);
+                let span = Traces::hop(parent.as_ref(), Some(&trace_id), || {
                     tracing::info_span!(
                         "dispatch",
-                        job_id = %request.job_id,
-                        trace_id = %trace_id,
-                        topic = %request.topic,
-                        worker_id = %request.dispatch.as_ref().map_or("", |d| d.assigned_worker_id.as_str()),
-                    ),
-                    &request.job_id,
-                    Some(&trace_id),
-                );
+                        job_id = request.job_id.as_str(),
+                        trace_id = trace_id.as_str(),
+                        topic = request.topic.as_str(),
+                        worker_id = request
+                            .dispatch
+                            .as_ref()
+                            .map_or("", |d| d.assigned_worker_id.as_str()),
+                    )
+                });
                 let mut pkt = self.packets.envelope(&trace_id, request);
                 pkt.identity = identity;
-                self.seal_in(out, subject, pkt, receipt_for, &span);
+                self.seal_in(out, subject, pkt, receipt_for, &span, parent.as_ref());
             }
             Action::PublishResult { result, trace_id } => {
                 let pkt = self.packets.envelope(&trace_id, *result);
@@ -847,10 +850,18 @@ impl<B: Bus, K: SafetyClient + 'static, S: JobStore> Scheduler<B, K, S> {
         pkt: v1::BusPacket,
         receipt_for: Option<(String, String)>,
     ) {
-        self.seal_in(out, subject, pkt, receipt_for, &tracing::Span::current());
+        self.seal_in(
+            out,
+            subject,
+            pkt,
+            receipt_for,
+            &tracing::Span::current(),
+            None,
+        );
     }
 
-    /// [`seal`](Self::seal), with the trace context of `span`.
+    /// [`seal`](Self::seal), with the trace context of `span`, a hop of the job
+    /// submitted with `parent` (when known).
     fn seal_in(
         &self,
         out: &mut Vec<Outgoing>,
@@ -858,8 +869,11 @@ impl<B: Bus, K: SafetyClient + 'static, S: JobStore> Scheduler<B, K, S> {
         mut pkt: v1::BusPacket,
         receipt_for: Option<(String, String)>,
         span: &tracing::Span,
+        parent: Option<&TraceContext>,
     ) {
-        let headers = self.packets.trace_headers(&pkt.trace_id, span);
+        let headers = self
+            .packets
+            .trace_headers_after(&pkt.trace_id, span, parent);
         match self.packets.seal_for(&subject, &mut pkt) {
             Ok(bytes) => out.push(Outgoing {
                 subject,

@@ -31,31 +31,39 @@ impl Traces {
         }
     }
 
-    /// `span`, a hop of `job_id`, made a child of its submit (when remembered), else the
-    /// root of the job's trace `trace_id` (when known).
+    /// The trace context `job_id` was submitted with, while spans are exported.
+    pub(crate) fn parent(&self, job_id: &str) -> Option<TraceContext> {
+        trace_context::hook()?;
+        self.0
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(job_id)
+            .cloned()
+    }
+
+    /// The span of a hop of a job (see [`trace_context::hop_span`]): made by `make` as a
+    /// child of the job's submit `parent` (see [`parent`](Self::parent)) when known,
+    /// else as the root of the job's trace `trace_id` (or of a trace of its own when that
+    /// is not known either); none when the trace is not sampled.
     pub(crate) fn hop(
-        &self,
-        span: tracing::Span,
-        job_id: &str,
+        parent: Option<&TraceContext>,
         trace_id: Option<&str>,
+        make: impl FnOnce() -> tracing::Span,
     ) -> tracing::Span {
-        if trace_context::hook().is_some() {
-            let parent = self
-                .0
-                .lock()
-                .unwrap_or_else(|e| e.into_inner())
-                .get(job_id)
-                .cloned();
-            match (&parent, trace_id) {
-                (Some(p), _) => {
-                    span.record("trace_id", p.trace_id_hex());
-                    trace_context::link(&span, "", Some(p));
-                }
-                (None, Some(t)) => trace_context::link(&span, t, None),
-                (None, None) => {}
-            }
+        if trace_context::hook().is_none() {
+            return make();
         }
-        span
+        match (parent, trace_id) {
+            (Some(p), _) => {
+                let span = trace_context::hop_span(Some(p), "", make);
+                if !span.is_none() {
+                    span.record("trace_id", p.trace_id_hex());
+                }
+                span
+            }
+            (None, Some(t)) => trace_context::hop_span(None, t, make),
+            (None, None) => trace_context::hop_span(None, &cap_runtime::id::new_trace_id(), make),
+        }
     }
 
     /// Forgets `job_id` (it ended).

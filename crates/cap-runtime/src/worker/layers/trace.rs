@@ -38,12 +38,12 @@ where
     }
 
     fn call(&mut self, job: Job) -> Self::Future {
-        let span = tracing::info_span!(
+        let span = tracing::debug_span!(
             "cap.job",
-            job_id = %job.ctx.job_id(),
-            trace_id = %job.ctx.trace_id(),
-            topic = %job.ctx.topic(),
-            sender_id = %job.ctx.sender_id(),
+            job_id = job.ctx.job_id(),
+            trace_id = job.ctx.trace_id(),
+            topic = job.ctx.topic(),
+            sender_id = job.ctx.sender_id(),
         );
         let fut = {
             let _enter = span.enter();
