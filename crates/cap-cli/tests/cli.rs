@@ -6,8 +6,13 @@ use std::path::PathBuf;
 use std::process::{Command, Output, Stdio};
 
 fn cap(args: &[&str], stdin: &[u8]) -> Output {
+    cap_with_env(args, &[], stdin)
+}
+
+fn cap_with_env(args: &[&str], env: &[(&str, &str)], stdin: &[u8]) -> Output {
     let mut child = Command::new(env!("CARGO_BIN_EXE_cap"))
         .args(args)
+        .envs(env.iter().copied())
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
@@ -17,6 +22,17 @@ fn cap(args: &[&str], stdin: &[u8]) -> Output {
     // that is not a test failure, the exit status tells.
     let _ = child.stdin.take().unwrap().write_all(stdin);
     child.wait_with_output().unwrap()
+}
+
+/// Runs `cap demo … --json` with `env`, which must succeed, and reads its report.
+fn demo_json(args: &[&str], env: &[(&str, &str)]) -> serde_json::Value {
+    let out = cap_with_env(args, env, b"");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_slice(&out.stdout).unwrap()
 }
 
 fn unhex(s: &str) -> Vec<u8> {
@@ -275,7 +291,7 @@ fn demo_throughput_batch_prints_json() {
 
 #[test]
 fn demo_compares_fencing_on_and_off_in_one_run() {
-    let out = cap(
+    let v = demo_json(
         &[
             "demo",
             "--jobs",
@@ -285,14 +301,8 @@ fn demo_compares_fencing_on_and_off_in_one_run() {
             "2",
             "--json",
         ],
-        b"",
+        &[],
     );
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(v["rounds"], 2);
     assert_eq!(v["failed"], 0);
     for side in ["fencing_on", "fencing_off"] {
@@ -308,7 +318,7 @@ fn demo_compares_fencing_on_and_off_in_one_run() {
 
 #[test]
 fn demo_compares_observability_on_and_off_in_one_run() {
-    let out = cap(
+    let v = demo_json(
         &[
             "demo",
             "--jobs",
@@ -318,14 +328,8 @@ fn demo_compares_observability_on_and_off_in_one_run() {
             "2",
             "--json",
         ],
-        b"",
+        &[],
     );
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(v["rounds"], 2);
     assert_eq!(v["failed"], 0);
     for side in ["observability_on", "observability_off"] {
@@ -336,6 +340,30 @@ fn demo_compares_observability_on_and_off_in_one_run() {
     let ratio = v["on_off_ratio"].as_f64().unwrap();
     let cost = v["throughput_cost"].as_f64().unwrap();
     assert!((ratio + cost - 1.0).abs() < 1e-3, "{v}");
+    // Every trace sampled by default: six hops' spans per job, exported.
+    assert_eq!(v["trace_sample_ratio"], 1.0);
+    let spans = v["spans_per_job_on"].as_f64().unwrap();
+    assert!((5.9..=6.1).contains(&spans), "{v}");
+    for side in ["on", "off"] {
+        assert!(v["cpu_us_per_job"][side].as_f64().unwrap() > 0.0, "{v}");
+    }
+
+    // No trace sampled: the jobs run, their headers travel, no span is made.
+    let v = demo_json(
+        &[
+            "demo",
+            "--jobs",
+            "300",
+            "--compare-observability",
+            "--rounds",
+            "1",
+            "--json",
+        ],
+        &[("OTEL_TRACES_SAMPLER", "parentbased_always_off")],
+    );
+    assert_eq!(v["failed"], 0);
+    assert_eq!(v["trace_sample_ratio"], 0.0);
+    assert_eq!(v["spans_per_job_on"], 0.0, "{v}");
 }
 
 /// Vectors produced by cap-sdk-python 2.17.0: every payload type, the fields added since

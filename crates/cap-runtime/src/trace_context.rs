@@ -8,6 +8,11 @@
 //! hop of one job names the same W3C trace. The parent id is the publishing span's id
 //! when a [`TraceHook`] is installed, else a fresh random id for the hop.
 //!
+//! Sampling is decided once per job, where its trace starts ([`set_sample_ratio`],
+//! [`samples`]), and travels in the `traceparent` flags: with a hook installed, a hop of
+//! a job that is not sampled makes no span at all ([`hop_span`]), so an unsampled job
+//! costs its headers and nothing more.
+//!
 //! ```
 //! use cap_runtime::trace_context::{TraceContext, w3c_trace_id};
 //! let id = w3c_trace_id("4bf92f3577b34da6a3ce929d0e0e4736");
@@ -154,8 +159,8 @@ impl TraceContext {
         if self.sampled {
             b[54] = b'1';
         }
-        // Hex digits and dashes only: always UTF-8.
-        String::from_utf8_lossy(&b).into_owned()
+        // Hex digits and dashes only: always UTF-8 (checked on the ASCII fast path).
+        String::from_utf8(b.to_vec()).unwrap_or_default()
     }
 
     /// Headers carrying this context (`tracestate` only when not empty).

@@ -7,6 +7,8 @@ use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::Histogram;
 use prometheus_client::registry::Registry;
+use std::collections::HashMap;
+use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
 type Topic = [(&'static str, String); 1];
@@ -30,6 +32,18 @@ pub struct WorkerMetrics {
     run: Family<Topic, Histogram>,
     in_flight: Gauge,
     heartbeats: Counter,
+    /// Each topic's series, found by the topic's name: a job counts without building a
+    /// label set (two strings) or looking one up.
+    topics: Arc<RwLock<HashMap<String, Arc<TopicSeries>>>>,
+}
+
+/// The series of one topic (handles onto the families' own metrics).
+#[derive(Debug)]
+struct TopicSeries {
+    received: Counter,
+    run: Histogram,
+    /// By status, filled as statuses occur.
+    completed: RwLock<Vec<(JobStatus, Counter)>>,
 }
 
 impl WorkerMetrics {
@@ -41,6 +55,7 @@ impl WorkerMetrics {
             run: Family::new_with_constructor(super::latency_histogram),
             in_flight: Gauge::default(),
             heartbeats: Counter::default(),
+            topics: Arc::default(),
         };
         registry.register(
             "cap_worker_jobs_received",
@@ -66,17 +81,55 @@ impl WorkerMetrics {
         m
     }
 
+    /// The series of `topic`, made on its first job.
+    fn topic(&self, topic: &str) -> Arc<TopicSeries> {
+        let known = self
+            .topics
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(topic)
+            .cloned();
+        if let Some(series) = known {
+            return series;
+        }
+        let label = [("topic", topic.to_owned())];
+        let series = Arc::new(TopicSeries {
+            received: self.received.get_or_create_owned(&label),
+            run: self.run.get_or_create_owned(&label),
+            completed: RwLock::default(),
+        });
+        self.topics
+            .write()
+            .unwrap_or_else(|e| e.into_inner())
+            .entry(topic.to_owned())
+            .or_insert(series)
+            .clone()
+    }
+
     fn ended(&self, topic: &str, status: JobStatus, elapsed: Duration) {
         self.in_flight.dec();
-        self.completed
-            .get_or_create(&[
+        let series = self.topic(topic);
+        let known = series
+            .completed
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .iter()
+            .find(|(s, _)| *s == status)
+            .map(|(_, c)| c.clone());
+        let counter = known.unwrap_or_else(|| {
+            let c = self.completed.get_or_create_owned(&[
                 ("topic", topic.to_owned()),
                 ("status", status_name(status).to_owned()),
-            ])
-            .inc();
-        self.run
-            .get_or_create(&[("topic", topic.to_owned())])
-            .observe(elapsed.as_secs_f64());
+            ]);
+            series
+                .completed
+                .write()
+                .unwrap_or_else(|e| e.into_inner())
+                .push((status, c.clone()));
+            c
+        });
+        counter.inc();
+        series.run.observe(elapsed.as_secs_f64());
     }
 }
 
@@ -89,9 +142,7 @@ pub(crate) fn status_name(status: JobStatus) -> &'static str {
 impl MetricsHook for WorkerMetrics {
     fn job_received(&self, _job_id: &str, topic: &str) {
         self.in_flight.inc();
-        self.received
-            .get_or_create(&[("topic", topic.to_owned())])
-            .inc();
+        self.topic(topic).received.inc();
     }
 
     fn job_completed(&self, _job_id: &str, topic: &str, elapsed: Duration) {

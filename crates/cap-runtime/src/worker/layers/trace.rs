@@ -6,8 +6,10 @@ use futures_core::future::BoxFuture;
 use std::task::{Context as TaskContext, Poll};
 use tracing::Instrument;
 
-/// Runs each job inside an `info` span `cap.job` with fields `job_id`, `trace_id`,
+/// Runs each job inside a `debug` span `cap.job` with fields `job_id`, `trace_id`,
 /// `topic` and `sender_id`, and logs how it ended (debug on success, warn on failure).
+/// The worker's `info` span `handle` (one hop of the job's trace) already carries the
+/// job's fields; this one adds the handler's own detail when debug is on.
 #[derive(Clone, Copy, Debug, Default)]
 pub struct TraceLayer;
 
