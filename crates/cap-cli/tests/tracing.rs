@@ -192,6 +192,50 @@ async fn one_job_is_one_w3c_trace_across_three_processes() {
         parents.insert(subject.clone(), hex(&ctx.span_id));
     }
 
+    // A job its client does not sample: the scheduler and the worker sample every trace
+    // of their own, but follow the job's decision, so every packet about it says "not
+    // sampled" and no process makes a span of it (checked below, once all have flushed).
+    let unsampled = {
+        let mut env = env("cap-client").to_vec();
+        env.push(("OTEL_TRACES_SAMPLER", "parentbased_always_off".to_owned()));
+        let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (*k, v.as_str())).collect();
+        let id = format!("c2-{t}");
+        let args = [
+            "submit",
+            "--topic",
+            &topic,
+            "--input",
+            "{\"n\":2}",
+            "--wait",
+            "--id",
+            &id,
+        ];
+        Cap::spawn_with(&nats.url(), &common::redis_url(), &env, &args)
+    };
+    unsampled.wait_for_line("SUCCEEDED", READY);
+    let line = unsampled.stdout.lock().unwrap()[0].clone();
+    let out: serde_json::Value = serde_json::from_str(&line).unwrap();
+    let job2 = out["job_id"].as_str().unwrap().to_owned();
+    let trace2 = out["trace_id"].as_str().unwrap().to_owned();
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let packets: Vec<_> = seen
+        .lock()
+        .unwrap()
+        .iter()
+        .filter(|(_, _, p)| p.job_id() == Some(job2.as_str()))
+        .cloned()
+        .collect();
+    let subjects: Vec<&str> = packets.iter().map(|(s, _, _)| s.as_str()).collect();
+    for s in ["sys.job.submit", topic.as_str(), "sys.job.result"] {
+        assert!(subjects.contains(&s), "{s} in {subjects:?}");
+    }
+    for (subject, tp, _) in &packets {
+        let ctx = TraceContext::parse(tp.as_deref().unwrap_or_default(), None)
+            .unwrap_or_else(|| panic!("{subject}: no traceparent"));
+        assert_eq!(ctx.trace_id_hex(), trace2, "{subject}");
+        assert!(!ctx.sampled, "{subject}: flagged sampled");
+    }
+
     // The spans: stop the services so they flush, then wait for all six hops.
     scheduler.signal("TERM");
     worker.signal("TERM");
@@ -246,5 +290,15 @@ async fn one_job_is_one_w3c_trace_across_three_processes() {
     assert_eq!(parents["sys.job.submit"], hex(&submit.span_id));
     assert_eq!(parents[&topic], hex(&dispatch.span_id));
     assert_eq!(parents["sys.job.result"], hex(&handle.span_id));
+    // Nothing of the unsampled job's trace.
+    let leaked: Vec<String> = spans
+        .0
+        .lock()
+        .unwrap()
+        .iter()
+        .filter(|(_, s)| hex(&s.trace_id) == trace2)
+        .map(|(sv, s)| format!("{sv}/{}", s.name))
+        .collect();
+    assert!(leaked.is_empty(), "spans of an unsampled job: {leaked:?}");
     let _ = std::fs::remove_dir_all(&dir);
 }

@@ -279,8 +279,9 @@ pub fn outgoing(trace_id: &str, span: &tracing::Span) -> TraceContext {
     outgoing_after(trace_id, span, None)
 }
 
-/// [`outgoing`] for a hop that received `parent`: a new hop of the packet's trace keeps
-/// the parent's sampling decision (when it is of the same trace).
+/// [`outgoing`] for a hop that received `parent` (else the context of the task's hop,
+/// see [`in_hop`]): a new hop of the packet's trace keeps the parent's sampling decision
+/// (when it is of the same trace).
 pub fn outgoing_after(
     trace_id: &str,
     span: &tracing::Span,
@@ -295,10 +296,30 @@ pub fn outgoing_after(
         return ctx;
     }
     let mut hop = TraceContext::new_hop(id);
-    if let Some(p) = parent.filter(|p| p.trace_id == id) {
-        hop.sampled = p.sampled;
+    let decided = match parent {
+        Some(p) => (p.trace_id == id).then_some(p.sampled),
+        None => HOP
+            .try_with(|p| p.as_ref().filter(|p| p.trace_id == id).map(|p| p.sampled))
+            .ok()
+            .flatten(),
+    };
+    if let Some(sampled) = decided {
+        hop.sampled = sampled;
     }
     hop
+}
+
+tokio::task_local! {
+    /// The trace context the current task's hop arrived with (see [`in_hop`]).
+    static HOP: Option<TraceContext>;
+}
+
+/// Runs `work` (everything one hop does for a job: its handler, progress reports,
+/// result, child jobs) knowing the trace context the hop arrived with, so that packets
+/// published from it without a span of their own (the trace is not sampled) keep the
+/// job's sampling decision.
+pub async fn in_hop<F: std::future::Future>(parent: Option<TraceContext>, work: F) -> F::Output {
+    HOP.scope(parent, work).await
 }
 
 /// The share of traces this process samples, as a bound on the 56 random bits of a

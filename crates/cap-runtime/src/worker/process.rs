@@ -13,7 +13,6 @@ use super::run::{Route, Shared};
 use crate::Error;
 use crate::job::{JobError, ProgressSink};
 use crate::packets::Packets;
-use crate::trace_context::TraceContext;
 use bytes::Bytes;
 use cap_blob::BlobStore;
 use cap_bus::{Bus, Message};
@@ -396,11 +395,9 @@ async fn republish<B: Bus, S: BlobStore>(
     msg: &Message,
     trace_id: &str,
 ) {
-    let headers = shared.packets.trace_headers_after(
-        trace_id,
-        &tracing::Span::current(),
-        TraceContext::from_headers(msg.headers()).as_ref(),
-    );
+    let headers = shared
+        .packets
+        .trace_headers(trace_id, &tracing::Span::current());
     match shared
         .packets
         .publish_bytes_with(subject::RESULT, headers, bytes)
@@ -482,11 +479,9 @@ async fn publish_result<B: Bus, S: BlobStore>(
         Record::Fenced(id, d) => fence.finish(id, d, bytes.clone()),
         Record::Nothing => {}
     }
-    let headers = shared.packets.trace_headers_after(
-        trace_id,
-        &tracing::Span::current(),
-        TraceContext::from_headers(msg.headers()).as_ref(),
-    );
+    let headers = shared
+        .packets
+        .trace_headers(trace_id, &tracing::Span::current());
     match shared
         .packets
         .publish_bytes_with(subject::RESULT, headers, bytes)

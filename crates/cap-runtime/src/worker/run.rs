@@ -376,8 +376,9 @@ async fn intake_loop<B: Bus, S: BlobStore + 'static>(
                 worker_id = state.config.worker_id.as_str(),
             )
         };
-        let span = match crate::trace_context::TraceContext::from_headers(msg.headers()) {
-            Some(parent) => crate::trace_context::hop_span(Some(&parent), "", make),
+        let parent = crate::trace_context::TraceContext::from_headers(msg.headers());
+        let span = match &parent {
+            Some(parent) => crate::trace_context::hop_span(Some(parent), "", make),
             // A sender without trace context: a trace of its own, sampled at this
             // process's ratio.
             None if crate::trace_context::hook().is_some() => {
@@ -389,7 +390,11 @@ async fn intake_loop<B: Bus, S: BlobStore + 'static>(
             async move {
                 // Boxed: a job's whole path (claim, handler, result) makes a future of
                 // tens of KiB; inline, tokio would copy it at every spawn and stage change.
-                let job = Box::pin(process(&shared, &msg, route));
+                // Packets of the job keep its sampling decision (see `in_hop`).
+                let job = Box::pin(crate::trace_context::in_hop(
+                    parent,
+                    process(&shared, &msg, route),
+                ));
                 keepalive::while_in_hand(&msg, keepalive, job).await;
                 drop(permit);
             },

@@ -702,15 +702,22 @@ impl<B: Bus, K: SafetyClient + 'static, S: JobStore> Scheduler<B, K, S> {
                 self.seal_in(out, subject, pkt, receipt_for, &span, parent.as_ref());
             }
             Action::PublishResult { result, trace_id } => {
+                // The job's sampling decision travels with its result too.
+                let parent = self.traces.parent(&result.job_id);
                 let pkt = self.packets.envelope(&trace_id, *result);
-                self.seal(out, subject::RESULT.to_owned(), pkt, None);
+                let span = tracing::Span::current();
+                let subject = subject::RESULT.to_owned();
+                self.seal_in(out, subject, pkt, None, &span, parent.as_ref());
             }
             Action::DeadLetter { result, trace_id } => {
                 if let Some(m) = &self.metrics {
                     m.dead_letter();
                 }
+                let parent = self.traces.parent(&result.job_id);
                 let pkt = self.packets.envelope(&trace_id, *result);
-                self.seal(out, subject::DLQ.to_owned(), pkt, None);
+                let span = tracing::Span::current();
+                let subject = subject::DLQ.to_owned();
+                self.seal_in(out, subject, pkt, None, &span, parent.as_ref());
             }
             Action::ForwardCancel { cancel, trace_id } => {
                 let trace = if trace_id.is_empty() {
