@@ -254,24 +254,6 @@ pub fn hook() -> Option<&'static dyn TraceHook> {
     HOOK.get().map(|b| b.as_ref())
 }
 
-/// Links `span` to `parent` (or starts the trace of `trace_id`) when a hook is installed;
-/// does nothing otherwise.
-pub fn link(span: &tracing::Span, trace_id: &str, parent: Option<&TraceContext>) {
-    if let Some(h) = hook() {
-        h.link(span, w3c_trace_id(trace_id), parent);
-    }
-}
-
-/// Makes `span` a child of the trace context carried by `headers`, when a hook is
-/// installed and the headers carry one.
-pub fn link_remote(span: &tracing::Span, headers: &Headers) {
-    if let Some(h) = hook()
-        && let Some(parent) = TraceContext::from_headers(headers)
-    {
-        h.link(span, parent.trace_id, Some(&parent));
-    }
-}
-
 /// The trace context to publish a packet of `trace_id` with from `span`: the span's own
 /// when a hook records it in the same trace, else a new hop of the packet's trace
 /// (sampled as [`samples`] decides).
