@@ -65,42 +65,30 @@ async fn an_unsampled_job_makes_no_span_and_its_packets_say_so() {
         .unwrap();
     let client = bed.client().await.unwrap();
 
+    // One job at `ratio`: the flags and trace ids of its request and of its result.
+    let mut run = async |ratio: f64, input: u64| {
+        trace_context::set_sample_ratio(ratio);
+        let mut job = client
+            .submit_with("job.trace", &input, SubmitOptions::default().direct())
+            .await
+            .unwrap();
+        job.result().await.unwrap();
+        let request = flags(&next_message(&mut requests).await);
+        (request, flags(&next_message(&mut results).await))
+    };
+
     // No trace sampled: no span anywhere, and the decision travels with the job.
-    trace_context::set_sample_ratio(0.0);
-    let mut job = client
-        .submit_with("job.trace", &1, SubmitOptions::default().direct())
-        .await
-        .unwrap();
-    job.result().await.unwrap();
-    let (request, result) = (
-        next_message(&mut requests).await,
-        next_message(&mut results).await,
-    );
-    let (sampled, trace) = flags(&request);
+    let ((sampled, trace), result) = run(0.0, 1).await;
     assert!(!sampled, "the request says: not sampled");
-    assert_eq!(
-        flags(&result),
-        (false, trace),
-        "the worker keeps the decision"
-    );
+    assert_eq!(result, (false, trace), "the worker keeps the decision");
     assert_eq!(ROOTS.load(Ordering::SeqCst), 0, "no root span");
     assert_eq!(LINKED.load(Ordering::SeqCst), 0, "no hop span");
 
     // Every trace sampled: the submit is a root, the worker's and the client's hops
     // are linked to what they received.
-    trace_context::set_sample_ratio(1.0);
-    let mut job = client
-        .submit_with("job.trace", &2, SubmitOptions::default().direct())
-        .await
-        .unwrap();
-    job.result().await.unwrap();
-    let (request, result) = (
-        next_message(&mut requests).await,
-        next_message(&mut results).await,
-    );
-    let (sampled, trace) = flags(&request);
+    let ((sampled, trace), result) = run(1.0, 2).await;
     assert!(sampled);
-    assert_eq!(flags(&result), (true, trace));
+    assert_eq!(result, (true, trace));
     assert_eq!(ROOTS.load(Ordering::SeqCst), 1, "the submit");
     assert!(
         LINKED.load(Ordering::SeqCst) >= 2,

@@ -104,12 +104,7 @@ pub async fn compare<B: Bus, S: BlobStore + Clone + 'static, J: JobStore>(
     run_once(&bus, &worker, &client, stores().await?, true, &warm).await?;
     let mut runs = Vec::new();
     for round in 0..rounds {
-        let order = if round % 2 == 0 {
-            [true, false]
-        } else {
-            [false, true]
-        };
-        for fencing in order {
+        for fencing in on_off_order(round) {
             let report = run_once(&bus, &worker, &client, stores().await?, fencing, &cfg).await?;
             if !json {
                 eprintln!(
@@ -286,6 +281,16 @@ pub(super) fn print_comparison(
     );
 }
 
+/// Which side runs first in `round`: on, then off, the other way round in the next
+/// round, so that neither side always runs on a warmer (or more tired) process.
+pub(super) fn on_off_order(round: usize) -> [bool; 2] {
+    if round.is_multiple_of(2) {
+        [true, false]
+    } else {
+        [false, true]
+    }
+}
+
 pub(super) fn summarize(side: &[&LoadReport]) -> Summary {
     let tput = spread(side.iter().map(|r| r.jobs_per_sec).collect());
     Summary {
@@ -307,5 +312,12 @@ mod tests {
         assert_eq!(median(&[1.0, 2.0, 4.0, 9.0]), 3.0);
         assert_eq!(spread(vec![5.0, 1.0, 3.0]), [1.0, 3.0, 5.0]);
         assert_eq!(spread(Vec::new()), [0.0; 3]);
+    }
+
+    #[test]
+    fn sides_take_turns_going_first() {
+        assert_eq!(on_off_order(0), [true, false]);
+        assert_eq!(on_off_order(1), [false, true]);
+        assert_eq!(on_off_order(2), [true, false]);
     }
 }

@@ -13,7 +13,7 @@
 //! scheduler, job store, blob store, worker and client; each run is checked to be what it claims
 //! (an observed run exports at least one span per job, an unobserved one none).
 
-use super::fencing::{Cleanup, JobStores, print_comparison, summarize};
+use super::fencing::{Cleanup, JobStores, on_off_order, print_comparison, summarize};
 use super::{POLICY, POOLS, echo};
 use crate::cmd::telemetry::Switch;
 use anyhow::{Result, bail};
@@ -59,12 +59,7 @@ pub async fn compare<B: Bus, S: BlobStore + Clone + 'static, J: JobStore>(
     // The process's CPU time per job, [off, on].
     let mut cpu_us: [Vec<f64>; 2] = [Vec::new(), Vec::new()];
     for round in 0..rounds {
-        let order = if round % 2 == 0 {
-            [true, false]
-        } else {
-            [false, true]
-        };
-        for on in order {
+        for on in on_off_order(round) {
             switch.set(on);
             let before = switch.spans_exported();
             let cpu = cpu_time();
