@@ -10,8 +10,10 @@ use std::sync::Arc;
 /// the limits every transport in this crate can carry, so they are checked when a header
 /// is added, not when it is sent.
 ///
-/// An empty `Headers` does not allocate, and a clone shares the pairs until one side
-/// changes them (a message delivered to several subscribers carries one copy).
+/// The pairs live in one shared buffer, one `name: value\r\n` line each (the NATS
+/// layout): an empty `Headers` does not allocate, a filled one is one allocation however
+/// many pairs it holds, and a clone shares it until one side changes it (a message
+/// delivered to several subscribers carries one copy).
 ///
 /// ```
 /// use cap_bus::Headers;
@@ -26,13 +28,13 @@ use std::sync::Arc;
 /// ```
 #[derive(Clone, Debug, Default)]
 pub struct Headers {
-    /// `None` while empty.
-    entries: Option<Arc<Vec<(String, String)>>>,
+    /// `name: value\r\n` lines; `None` while empty.
+    lines: Option<Arc<str>>,
 }
 
 impl PartialEq for Headers {
     fn eq(&self, other: &Self) -> bool {
-        self.pairs() == other.pairs()
+        self.text() == other.text()
     }
 }
 
@@ -46,89 +48,133 @@ pub const MAX_HEADER_VALUE_LEN: usize = 4096;
 impl Headers {
     /// No headers.
     pub const fn new() -> Self {
-        Headers { entries: None }
+        Headers { lines: None }
     }
 
-    fn pairs(&self) -> &[(String, String)] {
-        self.entries.as_deref().map_or(&[], Vec::as_slice)
+    fn text(&self) -> &str {
+        self.lines.as_deref().unwrap_or("")
     }
 
-    fn pairs_mut(&mut self) -> &mut Vec<(String, String)> {
-        Arc::make_mut(self.entries.get_or_insert_with(Default::default))
+    /// The pairs, in order.
+    fn pairs(&self) -> impl Iterator<Item = (&str, &str)> + Clone {
+        Headers::split(self.text())
+    }
+
+    /// Replaces the lines with `keep` (pairs of the current ones) followed by `added`.
+    fn rebuild<'a>(
+        &mut self,
+        keep: impl Iterator<Item = (&'a str, &'a str)> + Clone,
+        added: Option<(&'a str, &'a str)>,
+    ) {
+        let line = |(n, v): (&str, &str)| n.len() + 2 + v.len() + 2;
+        let len = keep.clone().map(line).sum::<usize>() + added.map_or(0, line);
+        if len == 0 {
+            self.lines = None;
+            return;
+        }
+        let parts = keep.chain(added).flat_map(|(n, v)| [n, ": ", v, "\r\n"]);
+        // Most header sets are a line or two: written on the stack, they take one
+        // allocation (the shared one) instead of two.
+        let mut stack = [0u8; 256];
+        if let Some(buf) = stack.get_mut(..len) {
+            let mut at = 0;
+            for part in parts.clone() {
+                buf[at..at + part.len()].copy_from_slice(part.as_bytes());
+                at += part.len();
+            }
+            // Whole `str`s copied end to end: valid UTF-8 (checked on the ASCII path).
+            if let Ok(text) = std::str::from_utf8(buf) {
+                self.lines = Some(Arc::from(text));
+                return;
+            }
+        }
+        let text: String = parts.collect();
+        self.lines = Some(Arc::from(text));
     }
 
     /// Sets `name` to `value`, replacing every earlier value of `name`.
-    pub fn insert(
-        &mut self,
-        name: impl Into<String>,
-        value: impl Into<String>,
-    ) -> Result<(), Error> {
-        let (name, value) = checked(name.into(), value.into())?;
-        let pairs = self.pairs_mut();
-        pairs.retain(|(n, _)| *n != name);
-        pairs.push((name, value));
+    pub fn insert(&mut self, name: impl AsRef<str>, value: impl AsRef<str>) -> Result<(), Error> {
+        let (name, value) = checked(name.as_ref(), value.as_ref())?;
+        let old = self.lines.take();
+        let text = old.as_deref().unwrap_or("");
+        let keep = Headers::split(text).filter(|(n, _)| *n != name);
+        self.rebuild(keep, Some((name, value)));
         Ok(())
     }
 
     /// Adds a value for `name`, keeping earlier ones.
-    pub fn append(
-        &mut self,
-        name: impl Into<String>,
-        value: impl Into<String>,
-    ) -> Result<(), Error> {
-        let (name, value) = checked(name.into(), value.into())?;
-        self.pairs_mut().push((name, value));
+    pub fn append(&mut self, name: impl AsRef<str>, value: impl AsRef<str>) -> Result<(), Error> {
+        let (name, value) = checked(name.as_ref(), value.as_ref())?;
+        let old = self.lines.take();
+        self.rebuild(
+            Headers::split(old.as_deref().unwrap_or("")),
+            Some((name, value)),
+        );
         Ok(())
     }
 
+    /// The pairs of `text`: lines as [`rebuild`](Self::rebuild) writes them,
+    /// `name: value\r\n`, the name without `:`, the value without CR or LF.
+    fn split(text: &str) -> impl Iterator<Item = (&str, &str)> + Clone {
+        let mut rest = text;
+        std::iter::from_fn(move || {
+            if rest.is_empty() {
+                return None;
+            }
+            // Vectorised byte searches: this runs for every header read.
+            let end = memchr::memchr(b'\n', rest.as_bytes()).unwrap_or(rest.len());
+            let (line, after) = rest.split_at(end);
+            rest = after.get(1..).unwrap_or("");
+            let line = line.strip_suffix('\r').unwrap_or(line);
+            let colon = memchr::memchr(b':', line.as_bytes()).unwrap_or(line.len());
+            let (name, value) = line.split_at(colon);
+            let value = value.get(1..).unwrap_or("");
+            Some((name, value.strip_prefix(' ').unwrap_or(value)))
+        })
+    }
+
     /// Builder form of [`insert`](Headers::insert).
-    pub fn with(
-        mut self,
-        name: impl Into<String>,
-        value: impl Into<String>,
-    ) -> Result<Self, Error> {
+    pub fn with(mut self, name: impl AsRef<str>, value: impl AsRef<str>) -> Result<Self, Error> {
         self.insert(name, value)?;
         Ok(self)
     }
 
     /// The first value of `name`.
     pub fn get(&self, name: &str) -> Option<&str> {
-        self.pairs()
-            .iter()
-            .find(|(n, _)| n == name)
-            .map(|(_, v)| v.as_str())
+        self.pairs().find(|(n, _)| *n == name).map(|(_, v)| v)
     }
 
     /// Every value of `name`, in insertion order.
     pub fn get_all<'a>(&'a self, name: &'a str) -> impl Iterator<Item = &'a str> + 'a {
         self.pairs()
-            .iter()
-            .filter(move |(n, _)| n == name)
-            .map(|(_, v)| v.as_str())
+            .filter(move |(n, _)| *n == name)
+            .map(|(_, v)| v)
     }
 
     /// Removes every value of `name`; returns whether there was one.
     pub fn remove(&mut self, name: &str) -> bool {
-        if !self.pairs().iter().any(|(n, _)| n == name) {
+        if !self.pairs().any(|(n, _)| n == name) {
             return false;
         }
-        self.pairs_mut().retain(|(n, _)| n != name);
+        let old = self.lines.take();
+        let keep = Headers::split(old.as_deref().unwrap_or("")).filter(|(n, _)| *n != name);
+        self.rebuild(keep, None);
         true
     }
 
     /// All pairs in order.
     pub fn iter(&self) -> impl Iterator<Item = (&str, &str)> {
-        self.pairs().iter().map(|(n, v)| (n.as_str(), v.as_str()))
+        self.pairs()
     }
 
     /// Number of pairs.
     pub fn len(&self) -> usize {
-        self.pairs().len()
+        self.pairs().count()
     }
 
     /// Whether there are no headers.
     pub fn is_empty(&self) -> bool {
-        self.pairs().is_empty()
+        self.lines.is_none()
     }
 
     /// Bytes these headers take in the NATS wire format (`NATS/1.0\r\n`, one
@@ -138,12 +184,7 @@ impl Headers {
         if self.is_empty() {
             return 0;
         }
-        let lines: usize = self
-            .pairs()
-            .iter()
-            .map(|(n, v)| n.len() + 2 + v.len() + 2)
-            .sum();
-        "NATS/1.0\r\n".len() + lines + 2
+        "NATS/1.0\r\n".len() + self.text().len() + 2
     }
 }
 
@@ -155,7 +196,7 @@ impl<'a> IntoIterator for &'a Headers {
     }
 }
 
-fn checked(name: String, value: String) -> Result<(String, String), Error> {
+fn checked<'a>(name: &'a str, value: &'a str) -> Result<(&'a str, &'a str), Error> {
     if name.is_empty() || name.len() > MAX_HEADER_NAME_LEN {
         return Err(Error::new(
             ErrorKind::InvalidHeader,
@@ -174,7 +215,7 @@ fn checked(name: String, value: String) -> Result<(String, String), Error> {
             format!("header value longer than {MAX_HEADER_VALUE_LEN} bytes"),
         ));
     }
-    if value.bytes().any(|b| b == b'\r' || b == b'\n') {
+    if memchr::memchr2(b'\r', b'\n', value.as_bytes()).is_some() {
         return Err(Error::new(
             ErrorKind::InvalidHeader,
             "header value contains CR or LF",
@@ -234,6 +275,40 @@ mod tests {
         assert!(b.remove("traceparent"));
         assert_eq!(b, Headers::new());
         assert_eq!(b.wire_len(), 0);
+    }
+
+    #[test]
+    fn values_round_trip_exactly_in_order() {
+        let mut h = Headers::new();
+        h.append("A", " leading space").unwrap();
+        h.append("B", "x: y: z").unwrap();
+        h.append("A", "").unwrap();
+        h.insert("C", "c").unwrap();
+        let pairs: Vec<_> = h.iter().collect();
+        assert_eq!(
+            pairs,
+            [
+                ("A", " leading space"),
+                ("B", "x: y: z"),
+                ("A", ""),
+                ("C", "c")
+            ]
+        );
+        assert_eq!(h.len(), 4);
+        // Replacing keeps the others in order; the replaced value goes last.
+        h.insert("A", "a").unwrap();
+        assert_eq!(
+            h.iter().collect::<Vec<_>>(),
+            [("B", "x: y: z"), ("C", "c"), ("A", "a")]
+        );
+        let wire: usize = h.iter().map(|(n, v)| n.len() + 2 + v.len() + 2).sum();
+        assert_eq!(h.wire_len(), "NATS/1.0\r\n".len() + wire + 2);
+        // Past what is written on the stack: the same.
+        let long = "v".repeat(MAX_HEADER_VALUE_LEN);
+        h.append("Long", &long).unwrap();
+        assert_eq!(h.get("Long"), Some(long.as_str()));
+        assert_eq!(h.get("C"), Some("c"));
+        assert_eq!(h.len(), 4);
     }
 
     #[test]

@@ -47,43 +47,84 @@ pub struct TraceContext {
     pub state: String,
 }
 
-const HEX: &[u8; 16] = b"0123456789abcdef";
+/// Each byte's two lowercase hex digits.
+const HEX_PAIRS: [[u8; 2]; 256] = {
+    const HEX: &[u8; 16] = b"0123456789abcdef";
+    let mut t = [[0u8; 2]; 256];
+    let mut i = 0;
+    while i < 256 {
+        t[i] = [HEX[i >> 4], HEX[i & 0x0f]];
+        i += 1;
+    }
+    t
+};
 
-/// Appends `bytes` as lowercase hex (this runs for every packet published: no `fmt`).
+/// Appends `bytes` as lowercase hex.
 fn hex_into(out: &mut String, bytes: &[u8]) {
-    for &b in bytes {
-        out.push(char::from(HEX[usize::from(b >> 4)]));
-        out.push(char::from(HEX[usize::from(b & 0x0f)]));
+    let mut buf = [0u8; 32];
+    for chunk in bytes.chunks(16) {
+        let digits = &mut buf[..2 * chunk.len()];
+        hex_to(digits, chunk);
+        out.push_str(std::str::from_utf8(digits).unwrap_or_default());
     }
 }
 
-/// Writes `bytes` as lowercase hex into `out` (twice as long).
+/// Writes `bytes` as lowercase hex into `out` (twice as long). This runs for every
+/// packet published: one table load per byte, no `fmt`.
 fn hex_to(out: &mut [u8], bytes: &[u8]) {
     for (pair, &b) in out.chunks_exact_mut(2).zip(bytes) {
-        pair.copy_from_slice(&[HEX[usize::from(b >> 4)], HEX[usize::from(b & 0x0f)]]);
+        pair.copy_from_slice(&HEX_PAIRS[usize::from(b)]);
     }
 }
 
-/// The value of one lowercase hex digit.
-fn nibble(c: u8) -> Option<u8> {
-    match c {
-        b'0'..=b'9' => Some(c - b'0'),
-        b'a'..=b'f' => Some(c - b'a' + 10),
-        _ => None,
+/// Not a hex digit (in [`LOWER`] and [`ANY_CASE`]).
+const NOT_HEX: u8 = 0x10;
+
+/// The value of each byte as a hex digit, [`NOT_HEX`] when it is none; upper case too
+/// when `upper`.
+const fn hex_values(upper: bool) -> [u8; 256] {
+    let mut t = [NOT_HEX; 256];
+    let mut i = 0;
+    while i < 10 {
+        t[b'0' as usize + i] = i as u8;
+        i += 1;
     }
+    let mut i = 0;
+    while i < 6 {
+        t[b'a' as usize + i] = 10 + i as u8;
+        if upper {
+            t[b'A' as usize + i] = 10 + i as u8;
+        }
+        i += 1;
+    }
+    t
 }
 
-/// `N` bytes from exactly `2 * N` lowercase hex digits.
-fn unhex<const N: usize>(s: &[u8]) -> Option<[u8; N]> {
+/// Lowercase hex digits (as `traceparent` requires).
+const LOWER: [u8; 256] = hex_values(false);
+/// Hex digits of either case (a packet `trace_id`).
+const ANY_CASE: [u8; 256] = hex_values(true);
+
+/// `N` bytes from exactly `2 * N` hex digits, by `table` ([`LOWER`] or [`ANY_CASE`]).
+/// Runs for every packet received and published: one table load per digit, one check
+/// at the end.
+fn unhex_by<const N: usize>(table: &[u8; 256], s: &[u8]) -> Option<[u8; N]> {
     if s.len() != 2 * N {
         return None;
     }
     let mut out = [0u8; N];
+    let mut bad = 0u8;
     for (o, pair) in out.iter_mut().zip(s.chunks_exact(2)) {
-        let &[hi, lo] = pair else { return None };
-        *o = (nibble(hi)? << 4) | nibble(lo)?;
+        let (hi, lo) = (table[usize::from(pair[0])], table[usize::from(pair[1])]);
+        bad |= hi | lo;
+        *o = (hi << 4) | lo;
     }
-    Some(out)
+    (bad & NOT_HEX == 0).then_some(out)
+}
+
+/// `N` bytes from exactly `2 * N` lowercase hex digits.
+fn unhex<const N: usize>(s: &[u8]) -> Option<[u8; N]> {
+    unhex_by(&LOWER, s)
 }
 
 impl TraceContext {
@@ -153,23 +194,34 @@ impl TraceContext {
 
     /// The `traceparent` header value.
     pub fn traceparent(&self) -> String {
+        // Hex digits and dashes only: always UTF-8 (checked on the ASCII fast path).
+        std::str::from_utf8(&self.traceparent_bytes())
+            .map(str::to_owned)
+            .unwrap_or_default()
+    }
+
+    /// The `traceparent` header value, on the stack.
+    fn traceparent_bytes(&self) -> [u8; 55] {
         let mut b = *b"00-00000000000000000000000000000000-0000000000000000-00";
         hex_to(&mut b[3..35], &self.trace_id);
         hex_to(&mut b[36..52], &self.span_id);
         if self.sampled {
             b[54] = b'1';
         }
-        // Hex digits and dashes only: always UTF-8 (checked on the ASCII fast path).
-        String::from_utf8(b.to_vec()).unwrap_or_default()
+        b
     }
 
     /// Headers carrying this context (`tracestate` only when not empty).
     pub fn to_headers(&self) -> Headers {
         let mut h = Headers::new();
         // Both values are hex and dashes, or a header value received before: valid.
-        let _ = h.insert(TRACEPARENT, self.traceparent());
+        let traceparent = self.traceparent_bytes();
+        let _ = h.insert(
+            TRACEPARENT,
+            std::str::from_utf8(&traceparent).unwrap_or_default(),
+        );
         if !self.state.is_empty() {
-            let _ = h.insert(TRACESTATE, self.state.clone());
+            let _ = h.insert(TRACESTATE, &self.state);
         }
         h
     }
@@ -206,10 +258,7 @@ pub fn w3c_trace_id(trace_id: &str) -> [u8; 16] {
 
 /// 16 bytes from 32 hex digits of either case (a packet `trace_id`, not a header).
 fn unhex_any_case(s: &str) -> Option<[u8; 16]> {
-    let mut lower = [0u8; 32];
-    lower.copy_from_slice(s.as_bytes().get(..32)?);
-    lower.make_ascii_lowercase();
-    unhex::<16>(&lower)
+    unhex_by(&ANY_CASE, s.as_bytes())
 }
 
 /// Links `tracing` spans to a tracing system across processes. Installed once per
@@ -448,6 +497,13 @@ mod tests {
         assert_eq!(w3c_trace_id("job-7"), w3c_trace_id("job-7"));
         assert_ne!(w3c_trace_id("job-7"), w3c_trace_id("job-8"));
         assert_ne!(w3c_trace_id(&"0".repeat(32)), [0; 16]);
+        // 32 characters that are not all hex digits: hashed, not read.
+        let not_hex = "4bf92f3577b34da6a3ce929d0e0e473g";
+        assert_eq!(w3c_trace_id(not_hex), w3c_trace_id(not_hex));
+        assert_ne!(
+            TraceContext::new(w3c_trace_id(not_hex), [1; 8]).trace_id_hex()[..31],
+            not_hex[..31]
+        );
         let hop = outgoing("job-7", &tracing::Span::none());
         assert_eq!(hop.trace_id, w3c_trace_id("job-7"));
         assert_ne!(hop.span_id, [0; 8]);

@@ -108,7 +108,7 @@ pub use client::{
 pub use decision::{DECISION_SPELLINGS, Decision};
 pub use error::{Error, ErrorKind, PolicyError};
 pub use kernel::{CANDIDATE_SOURCE, Kernel, KernelOptions, ReloadOutcome};
-pub use metrics::{KernelMetrics, decision_label};
+pub use metrics::{DecisionCounters, KernelMetrics, decision_label};
 pub use policy::{Policy, Verdict};
 /// The Prometheus client the kernel's metrics are made with.
 pub use prometheus_client;

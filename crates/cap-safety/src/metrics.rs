@@ -5,6 +5,7 @@ use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::histogram::Histogram;
 use prometheus_client::registry::Registry;
+use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 /// Buckets (seconds) of the check latency: 5 µs to 100 ms (evaluation is in memory).
@@ -37,7 +38,7 @@ type Label = [(&'static str, &'static str); 1];
 /// ```
 #[derive(Clone, Debug)]
 pub struct KernelMetrics {
-    decisions: Family<Label, Counter>,
+    decisions: DecisionCounters,
     cache_hits: Counter,
     latency: Histogram,
 }
@@ -46,14 +47,14 @@ impl KernelMetrics {
     /// New metrics, registered in `registry`.
     pub fn register(registry: &mut Registry) -> Self {
         let m = KernelMetrics {
-            decisions: Family::default(),
+            decisions: DecisionCounters::default(),
             cache_hits: Counter::default(),
             latency: Histogram::new(BUCKETS),
         };
         registry.register(
             "cap_kernel_decisions",
             "Check answers, by decision",
-            m.decisions.clone(),
+            m.decisions.family().clone(),
         );
         registry.register(
             "cap_kernel_cache_hits",
@@ -65,7 +66,49 @@ impl KernelMetrics {
             "Time to answer a check",
             m.latency.clone(),
         );
-        // Every series exists from the start (at 0), so rates and dashboards see them.
+        m
+    }
+
+    pub(crate) fn checked(&self, resp: &PolicyCheckResponse, cached: bool, elapsed: Duration) {
+        self.decisions.inc(resp.decision);
+        if cached {
+            self.cache_hits.inc();
+        }
+        self.latency.observe(elapsed.as_secs_f64());
+    }
+}
+
+/// Answers counted by decision: a `Family` labelled `decision` whose series are each
+/// looked up once, so counting an answer costs one atomic add (no label set hashed).
+/// The usual decisions (`allow`, `deny`, `require_human`, `throttle`,
+/// `allow_with_constraints`) exist from the start, at 0, so rates and dashboards see
+/// them; the others appear when they first occur.
+///
+/// ```
+/// use cap_safety::DecisionCounters;
+/// use cap_proto::v1::DecisionType;
+/// let counters = DecisionCounters::default();
+/// counters.inc(DecisionType::Deny as i32);
+/// counters.inc(42); // not a decision: counted as unspecified
+/// let get = |d: &'static str| counters.family().get_or_create(&[("decision", d)]).get();
+/// assert_eq!((get("deny"), get("unspecified"), get("allow")), (1, 1, 0));
+/// ```
+#[derive(Clone, Debug)]
+pub struct DecisionCounters {
+    family: Family<Label, Counter>,
+    /// The series of each wire decision (indexed by its value), made on first use.
+    by_decision: Arc<[OnceLock<Counter>; DECISIONS]>,
+}
+
+/// Wire decisions known (`DecisionType` values 0 to 7).
+const DECISIONS: usize = 8;
+
+impl Default for DecisionCounters {
+    fn default() -> Self {
+        let counters = DecisionCounters {
+            family: Family::default(),
+            by_decision: Arc::default(),
+        };
         for d in [
             DecisionType::Allow,
             DecisionType::Deny,
@@ -73,21 +116,34 @@ impl KernelMetrics {
             DecisionType::Throttle,
             DecisionType::AllowWithConstraints,
         ] {
-            let _ = m
-                .decisions
-                .get_or_create(&[("decision", decision_label(d as i32))]);
+            let _ = counters.series(d as i32);
         }
-        m
+        counters
+    }
+}
+
+impl DecisionCounters {
+    /// The family to register.
+    pub fn family(&self) -> &Family<Label, Counter> {
+        &self.family
     }
 
-    pub(crate) fn checked(&self, resp: &PolicyCheckResponse, cached: bool, elapsed: Duration) {
-        self.decisions
-            .get_or_create(&[("decision", decision_label(resp.decision))])
-            .inc();
-        if cached {
-            self.cache_hits.inc();
-        }
-        self.latency.observe(elapsed.as_secs_f64());
+    /// Counts one answer of `decision` (a wire value; one this version does not know
+    /// counts as `unspecified`).
+    pub fn inc(&self, decision: i32) {
+        self.series(decision).inc();
+    }
+
+    fn series(&self, decision: i32) -> &Counter {
+        let known = DecisionType::try_from(decision).unwrap_or(DecisionType::Unspecified);
+        let slot = usize::try_from(known as i32)
+            .unwrap_or(0)
+            .min(DECISIONS - 1);
+        self.by_decision[slot].get_or_init(|| {
+            self.family
+                .get_or_create(&[("decision", decision_label(known as i32))])
+                .clone()
+        })
     }
 }
 

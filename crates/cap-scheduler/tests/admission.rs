@@ -28,9 +28,9 @@ fn results(actions: &[Action]) -> Vec<(v1::JobResult, String)> {
     actions
         .iter()
         .filter_map(|a| match a {
-            Action::PublishResult { result, trace_id } => {
-                Some(((**result).clone(), trace_id.clone()))
-            }
+            Action::PublishResult {
+                result, trace_id, ..
+            } => Some(((**result).clone(), trace_id.clone())),
             _ => None,
         })
         .collect()

@@ -4,7 +4,7 @@
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, missing_docs)]
 
 use cap_proto::{JobState, v1};
-use cap_scheduler::core::{Action, Config, JobEvent, JobRecord, Millis, Pools};
+use cap_scheduler::core::{Action, Config, JobEvent, JobRecord, Millis, Pools, TraceParent};
 use cap_scheduler::shell::{Commit, Committed, Engine, StoreError, Stored, WorkerEntry};
 use cap_scheduler::{JobStore, MemoryJobStore};
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -135,6 +135,7 @@ fn submitted(id: &str) -> (String, JobEvent) {
             claim: None,
             internal: false,
             chain: Vec::new(),
+            trace_parent: None,
         },
     )
 }
@@ -327,4 +328,66 @@ async fn a_job_whose_safety_answer_was_lost_with_its_instance_asks_again() {
     );
     let out = second.apply(vec![allowed("j")], stall + 1).await;
     assert_eq!(dispatches(&out.actions), 1);
+}
+
+/// The submit trace context lives in the job's record, so another instance (or this one
+/// after a restart) continues the submitter's trace; and each transition says how long
+/// the step it ends took, from the record's history.
+#[tokio::test]
+async fn the_submit_trace_context_and_step_latencies_come_from_the_record() {
+    let store = Faulty {
+        inner: MemoryJobStore::new(),
+        fault: Arc::new(Mutex::new(Fault::None)),
+        commits: Arc::default(),
+    };
+    let parent = Arc::new(TraceParent {
+        traceparent: "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-00".into(),
+        tracestate: "rojo=1".into(),
+    });
+    let (id, mut event) = submitted("j");
+    if let JobEvent::Submitted { trace_parent, .. } = &mut event {
+        *trace_parent = Some(parent.clone());
+    }
+    let out = engine(&store).apply(vec![(id, event)], 1_000).await;
+    let checks: Vec<_> = out
+        .actions
+        .iter()
+        .filter_map(|a| match a {
+            Action::CheckSafety { parent, .. } => Some(parent.clone()),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(checks, [Some(parent.clone())]);
+    // A second instance, with nothing in memory, dispatches 25 ms after the submit.
+    let out = engine(&store).apply(vec![allowed("j")], 1_025).await;
+    let dispatch = out.actions.iter().find_map(|a| match a {
+        Action::Dispatch { parent, .. } => Some(parent.clone()),
+        _ => None,
+    });
+    assert_eq!(dispatch, Some(Some(parent.clone())));
+    let latency = |actions: &[Action], want: JobState| {
+        actions.iter().find_map(|a| match a {
+            Action::Transition { state, latency, .. } if *state == want => Some(*latency),
+            _ => None,
+        })
+    };
+    assert_eq!(latency(&out.actions, JobState::Dispatched), Some(Some(25)));
+    // The worker's result, 40 ms after the dispatch: a run of 40 ms.
+    let result = v1::JobResult {
+        job_id: "j".into(),
+        status: JobState::Succeeded.status() as i32,
+        worker_id: "w1".into(),
+        dispatch: Some(v1::DispatchIdentity {
+            dispatch_id: "d1".into(),
+            attempt: 1,
+            ..Default::default()
+        }),
+        ..Default::default()
+    };
+    let out = engine(&store)
+        .apply(vec![("j".into(), JobEvent::Result(result))], 1_065)
+        .await;
+    assert_eq!(latency(&out.actions, JobState::Succeeded), Some(Some(40)));
+    let stored = store.inner.load(&["j".into()]).await.unwrap().remove(0);
+    assert_eq!(stored.unwrap().record.trace_parent, Some(parent));
 }

@@ -7,7 +7,6 @@ use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::Histogram;
 use prometheus_client::registry::Registry;
-use std::collections::HashMap;
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
@@ -33,9 +32,13 @@ pub struct WorkerMetrics {
     in_flight: Gauge,
     heartbeats: Counter,
     /// Each topic's series, found by the topic's name: a job counts without building a
-    /// label set (two strings) or looking one up.
-    topics: Arc<RwLock<HashMap<String, Arc<TopicSeries>>>>,
+    /// label set (two strings) or hashing one. A worker serves a few topics: a list
+    /// compared by length first beats a hash of the name.
+    topics: Arc<RwLock<Vec<Named>>>,
 }
+
+/// A topic's name and its series.
+type Named = (Box<str>, Arc<TopicSeries>);
 
 /// The series of one topic (handles onto the families' own metrics).
 #[derive(Debug)]
@@ -83,13 +86,12 @@ impl WorkerMetrics {
 
     /// The series of `topic`, made on its first job.
     fn topic(&self, topic: &str) -> Arc<TopicSeries> {
-        let known = self
-            .topics
-            .read()
-            .unwrap_or_else(|e| e.into_inner())
-            .get(topic)
-            .cloned();
-        if let Some(series) = known {
+        let find = |list: &[Named]| {
+            list.iter()
+                .find(|(name, _)| **name == *topic)
+                .map(|(_, s)| s.clone())
+        };
+        if let Some(series) = find(&self.topics.read().unwrap_or_else(|e| e.into_inner())) {
             return series;
         }
         let label = [("topic", topic.to_owned())];
@@ -98,12 +100,12 @@ impl WorkerMetrics {
             run: self.run.get_or_create_owned(&label),
             completed: RwLock::default(),
         });
-        self.topics
-            .write()
-            .unwrap_or_else(|e| e.into_inner())
-            .entry(topic.to_owned())
-            .or_insert(series)
-            .clone()
+        let mut list = self.topics.write().unwrap_or_else(|e| e.into_inner());
+        if let Some(raced) = find(&list) {
+            return raced;
+        }
+        list.push((topic.into(), series.clone()));
+        series
     }
 
     fn ended(&self, topic: &str, status: JobStatus, elapsed: Duration) {

@@ -90,11 +90,13 @@ impl Work<'_, '_> {
         job.dispatch = Some(attempt);
         let trace_id = job.trace_id.clone();
         let identity = job.identity.clone().map(Box::new);
+        let parent = job.trace_parent.clone();
         self.actions.push(Action::Dispatch {
             subject,
             request: Box::new(request),
             trace_id,
             identity,
+            parent,
         });
     }
 }

@@ -1,8 +1,9 @@
 //! What the core reacts to ([`Event`], [`JobEvent`]) and what it asks its shell to do
 //! ([`Action`], [`FollowUp`]).
 
-use super::job::Millis;
+use super::job::{Millis, TraceParent};
 use cap_proto::v1;
+use std::sync::Arc;
 
 /// Something that happened: a packet arrived, a safety decision came back, time passed.
 /// The input of [`SchedulerCore`](super::SchedulerCore), the in-memory driver.
@@ -102,6 +103,8 @@ pub enum JobEvent {
         internal: bool,
         /// Compensations to run after this one (workflow compensations only).
         chain: Vec<v1::JobRequest>,
+        /// The trace context its packet carried (see [`TraceParent`]).
+        trace_parent: Option<Arc<TraceParent>>,
     },
     /// The safety kernel answered.
     SafetyDecided(v1::PolicyCheckResponse),
@@ -207,6 +210,8 @@ pub enum Action {
         job_id: String,
         /// The request to evaluate.
         request: Box<v1::PolicyCheckRequest>,
+        /// The job's submit trace context, the parent of the check's span.
+        parent: Option<Arc<TraceParent>>,
     },
     /// Publish a JobRequest to a pool or worker subject.
     Dispatch {
@@ -218,6 +223,8 @@ pub enum Action {
         trace_id: String,
         /// The envelope identity to carry (BusPacket.identity).
         identity: Option<Box<v1::IdentityBinding>>,
+        /// The job's submit trace context, the parent of the dispatch's span.
+        parent: Option<Arc<TraceParent>>,
     },
     /// Publish a JobResult on `sys.job.result` (DENIED, TIMEOUT, CANCELLED, failures the
     /// scheduler decides, and outcomes copied to idempotent followers).
@@ -226,6 +233,8 @@ pub enum Action {
         result: Box<v1::JobResult>,
         /// `trace_id` to carry.
         trace_id: String,
+        /// The job's submit trace context: the result keeps its sampling decision.
+        parent: Option<Arc<TraceParent>>,
     },
     /// Publish a dead letter on `sys.job.dlq`.
     DeadLetter {
@@ -233,6 +242,8 @@ pub enum Action {
         result: Box<v1::JobResult>,
         /// `trace_id` to carry.
         trace_id: String,
+        /// The job's submit trace context: the dead letter keeps its sampling decision.
+        parent: Option<Arc<TraceParent>>,
     },
     /// Forward a cancel to the workers (`sys.job.cancel`).
     ForwardCancel {
@@ -298,5 +309,8 @@ pub enum Action {
         tenant: String,
         /// The job's topic.
         topic: String,
+        /// How long the step that ends here took, from the job's history (see
+        /// [`JobRecord::latency_to`](super::JobRecord::latency_to)).
+        latency: Option<Millis>,
     },
 }

@@ -3,6 +3,7 @@
 use cap_proto::state::JobState;
 use cap_proto::v1;
 use serde::{Deserialize, Serialize};
+use std::sync::Arc;
 
 /// Milliseconds on the scheduler's clock (wall-clock milliseconds since the Unix epoch in
 /// the async shell, a virtual clock in tests).
@@ -89,6 +90,20 @@ pub struct Decision {
     pub rule_id: String,
 }
 
+/// The W3C trace context a job was submitted with: the `traceparent` and `tracestate`
+/// headers of its submit packet, opaque to the core (the shell checks them before it
+/// hands them in). Kept with the job, so that every hop of it the scheduler makes (policy
+/// check, dispatch, its own results), in any instance and after any restart, continues
+/// the submitter's trace and keeps its sampling decision.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TraceParent {
+    /// The `traceparent` header value.
+    pub traceparent: String,
+    /// The `tracestate` header value ("" when none).
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub tracestate: String,
+}
+
 /// One job.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct JobRecord {
@@ -146,6 +161,10 @@ pub struct JobRecord {
     /// Safety and approval decisions so far, oldest first.
     #[serde(default)]
     pub decisions: Vec<Decision>,
+    /// The trace context the job was submitted with, when its packet carried one
+    /// (shared: a record is cloned at every step, this is not).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub trace_parent: Option<Arc<TraceParent>>,
 }
 
 impl JobRecord {
@@ -172,6 +191,7 @@ impl JobRecord {
             chain: Vec::new(),
             settled: false,
             decisions: Vec::new(),
+            trace_parent: None,
         }
     }
 
@@ -214,14 +234,42 @@ impl JobRecord {
         Some(self.request.parent_job_id.as_str()).filter(|p| !p.is_empty())
     }
 
+    /// How long the step that a move to `to` at `now` ends took, read from the history:
+    /// for DISPATCHED, the wait for a worker since the job became ready (it was
+    /// submitted, or its last attempt failed and may be retried), on the first dispatch
+    /// since then; for a terminal state, the run since the last dispatch, when there was
+    /// one after the job last became ready. `None` otherwise.
+    pub fn latency_to(&self, to: JobState, now: Millis) -> Option<Millis> {
+        let ready = [JobState::Pending, JobState::FailedRetryable];
+        let (at, from) = self.history.iter().rev().find_map(|(at, entry)| {
+            ready
+                .iter()
+                .chain(&[JobState::Dispatched])
+                .find(|s| state_name(**s) == entry)
+                .map(|s| (*at, *s))
+        })?;
+        let measured = match to {
+            JobState::Dispatched => ready.contains(&from),
+            t if t.is_terminal() => from == JobState::Dispatched,
+            _ => false,
+        };
+        measured.then(|| now.saturating_sub(at))
+    }
+
     /// Records a state change (the caller has checked it is legal).
     pub(crate) fn set_state(&mut self, state: JobState, now: Millis) {
         if self.state != state {
             self.state = state;
             self.since = now;
-            self.history.push((now, state.to_string()));
+            self.history.push((now, state_name(state).to_owned()));
         }
     }
+}
+
+/// A state as the history names it (its `Display` form, without allocating).
+fn state_name(state: JobState) -> &'static str {
+    let name = state.status().as_str_name();
+    name.strip_prefix("JOB_STATUS_").unwrap_or(name)
 }
 
 mod proto_bytes {
@@ -368,6 +416,10 @@ mod tests {
             job_id: "c".into(),
             ..Default::default()
         }];
+        r.trace_parent = Some(Arc::new(TraceParent {
+            traceparent: "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01".into(),
+            tracestate: String::new(),
+        }));
         let text = serde_json::to_string(&r).unwrap();
         let back: JobRecord = serde_json::from_str(&text).unwrap();
         assert_eq!(back, r);

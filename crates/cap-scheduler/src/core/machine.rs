@@ -11,10 +11,11 @@
 
 use super::env::Env;
 use super::event::{Action, FollowUp, JobEvent};
-use super::job::JobRecord;
+use super::job::{JobRecord, TraceParent};
 use super::messages::alert;
 use cap_proto::state::{self, JobState, Transition};
 use cap_proto::{ErrorCode, v1};
+use std::sync::Arc;
 
 /// What one step decided.
 #[derive(Debug, Default)]
@@ -48,7 +49,16 @@ pub fn step(env: &mut Env<'_>, current: Option<&JobRecord>, event: JobEvent) -> 
             claim,
             internal,
             chain,
-        } => w.submit(request, trace_id, sender, identity, claim, internal, chain),
+            trace_parent,
+        } => w.submit(
+            request,
+            (trace_id, trace_parent),
+            sender,
+            identity,
+            claim,
+            internal,
+            chain,
+        ),
         JobEvent::SafetyDecided(response) => w.decided(response),
         JobEvent::SafetyUnavailable(error) => w.kernel_down(&error),
         JobEvent::Approved => w.approved(),
@@ -83,6 +93,11 @@ impl Work<'_, '_> {
         }
     }
 
+    /// The trace context the job was submitted with, if known.
+    pub(crate) fn trace_parent(&self) -> Option<Arc<TraceParent>> {
+        self.job.as_ref().and_then(|j| j.trace_parent.clone())
+    }
+
     /// The job's id (empty when there is no record).
     pub(crate) fn id(&self) -> String {
         self.job
@@ -110,6 +125,7 @@ impl Work<'_, '_> {
         };
         match state::transition(job.state, to) {
             Ok(Transition::Moved) => {
+                let latency = job.latency_to(to, now);
                 job.set_state(to, now);
                 if !matches!(to, JobState::Dispatched | JobState::Running) {
                     job.dispatch = None;
@@ -121,6 +137,7 @@ impl Work<'_, '_> {
                     at: now,
                     tenant: job.tenant().to_owned(),
                     topic: job.request.topic.clone(),
+                    latency,
                 });
                 true
             }
@@ -140,6 +157,7 @@ impl Work<'_, '_> {
     pub(crate) fn force_state(&mut self, to: JobState) {
         let now = self.env.now;
         let Some(job) = self.job_mut() else { return };
+        let latency = job.latency_to(to, now);
         job.set_state(to, now);
         job.dispatch = None;
         let id = job.id().to_owned();
@@ -150,6 +168,7 @@ impl Work<'_, '_> {
             at: now,
             tenant,
             topic,
+            latency,
         });
     }
 
@@ -220,6 +239,7 @@ impl Work<'_, '_> {
         self.actions.push(Action::PublishResult {
             result: Box::new(result),
             trace_id,
+            parent: self.trace_parent(),
         });
         self.after_terminal();
     }

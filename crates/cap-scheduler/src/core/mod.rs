@@ -32,7 +32,7 @@ pub use admission::{Admission, DEFAULT_POINTER_SCHEMES, Refusal, Rule};
 pub use config::{Config, backoff};
 pub use env::{CHILDREN, Env, JobView, Lookup, MapView};
 pub use event::{Action, Claim, Event, Fence, FollowUp, JobEvent};
-pub use job::{Attempt, Decision, Hold, JobRecord, Millis};
+pub use job::{Attempt, Decision, Hold, JobRecord, Millis, TraceParent};
 pub use machine::{Step, step};
 pub use messages::{alert, policy_request};
 pub use pools::{Pools, PoolsError, Route};

@@ -159,6 +159,7 @@ impl Work<'_, '_> {
         self.actions.push(Action::DeadLetter {
             result: Box::new(dead.clone()),
             trace_id: trace_id.clone(),
+            parent: self.trace_parent(),
         });
         self.alert(
             v1::AlertSeverity::Warning,
@@ -187,6 +188,7 @@ impl Work<'_, '_> {
         self.actions.push(Action::PublishResult {
             result: Box::new(own),
             trace_id,
+            parent: self.trace_parent(),
         });
         self.after_terminal();
     }

@@ -198,6 +198,7 @@ impl Work<'_, '_> {
         self.actions.push(Action::CheckSafety {
             job_id: id,
             request: Box::new(check),
+            parent: self.trace_parent(),
         });
     }
 }

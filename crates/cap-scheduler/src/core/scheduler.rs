@@ -151,6 +151,7 @@ impl SchedulerCore {
                     claim,
                     internal: false,
                     chain: Vec::new(),
+                    trace_parent: None,
                 };
                 self.apply(id, ev, now, &mut out);
             }
@@ -273,6 +274,7 @@ impl SchedulerCore {
                             claim,
                             internal: true,
                             chain,
+                            trace_parent: None,
                         };
                         queue.push_back((next, ev));
                     }

@@ -2,17 +2,18 @@
 //! safety kernel; a repeated submission re-announces the outcome.
 
 use super::event::{Action, Claim};
-use super::job::{Hold, JobRecord};
+use super::job::{Hold, JobRecord, TraceParent};
 use super::machine::Work;
 use super::messages::policy_request;
 use cap_proto::{JobState, v1};
+use std::sync::Arc;
 
 impl Work<'_, '_> {
     #[allow(clippy::too_many_arguments)]
     pub(crate) fn submit(
         &mut self,
         request: v1::JobRequest,
-        trace_id: String,
+        (trace_id, trace_parent): (String, Option<Arc<TraceParent>>),
         sender: String,
         identity: Option<v1::IdentityBinding>,
         claim: Option<Claim>,
@@ -25,10 +26,12 @@ impl Work<'_, '_> {
             // workflow compensation stay silent.
             if !internal && let Some(result) = existing.result.clone() {
                 let trace_id = existing.trace_id.clone();
+                let parent = existing.trace_parent.clone();
                 let result = self.as_published(result);
                 self.actions.push(Action::PublishResult {
                     result: Box::new(result),
                     trace_id,
+                    parent,
                 });
             }
             return;
@@ -38,6 +41,7 @@ impl Work<'_, '_> {
         let mut record = JobRecord::new(request, trace_id, sender, now);
         record.identity = identity;
         record.chain = chain;
+        record.trace_parent = trace_parent;
         let (tenant, topic) = (record.tenant().to_owned(), record.request.topic.clone());
         self.job = Some(Box::new(record));
         self.changed = true;
@@ -47,6 +51,7 @@ impl Work<'_, '_> {
             at: now,
             tenant,
             topic,
+            latency: None,
         });
         if let Some(Claim::Follower { leader }) = claim {
             if let Some(job) = self.job_mut() {
@@ -98,6 +103,7 @@ impl Work<'_, '_> {
         self.actions.push(Action::CheckSafety {
             job_id: id,
             request: Box::new(check),
+            parent: self.trace_parent(),
         });
     }
 
@@ -135,6 +141,7 @@ impl Work<'_, '_> {
                 self.actions.push(Action::PublishResult {
                     result: Box::new(result),
                     trace_id,
+                    parent: self.trace_parent(),
                 });
             }
             None => {

@@ -473,6 +473,7 @@ impl<S: JobStore> Engine<S> {
                             claim: None,
                             internal: true,
                             chain,
+                            trace_parent: None,
                         },
                         None,
                     ),

@@ -23,7 +23,6 @@ pub(crate) async fn packets<B: Bus, St>(
     mut stream: St,
     packets: Packets<B>,
     gate: Option<std::sync::Arc<crate::trust::Gate>>,
-    traces: super::traces::Traces,
     tx: mpsc::Sender<Input>,
     shutdown: CancellationToken,
 ) where
@@ -73,9 +72,6 @@ pub(crate) async fn packets<B: Bus, St>(
         let trace_id = pkt.trace_id;
         let sender = pkt.sender_id;
         let identity = pkt.identity;
-        if let Some(Payload::JobRequest(request)) = &pkt.payload {
-            traces.submitted(&request.job_id, msg.headers());
-        }
         let item = match pkt.payload {
             Some(Payload::JobRequest(request)) => Item::Job(
                 request.job_id.clone(),
@@ -87,6 +83,7 @@ pub(crate) async fn packets<B: Bus, St>(
                     claim: None,
                     internal: false,
                     chain: Vec::new(),
+                    trace_parent: super::traces::submitted(msg.headers()),
                 },
             ),
             Some(Payload::JobResult(result)) => {

@@ -3,7 +3,8 @@
 use super::stats::SchedulerStats;
 use crate::core::{Fence, Millis};
 use cap_proto::JobState;
-use cap_proto::v1::{DecisionType, PolicyCheckResponse};
+use cap_proto::v1::PolicyCheckResponse;
+use cap_safety::DecisionCounters;
 use prometheus_client::collector::Collector;
 use prometheus_client::encoding::{DescriptorEncoder, EncodeMetric};
 use prometheus_client::metrics::MetricType;
@@ -12,16 +13,9 @@ use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::Histogram;
 use prometheus_client::registry::Registry;
-use std::collections::HashMap;
-use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 type Label = [(&'static str, &'static str); 1];
-
-/// Most jobs whose submit or dispatch time is remembered for the latency histograms (a
-/// job that ends on another instance is never removed here; past this the memory is
-/// dropped, losing a few samples, never growing without bound).
-const MAX_TIMED: usize = 100_000;
 
 /// A scheduler's metrics. Label sets are bounded (states, decisions, fence kinds); no
 /// job ids, no topics (topics are chosen by submitters):
@@ -53,17 +47,28 @@ pub struct SchedulerMetrics {
     completed: Family<Label, Counter>,
     retries: Counter,
     dead_letters: Counter,
-    decisions: Family<Label, Counter>,
+    decisions: DecisionCounters,
+    /// The `unavailable` series of `decisions`.
+    unavailable: Counter,
     safety_latency: Histogram,
     dispatch_latency: Histogram,
     run_time: Histogram,
     active: Gauge,
     queue_depth: Gauge,
     worker_sessions: Gauge,
-    /// Job id → submit (or retry) time and `false` until dispatched, then the dispatch
-    /// time and `true` until the end.
-    timed: Arc<Mutex<HashMap<String, (Millis, bool)>>>,
+    /// The series of `completed` for each of [`TERMINAL`], looked up once.
+    completed_by: [Counter; TERMINAL.len()],
 }
+
+/// The terminal states with a series of their own.
+const TERMINAL: [JobState; 6] = [
+    JobState::Succeeded,
+    JobState::Failed,
+    JobState::FailedFatal,
+    JobState::Cancelled,
+    JobState::Denied,
+    JobState::Timeout,
+];
 
 /// The label of a terminal state: the status name without its prefix.
 fn state_name(state: JobState) -> &'static str {
@@ -87,20 +92,33 @@ impl SchedulerMetrics {
     /// scheduler's [`stats`](super::Scheduler::stats)).
     pub fn register(registry: &mut Registry, stats: SchedulerStats) -> Self {
         let hist = || Histogram::new(cap_runtime::metrics::LATENCY_BUCKETS);
+        // Every series exists from the start (at 0), so rates and dashboards see them.
+        let completed = Family::<Label, Counter>::default();
+        let completed_by = TERMINAL.map(|s| {
+            completed
+                .get_or_create(&[("status", state_name(s))])
+                .clone()
+        });
+        let decisions = DecisionCounters::default();
+        let unavailable = decisions
+            .family()
+            .get_or_create(&[("decision", "unavailable")])
+            .clone();
         let m = SchedulerMetrics {
             received: Counter::default(),
             dispatched: Counter::default(),
-            completed: Family::default(),
+            completed,
+            completed_by,
             retries: Counter::default(),
             dead_letters: Counter::default(),
-            decisions: Family::default(),
+            decisions,
+            unavailable,
             safety_latency: hist(),
             dispatch_latency: hist(),
             run_time: hist(),
             active: Gauge::default(),
             queue_depth: Gauge::default(),
             worker_sessions: Gauge::default(),
-            timed: Arc::default(),
         };
         let r = registry;
         r.register(
@@ -131,7 +149,7 @@ impl SchedulerMetrics {
         r.register(
             "cap_scheduler_safety_decisions",
             "Safety answers, by decision (or unavailable)",
-            m.decisions.clone(),
+            m.decisions.family().clone(),
         );
         r.register(
             "cap_scheduler_safety_seconds",
@@ -164,66 +182,33 @@ impl SchedulerMetrics {
             m.worker_sessions.clone(),
         );
         r.register_collector(Box::new(StatsCollector(stats)));
-        // Every series exists from the start (at 0), so rates and dashboards see them.
-        for s in [
-            JobState::Succeeded,
-            JobState::Failed,
-            JobState::FailedFatal,
-            JobState::Cancelled,
-            JobState::Denied,
-            JobState::Timeout,
-        ] {
-            let _ = m.completed.get_or_create(&[("status", state_name(s))]);
-        }
-        for d in [
-            DecisionType::Allow,
-            DecisionType::Deny,
-            DecisionType::RequireHuman,
-            DecisionType::Throttle,
-            DecisionType::AllowWithConstraints,
-        ] {
-            let _ = m
-                .decisions
-                .get_or_create(&[("decision", cap_safety::decision_label(d as i32))]);
-        }
-        let _ = m.decisions.get_or_create(&[("decision", "unavailable")]);
         m
     }
 
-    /// A job changed state at `at`.
-    pub(crate) fn transition(&self, job_id: &str, state: JobState, at: Millis) {
-        let mut timed = self.timed.lock().unwrap_or_else(|e| e.into_inner());
+    /// A job moved to `state`; `latency` is how long the step it ends took (see
+    /// [`JobRecord::latency_to`](crate::core::JobRecord::latency_to)): the wait for a
+    /// worker on a dispatch, the run on a terminal state.
+    pub(crate) fn transition(&self, state: JobState, latency: Option<Millis>) {
         match state {
             JobState::Pending => {
                 self.received.inc();
-                if timed.len() >= MAX_TIMED {
-                    timed.clear();
-                }
-                timed.insert(job_id.to_owned(), (at, false));
             }
             JobState::Dispatched => {
                 self.dispatched.inc();
-                if let Some(t) = timed.get_mut(job_id) {
-                    if !t.1 {
-                        self.dispatch_latency
-                            .observe(seconds(at.saturating_sub(t.0)));
-                    }
-                    *t = (at, true);
+                if let Some(ms) = latency {
+                    self.dispatch_latency.observe(seconds(ms));
                 }
             }
             JobState::FailedRetryable => {
                 self.retries.inc();
-                // The next dispatch is measured from here.
-                if let Some(t) = timed.get_mut(job_id) {
-                    *t = (at, false);
-                }
             }
             s if s.is_terminal() => {
-                self.completed
-                    .get_or_create(&[("status", state_name(s))])
-                    .inc();
-                if let Some((since, true)) = timed.remove(job_id) {
-                    self.run_time.observe(seconds(at.saturating_sub(since)));
+                match TERMINAL.iter().position(|t| *t == s) {
+                    Some(i) => self.completed_by[i].inc(),
+                    None => self.completed.get_or_create(&[("status", "OTHER")]).inc(),
+                };
+                if let Some(ms) = latency {
+                    self.run_time.observe(seconds(ms));
                 }
             }
             _ => {}
@@ -232,8 +217,12 @@ impl SchedulerMetrics {
 
     /// A safety check answered (`Some`) or failed (`None`) after `elapsed`.
     pub(crate) fn safety(&self, answer: Option<&PolicyCheckResponse>, elapsed: Duration) {
-        let name = answer.map_or("unavailable", |r| cap_safety::decision_label(r.decision));
-        self.decisions.get_or_create(&[("decision", name)]).inc();
+        match answer {
+            Some(r) => self.decisions.inc(r.decision),
+            None => {
+                self.unavailable.inc();
+            }
+        }
         self.safety_latency.observe(elapsed.as_secs_f64());
     }
 
@@ -312,17 +301,19 @@ mod tests {
         let mut registry = Registry::default();
         let stats = SchedulerStats::default();
         let m = SchedulerMetrics::register(&mut registry, stats.clone());
-        m.transition("a", JobState::Pending, 1_000);
-        m.transition("a", JobState::Dispatched, 1_005);
-        m.transition("a", JobState::Running, 1_006);
-        m.transition("a", JobState::FailedRetryable, 1_010);
-        m.transition("a", JobState::Dispatched, 1_020);
-        m.transition("a", JobState::Succeeded, 1_070);
-        m.transition("b", JobState::Pending, 1_000);
-        m.transition("b", JobState::Denied, 1_001);
+        // Job a: dispatched after 5 ms, retried, dispatched after 10 ms, ran 50 ms.
+        m.transition(JobState::Pending, None);
+        m.transition(JobState::Dispatched, Some(5));
+        m.transition(JobState::Running, None);
+        m.transition(JobState::FailedRetryable, None);
+        m.transition(JobState::Dispatched, Some(10));
+        m.transition(JobState::Succeeded, Some(50));
+        // Job b: denied, never dispatched.
+        m.transition(JobState::Pending, None);
+        m.transition(JobState::Denied, None);
         m.safety(
             Some(&PolicyCheckResponse {
-                decision: DecisionType::Deny as i32,
+                decision: cap_proto::v1::DecisionType::Deny as i32,
                 ..Default::default()
             }),
             Duration::from_millis(2),

@@ -11,7 +11,7 @@ use super::metrics::SchedulerMetrics;
 use super::send::{self, Outgoing};
 use super::stats::SchedulerStats;
 use super::store::JobStore;
-use super::traces::Traces;
+use super::traces;
 use crate::core::{
     Action, Config, Event, Fence, Hold, JobEvent, JobRecord, Millis, Pools, workers,
 };
@@ -221,8 +221,7 @@ pub struct Scheduler<B: Bus, K: SafetyClient + 'static, S: JobStore> {
     options: SchedulerOptions,
     observers: broadcast::Sender<Observed>,
     stats: SchedulerStats,
-    metrics: Option<SchedulerMetrics>,
-    traces: Traces,
+    metrics: Option<Arc<SchedulerMetrics>>,
 }
 
 impl<B: Bus, K: SafetyClient + 'static, S: JobStore> Scheduler<B, K, S> {
@@ -238,14 +237,13 @@ impl<B: Bus, K: SafetyClient + 'static, S: JobStore> Scheduler<B, K, S> {
             observers,
             stats: SchedulerStats::default(),
             metrics: None,
-            traces: Default::default(),
         }
     }
 
     /// Counts into `metrics` (made with [`SchedulerMetrics::register`] from this
     /// scheduler's [`stats`](Self::stats)).
     pub fn with_metrics(mut self, metrics: SchedulerMetrics) -> Self {
-        self.metrics = Some(metrics);
+        self.metrics = Some(Arc::new(metrics));
         self
     }
 
@@ -316,7 +314,6 @@ impl<B: Bus, K: SafetyClient + 'static, S: JobStore> Scheduler<B, K, S> {
                 stream,
                 self.packets.clone(),
                 self.options.worker_trust.as_ref().map(|t| t.gate.clone()),
-                self.traces.clone(),
                 tx.clone(),
                 shutdown.clone(),
             )));
@@ -600,13 +597,17 @@ impl<B: Bus, K: SafetyClient + 'static, S: JobStore> Scheduler<B, K, S> {
         decided: &mut Vec<(String, JobEvent)>,
     ) {
         match action {
-            Action::CheckSafety { job_id, request } => {
+            Action::CheckSafety {
+                job_id,
+                request,
+                parent,
+            } => {
                 let safety = self.safety.clone();
                 let timeout = self.options.safety_timeout;
                 let id = job_id.clone();
                 let metrics = self.metrics.clone();
-                let parent = self.traces.parent(&job_id);
-                let span = Traces::hop(parent.as_ref(), None, || {
+                let parent = traces::parent(parent.as_deref());
+                let span = traces::hop(parent.as_ref(), None, || {
                     tracing::info_span!(
                         "policy_check",
                         job_id = job_id.as_str(),
@@ -657,6 +658,7 @@ impl<B: Bus, K: SafetyClient + 'static, S: JobStore> Scheduler<B, K, S> {
                 request,
                 trace_id,
                 identity,
+                parent,
             } => {
                 let mut request = *request;
                 let mut identity = identity.map(|b| *b);
@@ -684,8 +686,8 @@ impl<B: Bus, K: SafetyClient + 'static, S: JobStore> Scheduler<B, K, S> {
                     request.dispatch = None;
                     None
                 };
-                let parent = self.traces.parent(&request.job_id);
-                let span = Traces::hop(parent.as_ref(), Some(&trace_id), || {
+                let parent = traces::parent(parent.as_deref());
+                let span = traces::hop(parent.as_ref(), Some(&trace_id), || {
                     tracing::info_span!(
                         "dispatch",
                         job_id = request.job_id.as_str(),
@@ -701,19 +703,27 @@ impl<B: Bus, K: SafetyClient + 'static, S: JobStore> Scheduler<B, K, S> {
                 pkt.identity = identity;
                 self.seal_in(out, subject, pkt, receipt_for, &span, parent.as_ref());
             }
-            Action::PublishResult { result, trace_id } => {
+            Action::PublishResult {
+                result,
+                trace_id,
+                parent,
+            } => {
                 // The job's sampling decision travels with its result too.
-                let parent = self.traces.parent(&result.job_id);
+                let parent = traces::parent(parent.as_deref());
                 let pkt = self.packets.envelope(&trace_id, *result);
                 let span = tracing::Span::current();
                 let subject = subject::RESULT.to_owned();
                 self.seal_in(out, subject, pkt, None, &span, parent.as_ref());
             }
-            Action::DeadLetter { result, trace_id } => {
+            Action::DeadLetter {
+                result,
+                trace_id,
+                parent,
+            } => {
                 if let Some(m) = &self.metrics {
                     m.dead_letter();
                 }
-                let parent = self.traces.parent(&result.job_id);
+                let parent = traces::parent(parent.as_deref());
                 let pkt = self.packets.envelope(&trace_id, *result);
                 let span = tracing::Span::current();
                 let subject = subject::DLQ.to_owned();
@@ -804,13 +814,11 @@ impl<B: Bus, K: SafetyClient + 'static, S: JobStore> Scheduler<B, K, S> {
                 at,
                 tenant,
                 topic,
+                latency,
             } => {
-                tracing::info!(job_id = %job_id, state = %state, "job state");
+                tracing::debug!(job_id = %job_id, state = %state, "job state");
                 if let Some(m) = &self.metrics {
-                    m.transition(&job_id, state, at);
-                }
-                if state.is_terminal() {
-                    self.traces.ended(&job_id);
+                    m.transition(state, latency);
                 }
                 if self.options.job_events {
                     let event = JobStateEvent {

@@ -1,78 +1,81 @@
-//! The trace context each job was submitted with, so that the scheduler's hops (policy
-//! check, dispatch) continue the submitter's span. Kept only while a
-//! [`TraceHook`](cap_runtime::trace_context::TraceHook) is installed (spans are exported);
-//! otherwise every outgoing packet still names the job's W3C trace, from its `trace_id`.
+//! The scheduler's hop spans of a job. Each continues the trace context the job was
+//! submitted with, which the job's record keeps ([`TraceParent`]): so a policy check,
+//! dispatch or result of a job, in any instance of the scheduler and after any restart,
+//! is a child of the submitter's span and keeps its sampling decision. A job submitted
+//! without trace context gets spans rooted in its `trace_id` (see
+//! [`trace_context::hop_span`]).
 
+use crate::core::TraceParent;
 use cap_bus::Headers;
-use cap_runtime::trace_context::{self, TraceContext};
-use std::collections::HashMap;
-use std::sync::{Arc, Mutex};
+use cap_runtime::trace_context::{self, TRACEPARENT, TRACESTATE, TraceContext};
+use std::sync::Arc;
 
-/// Jobs remembered at most; past this the memory starts again (spans of older jobs then
-/// start from the job's trace id instead of the submitter's span).
-const MAX_JOBS: usize = 100_000;
+/// What a job's record keeps of its submit packet's trace context: the headers, when
+/// they carry a valid `traceparent`.
+pub(crate) fn submitted(headers: &Headers) -> Option<Arc<TraceParent>> {
+    let traceparent = headers.get(TRACEPARENT)?;
+    let tracestate = headers.get(TRACESTATE);
+    TraceContext::parse(traceparent, tracestate)?;
+    Some(Arc::new(TraceParent {
+        traceparent: traceparent.to_owned(),
+        tracestate: tracestate.unwrap_or_default().to_owned(),
+    }))
+}
 
-/// Job id → the trace context of its submit.
-#[derive(Clone, Default)]
-pub(crate) struct Traces(Arc<Mutex<HashMap<String, TraceContext>>>);
+/// The trace context a job was submitted with, when its record kept one.
+pub(crate) fn parent(kept: Option<&TraceParent>) -> Option<TraceContext> {
+    let kept = kept?;
+    let state = Some(kept.tracestate.as_str()).filter(|s| !s.is_empty());
+    TraceContext::parse(&kept.traceparent, state)
+}
 
-impl Traces {
-    /// Remembers the context `headers` carry for `job_id` (only while spans are exported).
-    pub(crate) fn submitted(&self, job_id: &str, headers: &Headers) {
-        if trace_context::hook().is_none() {
-            return;
-        }
-        if let Some(ctx) = TraceContext::from_headers(headers) {
-            let mut map = self.0.lock().unwrap_or_else(|e| e.into_inner());
-            if map.len() >= MAX_JOBS {
-                map.clear();
+/// The span of a hop of a job (see [`trace_context::hop_span`]): made by `make` as a
+/// child of the job's submit `parent` when known, else as the root of the job's trace
+/// `trace_id` (or of a trace of its own when that is not known either); none when the
+/// trace is not sampled.
+pub(crate) fn hop(
+    parent: Option<&TraceContext>,
+    trace_id: Option<&str>,
+    make: impl FnOnce() -> tracing::Span,
+) -> tracing::Span {
+    if trace_context::hook().is_none() {
+        return make();
+    }
+    match (parent, trace_id) {
+        (Some(p), _) => {
+            let span = trace_context::hop_span(Some(p), "", make);
+            if !span.is_none() {
+                span.record("trace_id", p.trace_id_hex());
             }
-            map.insert(job_id.to_owned(), ctx);
+            span
         }
+        (None, Some(t)) => trace_context::hop_span(None, t, make),
+        (None, None) => trace_context::hop_span(None, &cap_runtime::id::new_trace_id(), make),
     }
+}
 
-    /// The trace context `job_id` was submitted with, while spans are exported.
-    pub(crate) fn parent(&self, job_id: &str) -> Option<TraceContext> {
-        trace_context::hook()?;
-        self.0
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .get(job_id)
-            .cloned()
-    }
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
 
-    /// The span of a hop of a job (see [`trace_context::hop_span`]): made by `make` as a
-    /// child of the job's submit `parent` (see [`parent`](Self::parent)) when known,
-    /// else as the root of the job's trace `trace_id` (or of a trace of its own when that
-    /// is not known either); none when the trace is not sampled.
-    pub(crate) fn hop(
-        parent: Option<&TraceContext>,
-        trace_id: Option<&str>,
-        make: impl FnOnce() -> tracing::Span,
-    ) -> tracing::Span {
-        if trace_context::hook().is_none() {
-            return make();
-        }
-        match (parent, trace_id) {
-            (Some(p), _) => {
-                let span = trace_context::hop_span(Some(p), "", make);
-                if !span.is_none() {
-                    span.record("trace_id", p.trace_id_hex());
-                }
-                span
-            }
-            (None, Some(t)) => trace_context::hop_span(None, t, make),
-            (None, None) => trace_context::hop_span(None, &cap_runtime::id::new_trace_id(), make),
-        }
-    }
-
-    /// Forgets `job_id` (it ended).
-    pub(crate) fn ended(&self, job_id: &str) {
-        if trace_context::hook().is_some() {
-            self.0
-                .lock()
-                .unwrap_or_else(|e| e.into_inner())
-                .remove(job_id);
-        }
+    #[test]
+    fn keeps_only_a_valid_submit_context() {
+        let good = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-00";
+        let headers = Headers::new()
+            .with(TRACEPARENT, good)
+            .unwrap()
+            .with(TRACESTATE, "rojo=1")
+            .unwrap();
+        let kept = submitted(&headers).unwrap();
+        assert_eq!(kept.traceparent, good);
+        assert_eq!(kept.tracestate, "rojo=1");
+        let ctx = parent(Some(&kept)).unwrap();
+        assert!(!ctx.sampled, "the submitter's decision is kept");
+        assert_eq!(ctx.state, "rojo=1");
+        let bad = Headers::new().with(TRACEPARENT, "00-zz").unwrap();
+        assert_eq!(submitted(&bad), None);
+        assert_eq!(submitted(&Headers::new()), None);
+        assert_eq!(parent(None), None);
     }
 }
