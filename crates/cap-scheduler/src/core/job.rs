@@ -385,6 +385,29 @@ mod tests {
     use super::*;
 
     #[test]
+    fn step_latencies_come_from_the_history() {
+        let mut r = JobRecord::new(v1::JobRequest::default(), "t".into(), "c".into(), 1_000);
+        r.set_state(JobState::Scheduled, 1_002);
+        assert_eq!(r.latency_to(JobState::Dispatched, 1_005), Some(5));
+        r.set_state(JobState::Dispatched, 1_005);
+        r.set_state(JobState::Running, 1_006);
+        // A retry: the wait for the next dispatch starts at the failure.
+        assert_eq!(r.latency_to(JobState::FailedRetryable, 1_010), None);
+        r.set_state(JobState::FailedRetryable, 1_010);
+        r.set_state(JobState::Scheduled, 1_011);
+        assert_eq!(r.latency_to(JobState::Dispatched, 1_020), Some(10));
+        r.set_state(JobState::Dispatched, 1_020);
+        // A second dispatch without a failure between is not a new wait.
+        assert_eq!(r.latency_to(JobState::Dispatched, 1_030), None);
+        // The run is measured from the last dispatch.
+        assert_eq!(r.latency_to(JobState::Succeeded, 1_070), Some(50));
+        // A job that ends without running has no run time.
+        let mut d = JobRecord::new(v1::JobRequest::default(), "t".into(), "c".into(), 0);
+        d.set_state(JobState::Scheduled, 1);
+        assert_eq!(d.latency_to(JobState::Denied, 2), None);
+    }
+
+    #[test]
     fn records_survive_a_json_round_trip() {
         let req = v1::JobRequest {
             job_id: "j".into(),
