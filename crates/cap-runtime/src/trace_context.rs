@@ -424,6 +424,26 @@ pub fn hop_span(
     }
 }
 
+/// Records the hop of a JobResult received with `headers`: a `result` span of the job,
+/// a child of the span that published it (or the root of the trace `trace_id`), made
+/// and closed at once. Nothing without a hook, or for a job that is not sampled.
+pub fn result_hop(headers: &Headers, trace_id: &str, result: &cap_proto::v1::JobResult) {
+    if hook().is_none() {
+        return;
+    }
+    let parent = TraceContext::from_headers(headers);
+    let span = hop_span(parent.as_ref(), trace_id, || {
+        tracing::info_span!(
+            "result",
+            job_id = result.job_id.as_str(),
+            trace_id,
+            topic = "",
+            worker_id = result.worker_id.as_str(),
+        )
+    });
+    drop(span.enter());
+}
+
 #[cfg(test)]
 mod tests {
     #![allow(clippy::unwrap_used)]

@@ -105,6 +105,14 @@ impl JobStore for Faulty {
     }
 }
 
+fn faulty(fault: Fault) -> Faulty {
+    Faulty {
+        inner: MemoryJobStore::new(),
+        fault: Arc::new(Mutex::new(fault)),
+        commits: Arc::default(),
+    }
+}
+
 fn engine(store: &Faulty) -> Engine<Faulty> {
     let mut n = 0;
     Engine::new(
@@ -159,11 +167,7 @@ fn dispatches(actions: &[Action]) -> usize {
 
 #[tokio::test]
 async fn a_written_commit_whose_reply_was_lost_is_recognised_and_carried_out() {
-    let store = Faulty {
-        inner: MemoryJobStore::new(),
-        fault: Arc::new(Mutex::new(Fault::None)),
-        commits: Arc::default(),
-    };
+    let store = faulty(Fault::None);
     let mut e = engine(&store);
     e.apply(vec![submitted("j")], 1).await;
     store.set(Fault::WrittenUnanswered);
@@ -187,11 +191,7 @@ async fn a_written_commit_whose_reply_was_lost_is_recognised_and_carried_out() {
 
 #[tokio::test]
 async fn an_unwritten_commit_whose_reply_was_lost_is_decided_again() {
-    let store = Faulty {
-        inner: MemoryJobStore::new(),
-        fault: Arc::new(Mutex::new(Fault::None)),
-        commits: Arc::default(),
-    };
+    let store = faulty(Fault::None);
     let mut e = engine(&store);
     e.apply(vec![submitted("j")], 1).await;
     store.set(Fault::LostUnanswered);
@@ -215,11 +215,7 @@ async fn an_unwritten_commit_whose_reply_was_lost_is_decided_again() {
 
 #[tokio::test]
 async fn events_are_given_back_while_the_store_is_down() {
-    let store = Faulty {
-        inner: MemoryJobStore::new(),
-        fault: Arc::new(Mutex::new(Fault::Down)),
-        commits: Arc::default(),
-    };
+    let store = faulty(Fault::Down);
     let mut e = engine(&store);
     let out = e.apply(vec![submitted("a"), submitted("b")], 1).await;
     assert!(
@@ -239,11 +235,7 @@ async fn events_are_given_back_while_the_store_is_down() {
 
 #[tokio::test]
 async fn no_job_times_out_for_silence_while_the_bus_was_down() {
-    let store = Faulty {
-        inner: MemoryJobStore::new(),
-        fault: Arc::new(Mutex::new(Fault::None)),
-        commits: Arc::default(),
-    };
+    let store = faulty(Fault::None);
     let mut e = engine(&store);
     e.apply(vec![submitted("j")], 0).await;
     e.apply(vec![allowed("j")], 0).await;
@@ -286,11 +278,7 @@ async fn no_job_times_out_for_silence_while_the_bus_was_down() {
 
 #[tokio::test]
 async fn a_job_whose_safety_answer_was_lost_with_its_instance_asks_again() {
-    let store = Faulty {
-        inner: MemoryJobStore::new(),
-        fault: Arc::new(Mutex::new(Fault::None)),
-        commits: Arc::default(),
-    };
+    let store = faulty(Fault::None);
     // The instance that recorded the job and asked the kernel dies before the answer.
     let mut first = engine(&store);
     let out = first.apply(vec![submitted("j")], 0).await;
@@ -335,11 +323,7 @@ async fn a_job_whose_safety_answer_was_lost_with_its_instance_asks_again() {
 /// the step it ends took, from the record's history.
 #[tokio::test]
 async fn the_submit_trace_context_and_step_latencies_come_from_the_record() {
-    let store = Faulty {
-        inner: MemoryJobStore::new(),
-        fault: Arc::new(Mutex::new(Fault::None)),
-        commits: Arc::default(),
-    };
+    let store = faulty(Fault::None);
     let parent = Arc::new(TraceParent {
         traceparent: "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-00".into(),
         tracestate: "rojo=1".into(),

@@ -2,7 +2,6 @@
 //! demultiplexed by job id to the handles waiting for them.
 
 use crate::packets::Packets;
-use crate::trace_context::{TraceContext, hop_span};
 use cap_bus::Bus;
 use cap_proto::v1::{self, bus_packet::Payload};
 use futures_util::StreamExt;
@@ -135,20 +134,7 @@ async fn run_loop<B: Bus>(
                 let Some(msg) = m else { return };
                 if let Some(packet) = packets.receive_if(&msg, &wanted).await {
                     if let Some(Payload::JobResult(r)) = packet.payload {
-                        if crate::trace_context::hook().is_some() {
-                            // The result hop, a child of the span that published it.
-                            let parent = TraceContext::from_headers(msg.headers());
-                            let span = hop_span(parent.as_ref(), &packet.trace_id, || {
-                                tracing::info_span!(
-                                    "result",
-                                    job_id = r.job_id.as_str(),
-                                    trace_id = packet.trace_id.as_str(),
-                                    topic = "",
-                                    worker_id = r.worker_id.as_str(),
-                                )
-                            });
-                            drop(span.enter());
-                        }
+                        crate::trace_context::result_hop(msg.headers(), &packet.trace_id, &r);
                         pending.complete(r, packet.trace_id);
                     }
                     let _ = msg.ack().await;

@@ -5,7 +5,7 @@ use crate::core::{Event, JobEvent};
 use cap_bus::{Bus, Message};
 use cap_proto::v1::bus_packet::Payload;
 use cap_runtime::packets::Packets;
-use cap_runtime::trace_context::{self, TraceContext};
+use cap_runtime::trace_context;
 use futures_util::StreamExt;
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
@@ -53,21 +53,8 @@ pub(crate) async fn packets<B: Bus, St>(
             let _ = msg.ack().await;
             continue;
         }
-        if trace_context::hook().is_some()
-            && let Some(Payload::JobResult(r)) = &pkt.payload
-        {
-            // The result hop, a child of the span that published it.
-            let parent = TraceContext::from_headers(msg.headers());
-            let span = trace_context::hop_span(parent.as_ref(), &pkt.trace_id, || {
-                tracing::info_span!(
-                    "result",
-                    job_id = r.job_id.as_str(),
-                    trace_id = pkt.trace_id.as_str(),
-                    topic = "",
-                    worker_id = r.worker_id.as_str(),
-                )
-            });
-            drop(span.enter());
+        if let Some(Payload::JobResult(r)) = &pkt.payload {
+            trace_context::result_hop(msg.headers(), &pkt.trace_id, r);
         }
         let trace_id = pkt.trace_id;
         let sender = pkt.sender_id;
