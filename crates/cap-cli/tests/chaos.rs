@@ -165,6 +165,7 @@ struct Report {
 }
 
 async fn run(servers: Servers, secs: u64, rate: u64) -> Report {
+    common::log_to_stderr();
     let dir = std::env::temp_dir().join(format!("cap-chaos-{}", common::tag()));
     std::fs::create_dir_all(&dir).unwrap();
     let policy = dir.join("policy.yaml");

@@ -318,6 +318,107 @@ async fn a_job_whose_safety_answer_was_lost_with_its_instance_asks_again() {
     assert_eq!(dispatches(&out.actions), 1);
 }
 
+/// An instance whose cached record is behind the store (another instance asked the
+/// kernel again and dispatched the job) must not drop the worker's result as a report
+/// outside the attempt in flight: a drop commits nothing, so it is decided again from
+/// the stored record. A report that really is outside the attempt is still dropped.
+#[tokio::test]
+async fn a_result_is_not_dropped_on_a_stale_cached_record() {
+    let store = faulty(Fault::None);
+    // The first instance records two jobs and asks its kernel; the answers never come.
+    let mut first = engine(&store);
+    first.apply(vec![submitted("j"), submitted("k")], 0).await;
+    assert_eq!(
+        first.cached_record("j").map(|r| r.state),
+        Some(JobState::Scheduled)
+    );
+    // A second instance claims the stalled jobs, asks again and dispatches them.
+    let stall = cap_scheduler::core::timers::SAFETY_STALL_MS;
+    let due = store
+        .inner
+        .claim_due(stall, stall + 60_000, 10)
+        .await
+        .unwrap();
+    assert_eq!(due.len(), 2);
+    let mut second = engine(&store);
+    second
+        .apply(
+            due.iter().map(|id| (id.clone(), JobEvent::Due)).collect(),
+            stall,
+        )
+        .await;
+    let out = second
+        .apply(vec![allowed("j"), allowed("k")], stall + 1)
+        .await;
+    let identity = |job: &str| {
+        out.actions
+            .iter()
+            .find_map(|a| match a {
+                Action::Dispatch { request, .. } if request.job_id == job => {
+                    request.dispatch.clone()
+                }
+                _ => None,
+            })
+            .unwrap()
+    };
+    let result = |job: &str, status: JobState, dispatch: v1::DispatchIdentity| {
+        (
+            job.to_owned(),
+            JobEvent::Result(v1::JobResult {
+                job_id: job.into(),
+                status: status.status() as i32,
+                worker_id: "w1".into(),
+                dispatch: Some(dispatch),
+                ..Default::default()
+            }),
+        )
+    };
+    // The workers' reports reach the first instance, which still caches SCHEDULED:
+    // j's real result, and for k a result with a dispatch id nobody issued.
+    let forged = v1::DispatchIdentity {
+        dispatch_id: "forged".into(),
+        ..identity("k")
+    };
+    let out = first
+        .apply(
+            vec![
+                result("j", JobState::Succeeded, identity("j")),
+                result("k", JobState::Failed, forged),
+            ],
+            stall + 50,
+        )
+        .await;
+    assert_eq!(first.stats().rechecked, 2);
+    let fenced: Vec<&str> = out
+        .actions
+        .iter()
+        .filter_map(|a| match a {
+            Action::Fenced { job_id, .. } => Some(job_id.as_str()),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(fenced, ["k"], "{:?}", out.actions);
+    assert!(out.failed.is_empty());
+    let stored = store.inner.load(&["j".into(), "k".into()]).await.unwrap();
+    let state = |i: usize| stored[i].as_ref().unwrap().record.state;
+    assert_eq!(state(0), JobState::Succeeded);
+    assert_eq!(state(1), JobState::Dispatched);
+
+    // The second instance still caches j as DISPATCHED. The client submits j again
+    // (it missed the answer): the outcome is re-announced from the stored record.
+    let out = second.apply(vec![submitted("j")], stall + 60).await;
+    assert_eq!(second.stats().rechecked, 1);
+    assert!(
+        out.actions.iter().any(|a| matches!(
+            a,
+            Action::PublishResult { result, .. }
+                if result.status == JobState::Succeeded.status() as i32
+        )),
+        "{:?}",
+        out.actions
+    );
+}
+
 /// The submit trace context lives in the job's record, so another instance (or this one
 /// after a restart) continues the submitter's trace; and each transition says how long
 /// the step it ends took, from the record's history.

@@ -32,6 +32,21 @@ pub fn closed_port() -> u16 {
 }
 
 /// A unique tag for ids and topics.
+/// With `CAP_TEST_LOG=<level>`, the test's own components log to stderr too (the
+/// spawned `cap` processes do in [`Cap::spawn_with`]).
+#[allow(dead_code)]
+pub fn log_to_stderr() {
+    if let Some(level) = std::env::var("CAP_TEST_LOG")
+        .ok()
+        .and_then(|l| l.parse::<tracing::Level>().ok())
+    {
+        let _ = tracing_subscriber::fmt()
+            .with_max_level(level)
+            .with_writer(std::io::stderr)
+            .try_init();
+    }
+}
+
 pub fn tag() -> String {
     cap_runtime::id::new_job_id()[..8].to_owned()
 }
@@ -107,14 +122,20 @@ impl Cap {
         env: &[(&str, &str)],
         args: &[&str],
     ) -> Self {
+        // `CAP_TEST_LOG=<filter>` shows the processes' logs (on the test's stderr).
+        let log = std::env::var("CAP_TEST_LOG").ok();
         let mut child = Command::new(env!("CARGO_BIN_EXE_cap"))
             .args(args)
             .env("NATS_URL", nats_url)
             .env("REDIS_URL", redis_url)
-            .env("CAP_LOG", "warn")
+            .env("CAP_LOG", log.as_deref().unwrap_or("warn"))
             .envs(env.iter().copied())
             .stdout(Stdio::piped())
-            .stderr(Stdio::null())
+            .stderr(if log.is_some() {
+                Stdio::inherit()
+            } else {
+                Stdio::null()
+            })
             .spawn()
             .unwrap();
         let stdout = Arc::new(Mutex::new(Vec::new()));

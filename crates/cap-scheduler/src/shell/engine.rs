@@ -6,6 +6,11 @@
 //! cache) got there first: the record is read again and the job's events are decided
 //! again. Only the actions of committed steps are carried out, so what goes on the bus
 //! always matches what the store holds.
+//!
+//! A step that commits nothing is not checked by any compare-and-set, so when it was
+//! decided from a cached record that can still change, and it let an event go (a report
+//! outside the attempt in flight, a move the state machine refuses, a repeated submit
+//! with nothing to re-announce), it is decided again from a fresh read first.
 
 use super::store::{Commit, Committed, JobStore, StoreError, Stored};
 use crate::core::{
@@ -13,7 +18,7 @@ use crate::core::{
     Registry, step, timers,
 };
 use cap_proto::JobState;
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 
 /// Conflicts tolerated for one job in one batch before its events are given back.
@@ -36,6 +41,8 @@ pub struct EngineStats {
     pub unknown: u64,
     /// Events given back because the store failed or conflicts did not settle.
     pub failed: u64,
+    /// Drops decided from a cached record and decided again from the store.
+    pub rechecked: u64,
 }
 
 /// What a batch decided: the actions to carry out, in order, and the events that could
@@ -224,14 +231,15 @@ impl<S: JobStore> Engine<S> {
         follow_ups: &mut Vec<(String, JobEvent, Option<usize>)>,
     ) -> Result<Vec<String>, StoreError> {
         // Records not cached are read in one go.
-        let missing: Vec<String> = todo
+        let uncached: Vec<String> = todo
             .iter()
             .filter(|id| !self.cache.contains_key(*id))
             .cloned()
             .collect();
+        let fresh: HashSet<&str> = uncached.iter().map(String::as_str).collect();
         let mut absent: Vec<String> = Vec::new();
-        if !missing.is_empty() {
-            for (id, stored) in missing.iter().zip(self.store.load(&missing).await?) {
+        if !uncached.is_empty() {
+            for (id, stored) in uncached.iter().zip(self.store.load(&uncached).await?) {
                 match stored {
                     Some(Stored { version, record }) => {
                         self.cache_put(id, version, record);
@@ -273,6 +281,9 @@ impl<S: JobStore> Engine<S> {
             actions: Vec<Action>,
             follow_ups: Vec<FollowUp>,
             due_unchanged: bool,
+            /// Let an event go on a cached record that may have changed since it was
+            /// read: to be decided again from the store.
+            recheck: bool,
         }
         let mut decided: Vec<Decided> = Vec::with_capacity(todo.len());
         let mut fetched: HashMap<String, Option<JobRecord>> = HashMap::new();
@@ -290,6 +301,9 @@ impl<S: JobStore> Engine<S> {
                 let base = self.cache.get(id).map(|c| c.version).unwrap_or(0);
                 let mut current: Option<Box<JobRecord>> =
                     self.cache.get(id).map(|c| c.record.clone());
+                // A terminal record never changes: a cached one is the stored one.
+                let from_cache = !fresh.contains(id.as_str())
+                    && current.as_ref().is_some_and(|r| !r.state.is_terminal());
                 let mut changed = false;
                 let mut actions = Vec::new();
                 let mut fups = Vec::new();
@@ -327,6 +341,7 @@ impl<S: JobStore> Engine<S> {
                     fetched_children = view.fetched_children;
                 }
                 if missing.is_empty() || tries > 3 {
+                    let recheck = from_cache && !changed && lets_go(&events, &actions);
                     break Decided {
                         id: id.clone(),
                         base,
@@ -334,6 +349,7 @@ impl<S: JobStore> Engine<S> {
                         actions,
                         follow_ups: fups,
                         due_unchanged: due_only && !changed,
+                        recheck,
                     };
                 }
                 let mut ids = Vec::new();
@@ -404,6 +420,14 @@ impl<S: JobStore> Engine<S> {
             match committed {
                 Committed::Conflict | Committed::Unknown => {
                     self.stats.conflicts += 1;
+                    self.cache.remove(&d.id);
+                    conflicted.push(d.id);
+                    continue;
+                }
+                Committed::Yes(_) if d.recheck => {
+                    // Nothing written, so nothing checked the cached record: read it
+                    // again before the event is let go for good.
+                    self.stats.rechecked += 1;
                     self.cache.remove(&d.id);
                     conflicted.push(d.id);
                     continue;
@@ -514,4 +538,16 @@ impl<S: JobStore> Engine<S> {
             self.cache.remove(id);
         }
     }
+}
+
+/// Whether a step that changed nothing let an event go that a fresher record might have
+/// taken: a report fenced off or a move refused, or any event but a timer (re-armed on
+/// its version) or a progress report (a repeat of RUNNING).
+fn lets_go(events: &[JobEvent], actions: &[Action]) -> bool {
+    actions
+        .iter()
+        .any(|a| matches!(a, Action::Fenced { .. } | Action::Ignored { .. }))
+        || events
+            .iter()
+            .any(|e| !matches!(e, JobEvent::Due | JobEvent::Progress { .. }))
 }
