@@ -35,7 +35,7 @@ pub trait StoreInfo: Send + Sync {
 /// point.
 ///
 /// # Contract
-/// Every backend keeps it, and [`conformance`](crate::conformance) checks it:
+/// Every backend keeps it, and the `conformance` module (feature `conformance`) checks it:
 /// - [`get`](Self::get) of a key never written, deleted or expired fails with
 ///   [`ErrorKind::NotFound`](crate::ErrorKind::NotFound); an empty blob is a blob.
 /// - [`put`](Self::put) replaces the value *and* the TTL: a put without TTL makes the blob

@@ -10,7 +10,7 @@ use std::{future::Future, time::Duration};
 /// # Contract
 ///
 /// Every implementation (the built-in ones and yours) must behave as follows; the
-/// [`conformance`](crate::conformance) kit (feature `conformance`) checks all of it.
+/// `conformance` kit (feature `conformance`) checks all of it.
 ///
 /// - **Subjects** are dot-separated tokens ([`cap_proto::subject`]). Publishing to a
 ///   subject with wildcards, empty tokens or whitespace fails with

@@ -7,7 +7,7 @@
 //!   deployments).
 //! - [`NatsBus`] (feature `nats`): core NATS plus JetStream for the durable CAP
 //!   subjects (`sys.job.submit`, `sys.job.result`, `job.>`).
-//! - [`conformance`] (feature `conformance`): the contract as a test kit that any
+//! - `conformance` (feature `conformance`): the contract as a test kit that any
 //!   implementation, yours included, can run.
 //!
 //! ```
@@ -54,7 +54,7 @@
 //!
 //! ## Feature flags
 //! - `nats` (default): [`NatsBus`] and [`NatsOptions`], on `async-nats`.
-//! - `conformance`: the [`conformance`] test kit.
+//! - `conformance`: the test kit of the contract.
 
 mod bus;
 pub mod check;

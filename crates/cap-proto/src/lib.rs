@@ -33,7 +33,7 @@
 //! - [`canonical`]: deterministic encoding that keeps unknown fields; signing bytes.
 //! - [`validate`]: protocol rules, all violations with field paths.
 //! - [`state`]: the job lifecycle and its legal transitions.
-//! - [`pointer`], [`subject`]: checked pointers and bus subjects.
+//! - [`pointer`](mod@pointer), [`subject`]: checked pointers and bus subjects.
 //! - [`negotiate`]: protocol version and capability matching.
 //! - [`trust`]: structural rules of the worker trust handshake.
 //! - [`json`], [`schema`]: the proto3 JSON mapping and JSON Schema (feature `json`).

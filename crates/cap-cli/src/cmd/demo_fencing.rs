@@ -246,7 +246,7 @@ fn summary(runs: &[Run], fencing: bool) -> Summary {
 }
 
 /// Median and range of the reports of one side.
-/// Prints both sides of an on/off comparison (median and [range] of each figure) and
+/// Prints both sides of an on/off comparison (median and \[range\] of each figure) and
 /// what turning `what` on costs. `label` names the sides (`fencing on`).
 pub(super) fn print_comparison(
     label: &str,

@@ -1,10 +1,10 @@
 //! The sans-IO core: the per-job state machine ([`step`]: (record, event, env) → new
 //! record + actions + follow-ups) and [`SchedulerCore`], its in-memory driver.
 //!
-//! One file per concern: [`submit`] (idempotency, admission), [`safety`] (decisions,
-//! re-checks), [`dispatch`] (routing, fenced attempts), [`fence`] (is a report for the
-//! attempt in flight?), [`outcome`] (results, progress, retries, dead letters),
-//! [`cancel`] (cancels, timeouts), [`workflow`] (compensations), [`timers`] (deadlines),
+//! One file per concern: `submit.rs` (idempotency, admission), `safety.rs` (decisions,
+//! re-checks), `dispatch.rs` (routing, fenced attempts), [`fence`] (is a report for the
+//! attempt in flight?), `outcome.rs` (results, progress, retries, dead letters),
+//! `cancel.rs` (cancels, timeouts), `workflow.rs` (compensations), [`timers`] (deadlines),
 //! [`workers`] (handshakes, lost workers), [`Refused`] (workers with no common version).
 
 mod admission;

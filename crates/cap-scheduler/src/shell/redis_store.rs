@@ -93,7 +93,9 @@ fn opt_ms(v: Option<u64>) -> Vec<u8> {
     v.map(|x| x.to_string().into_bytes()).unwrap_or_default()
 }
 
-/// Job records in Redis (or Redis Cluster): see the [module docs](self) for the layout.
+/// Job records in Redis (or Redis Cluster). A job's keys share one cluster slot (the
+/// hash tag of one of [`BUCKETS`] buckets), so its record, version and deadline change
+/// together in one compare-and-set script.
 /// Cheap to clone: clones share the connection.
 #[derive(Clone)]
 pub struct RedisJobStore<C = cap_blob::RedisConnection> {
