@@ -41,7 +41,7 @@ pub struct EngineStats {
     pub unknown: u64,
     /// Events given back because the store failed or conflicts did not settle.
     pub failed: u64,
-    /// Drops decided from a cached record and decided again from the store.
+    /// Steps that let an event go on a cached record, decided again from a fresh read.
     pub rechecked: u64,
 }
 
