@@ -100,6 +100,17 @@ impl JobState {
             .find(|s| s.status() as i32 == status)
     }
 
+    /// The state's name: its `JobStatus` name without the `JOB_STATUS_` prefix
+    /// (`"SUCCEEDED"`), as [`Display`](fmt::Display) writes it, without allocating.
+    ///
+    /// ```
+    /// assert_eq!(cap_proto::JobState::FailedRetryable.name(), "FAILED_RETRYABLE");
+    /// ```
+    pub fn name(self) -> &'static str {
+        let name = self.status().as_str_name();
+        name.strip_prefix("JOB_STATUS_").unwrap_or(name)
+    }
+
     /// Position along the forward path, for telling backwards moves apart.
     const fn rank(self) -> u8 {
         match self {
@@ -115,8 +126,7 @@ impl JobState {
 
 impl fmt::Display for JobState {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let name = self.status().as_str_name();
-        f.write_str(name.strip_prefix("JOB_STATUS_").unwrap_or(name))
+        f.write_str(self.name())
     }
 }
 

@@ -245,7 +245,7 @@ impl JobRecord {
             ready
                 .iter()
                 .chain(&[JobState::Dispatched])
-                .find(|s| state_name(**s) == entry)
+                .find(|s| s.name() == entry)
                 .map(|s| (*at, *s))
         })?;
         let measured = match to {
@@ -261,15 +261,9 @@ impl JobRecord {
         if self.state != state {
             self.state = state;
             self.since = now;
-            self.history.push((now, state_name(state).to_owned()));
+            self.history.push((now, state.name().to_owned()));
         }
     }
-}
-
-/// A state as the history names it (its `Display` form, without allocating).
-fn state_name(state: JobState) -> &'static str {
-    let name = state.status().as_str_name();
-    name.strip_prefix("JOB_STATUS_").unwrap_or(name)
 }
 
 mod proto_bytes {
