@@ -289,6 +289,14 @@ fn demo_throughput_batch_prints_json() {
     assert!(v["jobs_per_sec"].as_f64().unwrap() > 0.0);
 }
 
+/// A paired estimate of `rounds` rounds: a positive median inside its interval.
+fn assert_paired(p: &serde_json::Value, rounds: u64) {
+    assert_eq!(p["rounds"], rounds, "{p}");
+    let median = p["median"].as_f64().unwrap();
+    let [lo, hi] = [0, 1].map(|i| p["ci95"][i].as_f64().unwrap());
+    assert!(median > 0.0 && lo <= median && median <= hi, "{p}");
+}
+
 #[test]
 fn demo_compares_fencing_on_and_off_in_one_run() {
     let v = demo_json(
@@ -311,7 +319,9 @@ fn demo_compares_fencing_on_and_off_in_one_run() {
         assert!(s["min_jobs_per_sec"].as_f64() <= s["max_jobs_per_sec"].as_f64());
         assert!(s["p99_ms"]["median"].as_f64().unwrap() > 0.0);
     }
-    assert!(v["throughput_cost"].as_f64().is_some());
+    let cost = v["throughput_cost"].as_f64().unwrap();
+    assert_paired(&v["on_off_ratio_paired"], 2);
+    assert!((v["on_off_ratio_paired"]["median"].as_f64().unwrap() + cost - 1.0).abs() < 1e-3);
     let usage = cap(&["demo", "--compare-fencing"], b"");
     assert_eq!(usage.status.code(), Some(2), "needs --jobs");
 }
@@ -340,6 +350,10 @@ fn demo_compares_observability_on_and_off_in_one_run() {
     let ratio = v["on_off_ratio"].as_f64().unwrap();
     let cost = v["throughput_cost"].as_f64().unwrap();
     assert!((ratio + cost - 1.0).abs() < 1e-3, "{v}");
+    // The cost is the median of the rounds' paired ratios.
+    assert_paired(&v["on_off_ratio_paired"], 2);
+    assert_eq!(v["on_off_ratio_paired"]["median"].as_f64(), Some(ratio));
+    assert_paired(&v["cpu_on_off_ratio_paired"], 2);
     // Every trace sampled by default: six hops' spans per job, exported.
     assert_eq!(v["trace_sample_ratio"], 1.0);
     let spans = v["spans_per_job_on"].as_f64().unwrap();

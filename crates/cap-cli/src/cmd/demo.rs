@@ -3,6 +3,8 @@
 //! `--nats`/`--redis`). It runs one job down every path, prints each state change as it
 //! happens, then a summary; it exits 1 if any job did not end as the protocol says.
 
+#[path = "demo_compare.rs"]
+mod compare;
 #[path = "demo_fencing.rs"]
 mod fencing;
 #[path = "demo_observe.rs"]

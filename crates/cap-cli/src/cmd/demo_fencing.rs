@@ -8,6 +8,7 @@
 //! is withdrawn, and reports are matched to the attempt in flight by job id and sender.
 //! Each run gets a fresh scheduler and job store; the worker and the client stay.
 
+use super::compare::{Paired, Summary, on_off_order, print_comparison, summarize};
 use super::{POLICY, POOLS, echo};
 use anyhow::{Result, bail};
 use cap_blob::BlobStore;
@@ -123,7 +124,8 @@ pub async fn compare<B: Bus, S: BlobStore + Clone + 'static, J: JobStore>(
     worker.shutdown(Duration::from_secs(2)).await;
     let on = summary(&runs, true);
     let off = summary(&runs, false);
-    let cost = 1.0 - on.median_jobs_per_sec / off.median_jobs_per_sec.max(f64::MIN_POSITIVE);
+    let tput = Paired::of(&pairs(&runs));
+    let cost = 1.0 - tput.median;
     let failed: u64 = runs.iter().map(|r| r.report.failed).sum();
     if json {
         println!(
@@ -136,17 +138,34 @@ pub async fn compare<B: Bus, S: BlobStore + Clone + 'static, J: JobStore>(
                 "fencing_on": on.to_json(),
                 "fencing_off": off.to_json(),
                 "throughput_cost": (cost * 1e4).round() / 1e4,
+                "on_off_ratio_paired": tput.to_json(),
                 "failed": failed,
             })
         );
     } else {
-        print_comparison("fencing", "fencing", jobs, rounds, inflight, &on, &off);
+        print_comparison(
+            "fencing", "fencing", jobs, rounds, inflight, &on, &off, &tput,
+        );
     }
     Ok(if failed == 0 {
         ExitCode::SUCCESS
     } else {
         ExitCode::from(1)
     })
+}
+
+/// Each round's (on, off) throughput.
+fn pairs(runs: &[Run]) -> Vec<(f64, f64)> {
+    runs.chunks_exact(2)
+        .map(|r| {
+            let (on, off) = if r[0].fencing {
+                (&r[0], &r[1])
+            } else {
+                (&r[1], &r[0])
+            };
+            (on.report.jobs_per_sec, off.report.jobs_per_sec)
+        })
+        .collect()
 }
 
 /// One batch through a fresh scheduler with `fencing`.
@@ -194,48 +213,6 @@ async fn run_once<B: Bus, S: BlobStore + 'static, J: JobStore>(
     }
 }
 
-/// Median and range of one side.
-pub(super) struct Summary {
-    pub(super) median_jobs_per_sec: f64,
-    pub(super) min_jobs_per_sec: f64,
-    pub(super) max_jobs_per_sec: f64,
-    /// min, median, max
-    pub(super) p50_ms: [f64; 3],
-    /// min, median, max
-    pub(super) p99_ms: [f64; 3],
-}
-
-impl Summary {
-    pub(super) fn to_json(&self) -> serde_json::Value {
-        let r = |x: f64| (x * 1e3).round() / 1e3;
-        serde_json::json!({
-            "median_jobs_per_sec": self.median_jobs_per_sec.round(),
-            "min_jobs_per_sec": self.min_jobs_per_sec.round(),
-            "max_jobs_per_sec": self.max_jobs_per_sec.round(),
-            "p50_ms": { "min": r(self.p50_ms[0]), "median": r(self.p50_ms[1]), "max": r(self.p50_ms[2]) },
-            "p99_ms": { "min": r(self.p99_ms[0]), "median": r(self.p99_ms[1]), "max": r(self.p99_ms[2]) },
-        })
-    }
-}
-
-fn spread(mut v: Vec<f64>) -> [f64; 3] {
-    v.sort_by(f64::total_cmp);
-    match (v.first(), v.last()) {
-        (Some(lo), Some(hi)) => [*lo, median(&v), *hi],
-        _ => [0.0; 3],
-    }
-}
-
-/// The median of sorted values (the mean of the middle two for an even count).
-fn median(sorted: &[f64]) -> f64 {
-    let n = sorted.len();
-    match n {
-        0 => 0.0,
-        _ if n % 2 == 1 => sorted[n / 2],
-        _ => (sorted[n / 2 - 1] + sorted[n / 2]) / 2.0,
-    }
-}
-
 fn summary(runs: &[Run], fencing: bool) -> Summary {
     let side: Vec<&LoadReport> = runs
         .iter()
@@ -243,81 +220,4 @@ fn summary(runs: &[Run], fencing: bool) -> Summary {
         .map(|r| &r.report)
         .collect();
     summarize(&side)
-}
-
-/// Median and range of the reports of one side.
-/// Prints both sides of an on/off comparison (median and \[range\] of each figure) and
-/// what turning `what` on costs. `label` names the sides (`fencing on`).
-pub(super) fn print_comparison(
-    label: &str,
-    what: &str,
-    jobs: u64,
-    rounds: usize,
-    inflight: usize,
-    on: &Summary,
-    off: &Summary,
-) {
-    println!(
-        "{jobs} jobs × {rounds} rounds, {inflight} in flight, {what} on vs off (median, [range]):"
-    );
-    for (name, s) in [("on", on), ("off", off)] {
-        println!(
-            "  {label} {name:<3} {:>8.0} jobs/s [{:.0}-{:.0}], p50 {:.2} ms [{:.2}-{:.2}], p99 {:.2} ms [{:.2}-{:.2}]",
-            s.median_jobs_per_sec,
-            s.min_jobs_per_sec,
-            s.max_jobs_per_sec,
-            s.p50_ms[1],
-            s.p50_ms[0],
-            s.p50_ms[2],
-            s.p99_ms[1],
-            s.p99_ms[0],
-            s.p99_ms[2],
-        );
-    }
-    let ratio = on.median_jobs_per_sec / off.median_jobs_per_sec.max(f64::MIN_POSITIVE);
-    println!(
-        "  turning {what} on costs {:.1} % of the median throughput (on/off = {ratio:.3})",
-        (1.0 - ratio) * 100.0
-    );
-}
-
-/// Which side runs first in `round`: on, then off, the other way round in the next
-/// round, so that neither side always runs on a warmer (or more tired) process.
-pub(super) fn on_off_order(round: usize) -> [bool; 2] {
-    if round.is_multiple_of(2) {
-        [true, false]
-    } else {
-        [false, true]
-    }
-}
-
-pub(super) fn summarize(side: &[&LoadReport]) -> Summary {
-    let tput = spread(side.iter().map(|r| r.jobs_per_sec).collect());
-    Summary {
-        median_jobs_per_sec: tput[1],
-        min_jobs_per_sec: tput[0],
-        max_jobs_per_sec: tput[2],
-        p50_ms: spread(side.iter().map(|r| r.p50.as_secs_f64() * 1e3).collect()),
-        p99_ms: spread(side.iter().map(|r| r.p99.as_secs_f64() * 1e3).collect()),
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn medians_and_ranges() {
-        assert_eq!(median(&[1.0, 2.0, 9.0]), 2.0);
-        assert_eq!(median(&[1.0, 2.0, 4.0, 9.0]), 3.0);
-        assert_eq!(spread(vec![5.0, 1.0, 3.0]), [1.0, 3.0, 5.0]);
-        assert_eq!(spread(Vec::new()), [0.0; 3]);
-    }
-
-    #[test]
-    fn sides_take_turns_going_first() {
-        assert_eq!(on_off_order(0), [true, false]);
-        assert_eq!(on_off_order(1), [false, true]);
-        assert_eq!(on_off_order(2), [true, false]);
-    }
 }

@@ -13,7 +13,8 @@
 //! scheduler, job store, blob store, worker and client; each run is checked to be what it claims
 //! (an observed run exports at least one span per job, an unobserved one none).
 
-use super::fencing::{Cleanup, JobStores, on_off_order, print_comparison, summarize};
+use super::compare::{Paired, on_off_order, print_comparison, summarize};
+use super::fencing::{Cleanup, JobStores};
 use super::{POLICY, POOLS, echo};
 use crate::cmd::telemetry::Switch;
 use anyhow::{Result, bail};
@@ -58,7 +59,12 @@ pub async fn compare<B: Bus, S: BlobStore + Clone + 'static, J: JobStore>(
     let mut spans_on = 0u64;
     // The process's CPU time per job, [off, on].
     let mut cpu_us: [Vec<f64>; 2] = [Vec::new(), Vec::new()];
+    // Each round's (on, off) throughput and CPU time per job.
+    let mut tput_rounds = Vec::with_capacity(rounds);
+    let mut cpu_rounds = Vec::with_capacity(rounds);
     for round in 0..rounds {
+        // [off, on] of this round: (jobs/s, CPU µs per job).
+        let mut pair = [(0.0, 0.0); 2];
         for on in on_off_order(round) {
             switch.set(on);
             let before = switch.spans_exported();
@@ -97,8 +103,11 @@ pub async fn compare<B: Bus, S: BlobStore + Clone + 'static, J: JobStore>(
                 spans_on += spans;
             }
             cpu_us[usize::from(on)].push(cpu_per_job);
+            pair[usize::from(on)] = (report.jobs_per_sec, cpu_per_job);
             runs.push((on, report));
         }
+        tput_rounds.push((pair[1].0, pair[0].0));
+        cpu_rounds.push((pair[1].1, pair[0].1));
     }
     switch.set(false);
     let side = |on: bool| {
@@ -106,7 +115,9 @@ pub async fn compare<B: Bus, S: BlobStore + Clone + 'static, J: JobStore>(
         summarize(&v)
     };
     let (on, off) = (side(true), side(false));
-    let ratio = on.median_jobs_per_sec / off.median_jobs_per_sec.max(f64::MIN_POSITIVE);
+    let tput = Paired::of(&tput_rounds);
+    let cpu = Paired::of(&cpu_rounds);
+    let ratio = tput.median;
     let failed: u64 = runs.iter().map(|r| r.1.failed).sum();
     let [cpu_off, cpu_on] = cpu_us.map(|mut v| {
         v.sort_by(f64::total_cmp);
@@ -124,6 +135,8 @@ pub async fn compare<B: Bus, S: BlobStore + Clone + 'static, J: JobStore>(
                 "observability_off": off.to_json(),
                 "on_off_ratio": (ratio * 1e4).round() / 1e4,
                 "throughput_cost": ((1.0 - ratio) * 1e4).round() / 1e4,
+                "on_off_ratio_paired": tput.to_json(),
+                "cpu_on_off_ratio_paired": cpu.to_json(),
                 "trace_sample_ratio": crate::cmd::telemetry::sample_ratio(),
                 "spans_per_job_on": spans_on as f64 / (jobs as f64 * rounds as f64),
                 "cpu_us_per_job": { "on": (cpu_on * 10.0).round() / 10.0, "off": (cpu_off * 10.0).round() / 10.0 },
@@ -139,15 +152,16 @@ pub async fn compare<B: Bus, S: BlobStore + Clone + 'static, J: JobStore>(
             inflight,
             &on,
             &off,
+            &tput,
         );
         println!(
             "  traces sampled: {:.4} (OTEL_TRACES_SAMPLER, OTEL_TRACES_SAMPLER_ARG); {:.2} spans per job exported",
             crate::cmd::telemetry::sample_ratio(),
             spans_on as f64 / (jobs as f64 * rounds as f64),
         );
+        let [c, lo, hi] = cpu.change_percent();
         println!(
-            "  CPU time of the process per job (median): on {cpu_on:.1} µs, off {cpu_off:.1} µs ({:+.1} %)",
-            (cpu_on / cpu_off.max(f64::MIN_POSITIVE) - 1.0) * 100.0
+            "  CPU time of the process per job (median): on {cpu_on:.1} µs, off {cpu_off:.1} µs; paired: {c:+.1} % (95 % CI {lo:+.1} % to {hi:+.1} %)"
         );
     }
     Ok(if failed == 0 {

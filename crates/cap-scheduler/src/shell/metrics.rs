@@ -70,19 +70,6 @@ const TERMINAL: [JobState; 6] = [
     JobState::Timeout,
 ];
 
-/// The label of a terminal state: the status name without its prefix.
-fn state_name(state: JobState) -> &'static str {
-    match state {
-        JobState::Succeeded => "SUCCEEDED",
-        JobState::Failed => "FAILED",
-        JobState::FailedFatal => "FAILED_FATAL",
-        JobState::Cancelled => "CANCELLED",
-        JobState::Denied => "DENIED",
-        JobState::Timeout => "TIMEOUT",
-        _ => "OTHER",
-    }
-}
-
 fn seconds(ms: Millis) -> f64 {
     ms as f64 / 1000.0
 }
@@ -94,11 +81,8 @@ impl SchedulerMetrics {
         let hist = || Histogram::new(cap_runtime::metrics::LATENCY_BUCKETS);
         // Every series exists from the start (at 0), so rates and dashboards see them.
         let completed = Family::<Label, Counter>::default();
-        let completed_by = TERMINAL.map(|s| {
-            completed
-                .get_or_create(&[("status", state_name(s))])
-                .clone()
-        });
+        let completed_by =
+            TERMINAL.map(|s| completed.get_or_create(&[("status", s.name())]).clone());
         let decisions = DecisionCounters::default();
         let unavailable = decisions
             .family()

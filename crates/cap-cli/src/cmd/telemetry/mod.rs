@@ -3,18 +3,14 @@
 //! spans over OTLP/gRPC with their W3C trace context linked across processes (the
 //! [`TraceHook`] of cap-runtime). Without the variable no exporter, layer or hook exists.
 
+mod span_layer;
+
 use cap_runtime::trace_context::{self, TraceContext, TraceHook};
-use opentelemetry::trace::{
-    SpanContext, SpanId, TraceContextExt as _, TraceFlags, TraceId, TraceState, TracerProvider as _,
-};
 use opentelemetry_sdk::error::OTelSdkResult;
-use opentelemetry_sdk::trace::{
-    IdGenerator, RandomIdGenerator, Sampler, SdkTracerProvider, SpanData, SpanExporter,
-};
-use std::cell::Cell;
+use opentelemetry_sdk::trace::{BatchSpanProcessor, SpanData, SpanExporter, SpanProcessor};
+use span_layer::SpanLayer;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, OnceLock};
-use tracing_opentelemetry::OpenTelemetrySpanExt as _;
 use tracing_subscriber::Layer as _;
 use tracing_subscriber::filter::{LevelFilter, dynamic_filter_fn};
 use tracing_subscriber::layer::SubscriberExt as _;
@@ -24,76 +20,23 @@ use tracing_subscriber::util::SubscriberInitExt as _;
 pub const ENDPOINT_ENV: &str = "OTEL_EXPORTER_OTLP_ENDPOINT";
 
 struct Export {
-    provider: SdkTracerProvider,
+    processor: Arc<BatchSpanProcessor>,
     /// Drives the exporter's gRPC channel, whatever runtime the command uses.
     _runtime: tokio::runtime::Runtime,
 }
 
 static EXPORT: OnceLock<Export> = OnceLock::new();
 
-thread_local! {
-    /// The trace id the next root span on this thread must have (see [`Hook::link`]).
-    static NEXT_TRACE_ID: Cell<Option<[u8; 16]>> = const { Cell::new(None) };
-}
-
-/// Random ids, except a root span's trace id when [`Hook::link`] asks for one.
-#[derive(Debug)]
-struct Ids(RandomIdGenerator);
-
-impl IdGenerator for Ids {
-    fn new_trace_id(&self) -> TraceId {
-        match NEXT_TRACE_ID.with(Cell::take) {
-            Some(id) => TraceId::from_bytes(id),
-            None => self.0.new_trace_id(),
-        }
-    }
-    fn new_span_id(&self) -> SpanId {
-        self.0.new_span_id()
-    }
-}
-
-/// Links spans through tracing-opentelemetry.
+/// Links spans through the [`SpanLayer`].
 struct Hook;
 
 impl TraceHook for Hook {
     fn link(&self, span: &tracing::Span, trace_id: [u8; 16], parent: Option<&TraceContext>) {
-        match parent {
-            Some(p) => {
-                let flags = if p.sampled {
-                    TraceFlags::SAMPLED
-                } else {
-                    TraceFlags::default()
-                };
-                let state = p.state.parse::<TraceState>().unwrap_or_default();
-                let sc = SpanContext::new(
-                    TraceId::from_bytes(p.trace_id),
-                    SpanId::from_bytes(p.span_id),
-                    flags,
-                    true,
-                    state,
-                );
-                let cx = opentelemetry::Context::new().with_remote_span_context(sc);
-                let _ = span.set_parent(cx);
-            }
-            None => {
-                // The span is built now, on this thread, as a root: its trace id is the
-                // job's.
-                NEXT_TRACE_ID.with(|c| c.set(Some(trace_id)));
-                let _ = span.context();
-                NEXT_TRACE_ID.with(|c| c.set(None));
-            }
-        }
+        SpanLayer::link(span, trace_id, parent);
     }
 
     fn context(&self, span: &tracing::Span) -> Option<TraceContext> {
-        let cx = span.context();
-        let sc = cx.span().span_context().clone();
-        sc.is_valid().then(|| TraceContext {
-            trace_id: sc.trace_id().to_bytes(),
-            span_id: sc.span_id().to_bytes(),
-            sampled: sc.is_sampled(),
-            state: sc.trace_state().header(),
-        })
+        SpanLayer::context(span)
     }
 }
 
@@ -128,7 +71,7 @@ pub fn init() {
                 .with(log_level.max(LevelFilter::INFO))
                 .with(plain)
                 .with(filtered)
-                .with(span_layer(&export.provider))
+                .with(span_layer(&export.processor))
                 .try_init()
                 .is_ok()
             {
@@ -152,8 +95,8 @@ pub fn init() {
 ///
 /// The decision is made once per job, where its trace starts (see
 /// [`trace_context::set_sample_ratio`]): a job that is not sampled gets no span at all,
-/// and its packets say so, so the other processes make none either. The SDK then
-/// records what it is given ([`sampler`]).
+/// and its packets say so, so the other processes make none either. The span layer
+/// then records every span it is given.
 pub fn sample_ratio() -> f64 {
     let sampler = std::env::var("OTEL_TRACES_SAMPLER").unwrap_or_default();
     match sampler.trim() {
@@ -168,12 +111,6 @@ pub fn sample_ratio() -> f64 {
     }
 }
 
-/// The SDK's sampler: follow the parent's decision, record every root. Roots are made
-/// only for sampled jobs ([`trace_context::hop_span`]), so the ratio is applied once.
-fn sampler() -> Sampler {
-    Sampler::ParentBased(Box::new(Sampler::AlwaysOn))
-}
-
 /// The log writer: stderr, coloured on a terminal.
 fn log_layer<S>() -> impl tracing_subscriber::Layer<S> + use<S>
 where
@@ -185,25 +122,21 @@ where
 }
 
 /// The layer that turns the libraries' spans into OpenTelemetry spans, as `cap` ships it
-/// (and as `cap demo --compare-observability` measures it).
-///
-/// Each span carries its own fields (job id, trace id, topic, worker id) and nothing per
-/// process or per poll: no source location, thread or target attributes (the same on
-/// every span of a hop), no busy/idle timings (two clock reads on every poll of an
-/// instrumented future), and no OTel context activation on entry (nothing in `cap` reads
-/// the ambient OTel context; parents come from the `tracing` span tree and, across
-/// processes, from [`Hook`]). A log event inside a span becomes an event of that span.
-fn span_layer<S>(provider: &SdkTracerProvider) -> impl tracing_subscriber::Layer<S> + use<S>
-where
-    S: tracing::Subscriber + for<'a> tracing_subscriber::registry::LookupSpan<'a>,
-{
-    tracing_opentelemetry::layer()
-        .with_tracer(provider.tracer("cap"))
-        .with_location(false)
-        .with_threads(false)
-        .with_target(false)
-        .with_tracked_inactivity(false)
-        .with_context_activation(false)
+/// (and as `cap demo --compare-observability` measures it): see [`SpanLayer`]. Each span
+/// carries its own fields (job id, trace id, topic, worker id) and nothing per process or
+/// per poll; parents come from the `tracing` span tree and, across processes, from
+/// [`Hook`].
+fn span_layer(processor: &Arc<BatchSpanProcessor>) -> SpanLayer {
+    SpanLayer::new(processor.clone())
+}
+
+/// The batch span processor (tuned by the `OTEL_BSP_*` variables) exporting to
+/// `exporter`, with the resource the OpenTelemetry variables describe
+/// (`OTEL_SERVICE_NAME`, `OTEL_RESOURCE_ATTRIBUTES`).
+fn processor<E: SpanExporter + 'static>(exporter: E) -> Arc<BatchSpanProcessor> {
+    let mut processor = BatchSpanProcessor::builder(exporter).build();
+    processor.set_resource(&opentelemetry_sdk::Resource::builder().build());
+    Arc::new(processor)
 }
 
 fn exporter() -> anyhow::Result<Export> {
@@ -218,14 +151,8 @@ fn exporter() -> anyhow::Result<Export> {
             .with_tonic()
             .build()?
     };
-    let provider = SdkTracerProvider::builder()
-        .with_batch_exporter(exporter)
-        .with_sampler(sampler())
-        .with_id_generator(Ids(RandomIdGenerator::default()))
-        .with_resource(opentelemetry_sdk::Resource::builder().build())
-        .build();
     Ok(Export {
-        provider,
+        processor: processor(exporter),
         _runtime: runtime,
     })
 }
@@ -233,7 +160,7 @@ fn exporter() -> anyhow::Result<Export> {
 /// Exports the spans still buffered (at the end of a command).
 pub fn shutdown() {
     if let Some(export) = EXPORT.get()
-        && let Err(e) = export.provider.shutdown()
+        && let Err(e) = export.processor.shutdown()
     {
         eprintln!("cap: exporting the last spans failed: {e}");
     }
@@ -257,7 +184,7 @@ static SPANS: AtomicBool = AtomicBool::new(false);
 /// The subscriber `cap demo --compare-observability` measures, behind a switch (see
 /// [`switchable`]).
 pub struct Switch {
-    provider: SdkTracerProvider,
+    processor: Arc<BatchSpanProcessor>,
     exported: Arc<AtomicU64>,
 }
 
@@ -270,7 +197,7 @@ impl Switch {
 
     /// Spans exported so far, after handing over those still queued.
     pub fn spans_exported(&self) -> u64 {
-        if let Err(e) = self.provider.force_flush() {
+        if let Err(e) = self.processor.force_flush() {
             tracing::warn!(error = %e, "flushing spans failed");
         }
         self.exported.load(Ordering::Relaxed)
@@ -279,7 +206,7 @@ impl Switch {
 
 /// For `cap demo --compare-observability`: installs the subscriber that the "on" runs
 /// pay for, behind a [`Switch`]: the OpenTelemetry layer as `cap` ships it
-/// ([`span_layer`]) recording every span of the libraries at INFO and above (all
+/// ([`span_layer()`]) recording every span of the libraries at INFO and above (all
 /// sampled, unless `OTEL_TRACES_SAMPLER` says otherwise), the batch span processor
 /// handing them to an exporter that counts and drops them (no collector is needed), and
 /// the cross-process [`TraceHook`]. Off, the global filter turns every span away at its
@@ -287,20 +214,19 @@ impl Switch {
 pub fn switchable() -> anyhow::Result<Switch> {
     trace_context::set_sample_ratio(sample_ratio());
     let exported = Arc::new(AtomicU64::new(0));
-    let provider = SdkTracerProvider::builder()
-        .with_batch_exporter(Discard(exported.clone()))
-        .with_sampler(sampler())
-        .with_id_generator(Ids(RandomIdGenerator::default()))
-        .build();
+    let processor = processor(Discard(exported.clone()));
     let gate = dynamic_filter_fn(|m, _| {
         SPANS.load(Ordering::Relaxed) && *m.level() <= tracing::Level::INFO
     })
     .with_max_level_hint(LevelFilter::INFO);
     tracing_subscriber::registry()
         .with(gate)
-        .with(span_layer(&provider))
+        .with(span_layer(&processor))
         .try_init()
         .map_err(|e| anyhow::anyhow!("installing the tracing subscriber: {e}"))?;
     trace_context::install_hook(Box::new(Hook));
-    Ok(Switch { provider, exported })
+    Ok(Switch {
+        processor,
+        exported,
+    })
 }
