@@ -1,6 +1,7 @@
 //! `cap demo --jobs N --compare-fencing`: the scheduler's full path (client → scheduler
 //! → safety → worker → client) with dispatch fencing on and off, alternately, in one
-//! run; medians and ranges side by side.
+//! run; medians and ranges side by side, and the cost from the rounds' paired ratios
+//! (see [`super::compare`]).
 //!
 //! "Off" is [`SchedulerOptions::fencing`] `false`: dispatches and cancels go out
 //! without a `DispatchIdentity` (the worker falls back to its job-id dedupe), no

@@ -1,6 +1,7 @@
 //! `cap demo --jobs N --compare-observability`: the full path (client → scheduler →
 //! safety → worker → client) with metrics and tracing on and off, alternately, in one
-//! run; medians and ranges side by side.
+//! run; medians and ranges side by side, and the cost from the rounds' paired ratios
+//! (see [`super::compare`]).
 //!
 //! "On" is everything an operator turns on: Prometheus metrics of the scheduler
 //! ([`SchedulerMetrics`]), of the in-process kernel ([`cap_safety::KernelMetrics`]) and of
