@@ -92,9 +92,35 @@ impl Headers {
         self.lines = Some(Arc::from(text));
     }
 
+    /// The lines of a single pair, as one shared buffer. Packets usually carry one or two
+    /// headers, so adding to empty headers skips [`rebuild`](Self::rebuild): it runs on
+    /// every packet published with trace context.
+    fn single(name: &str, value: &str) -> Arc<str> {
+        let len = name.len() + 2 + value.len() + 2;
+        let mut stack = [0u8; 128];
+        if let Some(buf) = stack.get_mut(..len) {
+            let (n, rest) = buf.split_at_mut(name.len());
+            n.copy_from_slice(name.as_bytes());
+            let (sep, rest) = rest.split_at_mut(2);
+            sep.copy_from_slice(b": ");
+            let (v, end) = rest.split_at_mut(value.len());
+            v.copy_from_slice(value.as_bytes());
+            end.copy_from_slice(b"\r\n");
+            // Whole `str`s copied end to end: valid UTF-8.
+            if let Ok(text) = std::str::from_utf8(buf) {
+                return Arc::from(text);
+            }
+        }
+        Arc::from([name, ": ", value, "\r\n"].concat())
+    }
+
     /// Sets `name` to `value`, replacing every earlier value of `name`.
     pub fn insert(&mut self, name: impl AsRef<str>, value: impl AsRef<str>) -> Result<(), Error> {
         let (name, value) = checked(name.as_ref(), value.as_ref())?;
+        if self.lines.is_none() {
+            self.lines = Some(Headers::single(name, value));
+            return Ok(());
+        }
         let old = self.lines.take();
         let text = old.as_deref().unwrap_or("");
         let keep = Headers::split(text).filter(|(n, _)| *n != name);
@@ -105,6 +131,10 @@ impl Headers {
     /// Adds a value for `name`, keeping earlier ones.
     pub fn append(&mut self, name: impl AsRef<str>, value: impl AsRef<str>) -> Result<(), Error> {
         let (name, value) = checked(name.as_ref(), value.as_ref())?;
+        if self.lines.is_none() {
+            self.lines = Some(Headers::single(name, value));
+            return Ok(());
+        }
         let old = self.lines.take();
         self.rebuild(
             Headers::split(old.as_deref().unwrap_or("")),
@@ -141,7 +171,19 @@ impl Headers {
 
     /// The first value of `name`.
     pub fn get(&self, name: &str) -> Option<&str> {
-        self.pairs().find(|(n, _)| *n == name).map(|(_, v)| v)
+        // Runs for every packet received with headers: each line is matched on its
+        // first bytes, and only the matching one is split.
+        let mut rest = self.text();
+        while !rest.is_empty() {
+            let end = memchr::memchr(b'\n', rest.as_bytes()).unwrap_or(rest.len());
+            let (line, after) = rest.split_at(end);
+            rest = after.get(1..).unwrap_or("");
+            if let Some(value) = line.strip_prefix(name).and_then(|v| v.strip_prefix(':')) {
+                let value = value.strip_suffix('\r').unwrap_or(value);
+                return Some(value.strip_prefix(' ').unwrap_or(value));
+            }
+        }
+        None
     }
 
     /// Every value of `name`, in insertion order.
@@ -275,6 +317,25 @@ mod tests {
         assert!(b.remove("traceparent"));
         assert_eq!(b, Headers::new());
         assert_eq!(b.wire_len(), 0);
+    }
+
+    #[test]
+    fn first_pair_round_trips_at_any_length() {
+        // Short, around the in-place buffer's size, and past it.
+        for len in [0, 1, 55, 117, 118, 119, 200, MAX_HEADER_VALUE_LEN] {
+            let value = "v".repeat(len);
+            let mut h = Headers::new();
+            h.insert("traceparent", &value).unwrap();
+            assert_eq!(h.get("traceparent"), Some(value.as_str()), "{len}");
+            assert_eq!(h.len(), 1);
+            assert_eq!(h.wire_len(), "NATS/1.0\r\n".len() + 11 + 2 + len + 2 + 2);
+            let mut a = Headers::new();
+            a.append("traceparent", &value).unwrap();
+            assert_eq!(a, h);
+            h.append("tracestate", "k=v").unwrap();
+            assert_eq!(h.get("tracestate"), Some("k=v"));
+            assert_eq!(h.get("traceparent"), Some(value.as_str()));
+        }
     }
 
     #[test]

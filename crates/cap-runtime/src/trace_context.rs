@@ -122,6 +122,20 @@ fn unhex_by<const N: usize>(table: &[u8; 256], s: &[u8]) -> Option<[u8; N]> {
     (bad & NOT_HEX == 0).then_some(out)
 }
 
+/// The ids and flags of a `traceparent` of version `00` written exactly (no surrounding
+/// whitespace, ids not all zero); `None` for anything else, which
+/// [`TraceContext::parse`] then reads in full.
+fn parse_v00(b: &[u8]) -> Option<([u8; 16], [u8; 8], u8)> {
+    let b: &[u8; 55] = b.try_into().ok()?;
+    if b[..3] != *b"00-" || b[35] != b'-' || b[52] != b'-' {
+        return None;
+    }
+    let trace_id: [u8; 16] = unhex(&b[3..35])?;
+    let span_id: [u8; 8] = unhex(&b[36..52])?;
+    let [flags] = unhex::<1>(&b[53..55])?;
+    (trace_id != [0; 16] && span_id != [0; 8]).then_some((trace_id, span_id, flags))
+}
+
 /// `N` bytes from exactly `2 * N` lowercase hex digits.
 fn unhex<const N: usize>(s: &[u8]) -> Option<[u8; N]> {
     unhex_by(&LOWER, s)
@@ -151,6 +165,16 @@ impl TraceContext {
     /// Parses a `traceparent` (version `00`; ids lowercase hex, not all zero; a later
     /// version is read by its first four fields, as the specification asks).
     pub fn parse(traceparent: &str, tracestate: Option<&str>) -> Option<Self> {
+        let state = || tracestate.map(str::trim).unwrap_or_default().to_owned();
+        // What every hop of cap sends, read on every packet received: version 00 as is.
+        if let Some((trace_id, span_id, flags)) = parse_v00(traceparent.as_bytes()) {
+            return Some(TraceContext {
+                trace_id,
+                span_id,
+                sampled: flags & 1 == 1,
+                state: state(),
+            });
+        }
         let b = traceparent.trim().as_bytes();
         // version "-" trace id "-" span id "-" flags, then (after version 00: nothing).
         let (version, rest) = (b.get(..2)?, b.get(2..)?);
@@ -176,7 +200,7 @@ impl TraceContext {
             trace_id,
             span_id,
             sampled: flags & 1 == 1,
-            state: tracestate.map(str::trim).unwrap_or_default().to_owned(),
+            state: state(),
         })
     }
 
@@ -478,6 +502,24 @@ mod tests {
             )
             .is_some_and(|c| !c.sampled)
         );
+    }
+
+    #[test]
+    fn exact_version_00_reads_as_the_general_parser_does() {
+        // A leading space sends a value past the exact-form fast path: both must agree on
+        // every one-byte change of a valid traceparent.
+        let good = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
+        let mut checked = 0;
+        for at in 0..good.len() {
+            for c in ['0', '1', 'f', 'a', 'A', 'g', '-', ' '] {
+                let mut s = good.to_owned();
+                s.replace_range(at..=at, c.encode_utf8(&mut [0; 4]));
+                let general = TraceContext::parse(&format!(" {s}"), Some("k=v"));
+                assert_eq!(TraceContext::parse(&s, Some("k=v")), general, "{s:?}");
+                checked += usize::from(general.is_some());
+            }
+        }
+        assert!(checked > 200, "hex-for-hex changes stay valid: {checked}");
     }
 
     #[test]

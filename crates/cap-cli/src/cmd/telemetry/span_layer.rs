@@ -69,7 +69,12 @@ impl SpanLayer {
                 r.trace_id = TraceId::from_bytes(p.trace_id);
                 r.parent_span_id = SpanId::from_bytes(p.span_id);
                 r.parent_is_remote = true;
-                r.state = p.state.parse::<TraceState>().unwrap_or_default();
+                // Most contexts carry no `tracestate`: nothing to parse.
+                r.state = if p.state.is_empty() {
+                    TraceState::NONE
+                } else {
+                    p.state.parse::<TraceState>().unwrap_or_default()
+                };
             }
             None => {
                 r.trace_id = TraceId::from_bytes(trace_id);
