@@ -280,6 +280,30 @@ async fn one_job_is_one_w3c_trace_across_three_processes() {
         );
         assert!(s.parent_span_id.is_empty() || ids.contains(&s.parent_span_id));
     }
+    // Every hop's span names the job and its trace id, once.
+    for s in [
+        &submit,
+        &check,
+        &dispatch,
+        &handle,
+        &client_result,
+        &sched_result,
+    ] {
+        let text = |key: &str| -> Vec<String> {
+            s.attributes
+                .iter()
+                .filter(|kv| kv.key == key)
+                .filter_map(|kv| match kv.value.as_ref()?.value.as_ref()? {
+                    opentelemetry_proto::tonic::common::v1::any_value::Value::StringValue(v) => {
+                        Some(v.clone())
+                    }
+                    _ => None,
+                })
+                .collect()
+        };
+        assert_eq!(text("trace_id"), [trace_id.clone()], "{}", s.name);
+        assert_eq!(text("job_id"), [job_id.clone()], "{}", s.name);
+    }
     // The links follow the packets: submit → (check, dispatch) → handle → results.
     assert_eq!(check.parent_span_id, submit.span_id);
     assert_eq!(dispatch.parent_span_id, submit.span_id);

@@ -505,6 +505,18 @@ mod tests {
     }
 
     #[test]
+    fn a_hex_trace_id_is_the_w3c_id_in_either_case() {
+        // A packet trace id of 32 hex digits is the W3C id, in either case.
+        let id = [
+            0x4b, 0xf9, 0x2f, 0x35, 0x77, 0xb3, 0x4d, 0xa6, 0xa3, 0xce, 0x92, 0x9d, 0x0e, 0x0e,
+            0x47, 0x36,
+        ];
+        assert_eq!(w3c_trace_id("4bf92f3577b34da6a3ce929d0e0e4736"), id);
+        assert_eq!(w3c_trace_id("4BF92F3577B34DA6A3CE929D0E0E4736"), id);
+        assert_ne!(w3c_trace_id("4bf92f3577b34da6a3ce929d0e0e473g"), id);
+    }
+
+    #[test]
     fn exact_version_00_reads_as_the_general_parser_does() {
         // A leading space sends a value past the exact-form fast path: both must agree on
         // every one-byte change of a valid traceparent.

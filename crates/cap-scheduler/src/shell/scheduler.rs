@@ -607,11 +607,11 @@ impl<B: Bus, K: SafetyClient + 'static, S: JobStore> Scheduler<B, K, S> {
                 let id = job_id.clone();
                 let metrics = self.metrics.clone();
                 let parent = traces::parent(parent.as_deref());
-                let span = traces::hop(parent.as_ref(), None, || {
+                let span = traces::hop(parent.as_ref(), None, |trace_id| {
                     tracing::info_span!(
                         "policy_check",
                         job_id = job_id.as_str(),
-                        trace_id = tracing::field::Empty,
+                        trace_id,
                         topic = request.topic.as_str(),
                         worker_id = "",
                     )
@@ -687,11 +687,11 @@ impl<B: Bus, K: SafetyClient + 'static, S: JobStore> Scheduler<B, K, S> {
                     None
                 };
                 let parent = traces::parent(parent.as_deref());
-                let span = traces::hop(parent.as_ref(), Some(&trace_id), || {
+                let span = traces::hop(parent.as_ref(), Some(&trace_id), |trace_id| {
                     tracing::info_span!(
                         "dispatch",
                         job_id = request.job_id.as_str(),
-                        trace_id = trace_id.as_str(),
+                        trace_id,
                         topic = request.topic.as_str(),
                         worker_id = request
                             .dispatch

@@ -29,28 +29,28 @@ pub(crate) fn parent(kept: Option<&TraceParent>) -> Option<TraceContext> {
     TraceContext::parse(&kept.traceparent, state)
 }
 
-/// The span of a hop of a job (see [`trace_context::hop_span`]): made by `make` as a
-/// child of the job's submit `parent` when known, else as the root of the job's trace
-/// `trace_id` (or of a trace of its own when that is not known either); none when the
-/// trace is not sampled.
+/// The span of a hop of a job (see [`trace_context::hop_span`]): made by `make`, given
+/// the trace id the span carries, as a child of the job's submit `parent` when known,
+/// else as the root of the job's trace `trace_id` (or of a trace of its own when that
+/// is not known either); none when the trace is not sampled. The span's trace id is
+/// the packet's `trace_id` when known, else the W3C one of `parent`; without either
+/// (and no exporter) it has none.
 pub(crate) fn hop(
     parent: Option<&TraceContext>,
     trace_id: Option<&str>,
-    make: impl FnOnce() -> tracing::Span,
+    make: impl FnOnce(Option<&str>) -> tracing::Span,
 ) -> tracing::Span {
     if trace_context::hook().is_none() {
-        return make();
+        return make(trace_id);
     }
     match (parent, trace_id) {
-        (Some(p), _) => {
-            let span = trace_context::hop_span(Some(p), "", make);
-            if !span.is_none() {
-                span.record("trace_id", p.trace_id_hex());
-            }
-            span
+        (Some(p), Some(t)) => trace_context::hop_span(Some(p), "", || make(Some(t))),
+        (Some(p), None) => trace_context::hop_span(Some(p), "", || make(Some(&p.trace_id_hex()))),
+        (None, Some(t)) => trace_context::hop_span(None, t, || make(Some(t))),
+        (None, None) => {
+            let t = cap_runtime::id::new_trace_id();
+            trace_context::hop_span(None, &t, || make(Some(&t)))
         }
-        (None, Some(t)) => trace_context::hop_span(None, t, make),
-        (None, None) => trace_context::hop_span(None, &cap_runtime::id::new_trace_id(), make),
     }
 }
 
