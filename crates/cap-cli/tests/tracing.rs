@@ -301,8 +301,13 @@ async fn one_job_is_one_w3c_trace_across_three_processes() {
                 })
                 .collect()
         };
-        assert_eq!(text("trace_id"), [trace_id.clone()], "{}", s.name);
-        assert_eq!(text("job_id"), [job_id.clone()], "{}", s.name);
+        assert_eq!(
+            text("trace_id"),
+            std::slice::from_ref(&trace_id),
+            "{}",
+            s.name
+        );
+        assert_eq!(text("job_id"), std::slice::from_ref(&job_id), "{}", s.name);
     }
     // The links follow the packets: submit → (check, dispatch) → handle → results.
     assert_eq!(check.parent_span_id, submit.span_id);
