@@ -111,7 +111,8 @@ impl Paired {
     }
 }
 
-fn spread(mut v: Vec<f64>) -> [f64; 3] {
+/// The minimum, median and maximum of `v` (zeros when empty).
+pub(super) fn spread(mut v: Vec<f64>) -> [f64; 3] {
     v.sort_by(f64::total_cmp);
     match (v.first(), v.last()) {
         (Some(lo), Some(hi)) => [*lo, median(&v), *hi],

@@ -14,7 +14,7 @@
 //! scheduler, job store, blob store, worker and client; each run is checked to be what it claims
 //! (an observed run exports at least one span per job, an unobserved one none).
 
-use super::compare::{Paired, on_off_order, print_comparison, summarize};
+use super::compare::{Paired, on_off_order, print_comparison, spread, summarize};
 use super::fencing::{Cleanup, JobStores};
 use super::{POLICY, POOLS, echo};
 use crate::cmd::telemetry::Switch;
@@ -58,8 +58,6 @@ pub async fn compare<B: Bus, S: BlobStore + Clone + 'static, J: JobStore>(
     run_once(&bus, &blobs(), stores().await?, true, &warm).await?;
     let mut runs: Vec<(bool, LoadReport)> = Vec::new();
     let mut spans_on = 0u64;
-    // The process's CPU time per job, [off, on].
-    let mut cpu_us: [Vec<f64>; 2] = [Vec::new(), Vec::new()];
     // Each round's (on, off) throughput and CPU time per job.
     let mut tput_rounds = Vec::with_capacity(rounds);
     let mut cpu_rounds = Vec::with_capacity(rounds);
@@ -103,7 +101,6 @@ pub async fn compare<B: Bus, S: BlobStore + Clone + 'static, J: JobStore>(
             if on {
                 spans_on += spans;
             }
-            cpu_us[usize::from(on)].push(cpu_per_job);
             pair[usize::from(on)] = (report.jobs_per_sec, cpu_per_job);
             runs.push((on, report));
         }
@@ -120,10 +117,9 @@ pub async fn compare<B: Bus, S: BlobStore + Clone + 'static, J: JobStore>(
     let cpu = Paired::of(&cpu_rounds);
     let ratio = tput.median;
     let failed: u64 = runs.iter().map(|r| r.1.failed).sum();
-    let [cpu_off, cpu_on] = cpu_us.map(|mut v| {
-        v.sort_by(f64::total_cmp);
-        v.get(v.len() / 2).copied().unwrap_or(0.0)
-    });
+    // Each side's median CPU time per job, from the rounds' pairs.
+    let cpu_on = spread(cpu_rounds.iter().map(|p| p.0).collect())[1];
+    let cpu_off = spread(cpu_rounds.iter().map(|p| p.1).collect())[1];
     if json {
         println!(
             "{}",
